@@ -1,0 +1,146 @@
+//! The `wg.*` annotations a container sets. They are untrusted (whoever may start a container sets them):
+//! they only ever choose among names the policy lists, never a path or a key.
+
+use std::collections::HashMap;
+
+pub const ENABLE: &str = "wg.enable";
+pub const PROFILE: &str = "wg.profile";
+const PREFIX: &str = "wg.";
+const MAX_NAME_LEN: usize = 64;
+/// How much of an untrusted key or value an error may quote.
+const QUOTE_LIMIT: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Request {
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AnnotationError(pub String);
+
+/// True only when `wg.enable` is exactly "true"; anything else (or nothing) means: do nothing.
+pub fn is_enabled(annotations: &HashMap<String, String>) -> bool {
+    annotations.get(ENABLE).is_some_and(|v| v == "true")
+}
+
+/// Validates every `wg.*` annotation of an enabled container into a request. An unknown `wg.*` key is
+/// refused: a typo such as `wg.profle` must not silently fall back to the default profile.
+pub fn parse(annotations: &HashMap<String, String>) -> Result<Request, AnnotationError> {
+    let mut request = Request::default();
+    // Sorted, so that of several bad annotations the same one is always reported.
+    let mut keys: Vec<&String> = annotations
+        .keys()
+        .filter(|k| k.starts_with(PREFIX))
+        .collect();
+    keys.sort();
+    for key in keys {
+        let value = &annotations[key];
+        match key.as_str() {
+            ENABLE => {}
+            PROFILE => {
+                if !is_valid_name(value) {
+                    return Err(AnnotationError(format!(
+                        "annotation {PROFILE}: invalid value {:?} (expected 1-64 characters of A-Z a-z 0-9 _ . -, \
+                         not starting with . or -)",
+                        quote(value)
+                    )));
+                }
+                request.profile = Some(value.clone());
+            }
+            other => {
+                return Err(AnnotationError(format!(
+                    "annotation {:?}: unknown wg.* annotation (known: {ENABLE}, {PROFILE})",
+                    quote(other)
+                )));
+            }
+        }
+    }
+    Ok(request)
+}
+
+/// Profile names, as annotations may give them and as the policy must define them.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+fn quote(s: &str) -> &str {
+    match s.char_indices().nth(QUOTE_LIMIT) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn only_exactly_true_enables() {
+        assert!(is_enabled(&map(&[("wg.enable", "true")])));
+        for v in ["True", "TRUE", "1", "yes", "true ", ""] {
+            assert!(!is_enabled(&map(&[("wg.enable", v)])), "{v:?}");
+        }
+        assert!(!is_enabled(&map(&[])));
+    }
+
+    #[test]
+    fn profile_is_read() {
+        let r = parse(&map(&[
+            ("wg.enable", "true"),
+            ("wg.profile", "work-vpn_2.eu"),
+        ]))
+        .unwrap();
+        assert_eq!(r.profile.as_deref(), Some("work-vpn_2.eu"));
+        assert_eq!(parse(&map(&[("wg.enable", "true")])).unwrap().profile, None);
+    }
+
+    #[test]
+    fn path_like_and_odd_profile_values_are_refused() {
+        let long = "a".repeat(65);
+        for v in [
+            "../etc",
+            "/etc/x",
+            "",
+            ".hidden",
+            "-x",
+            "a b",
+            "a\nb",
+            "é",
+            long.as_str(),
+            "a/b",
+        ] {
+            let e = parse(&map(&[("wg.profile", v)])).unwrap_err().0;
+            assert!(e.starts_with("annotation wg.profile: invalid value"), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn unknown_wg_annotations_are_refused_and_others_ignored() {
+        let e = parse(&map(&[("wg.profle", "lab")])).unwrap_err().0;
+        assert!(e.contains("wg.profle") && e.contains("unknown"), "{e}");
+        assert!(parse(&map(&[("io.podman.x", "y"), ("wgx", "z")])).is_ok());
+    }
+
+    #[test]
+    fn huge_values_give_short_errors() {
+        let big = "x".repeat(1 << 20);
+        let e = parse(&map(&[("wg.profile", &big)])).unwrap_err().0;
+        assert!(e.len() < 300, "{}", e.len());
+        let e = parse(&map(&[(&format!("wg.{big}"), "v")])).unwrap_err().0;
+        assert!(e.len() < 300, "{}", e.len());
+    }
+}

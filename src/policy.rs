@@ -1,0 +1,391 @@
+//! The TOML policy: which tunnels exist and what a container may choose. Strict: unknown keys, wrong types
+//! and bad values are errors naming `FILE:LINE:COLUMN`, on one line.
+
+use crate::annotations;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+pub const DEFAULT_POLICY_PATH: &str = "/etc/wg-oci-hook/policy.toml";
+/// The annotations a policy may let containers set (besides wg.enable, which every container may set).
+pub const KNOWN_CHOOSABLE: &[&str] = &[annotations::PROFILE];
+const MAX_POLICY_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    Kernel,
+    Userspace,
+    Auto,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub path: PathBuf,
+    pub default_profile: Option<String>,
+    pub interface: String,
+    pub state_dir: PathBuf,
+    pub backend: BackendChoice,
+    pub userspace_command: Vec<String>,
+    pub allowed_annotations: Vec<String>,
+    pub log_level: Option<log::LevelFilter>,
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: String,
+    /// The wg-quick file, absolute.
+    pub config: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PolicyError(pub String);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    default_profile: Option<Spanned<String>>,
+    interface: Option<Spanned<String>>,
+    state_dir: Option<Spanned<PathBuf>>,
+    backend: Option<BackendChoice>,
+    userspace_command: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    allowed_annotations: Vec<Spanned<String>>,
+    log_level: Option<Spanned<String>>,
+    #[serde(default)]
+    profiles: BTreeMap<Spanned<String>, RawProfile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    config: Option<Spanned<PathBuf>>,
+}
+
+impl Policy {
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let file = std::fs::File::open(path)
+            .map_err(|e| PolicyError(format!("{}: {e}", path.display())))?;
+        let mut text = String::new();
+        file.take(MAX_POLICY_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| PolicyError(format!("{}: {e}", path.display())))?;
+        if text.len() as u64 > MAX_POLICY_BYTES {
+            return Err(PolicyError(format!(
+                "{}: larger than 1 MiB",
+                path.display()
+            )));
+        }
+        Policy::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
+        let at = |span: Range<usize>, message: &str| {
+            let (line, column) = line_column(text, span.start);
+            PolicyError(format!(
+                "{}:{line}:{column}: {}",
+                path.display(),
+                one_line(message)
+            ))
+        };
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| match e.span() {
+            Some(span) => at(span, e.message()),
+            None => PolicyError(format!("{}: {}", path.display(), one_line(e.message()))),
+        })?;
+
+        let interface = match raw.interface {
+            Some(name) if !is_valid_ifname(name.get_ref()) => {
+                return Err(at(name.span(), "interface: not a valid Linux interface name (1-15 characters, no / : or spaces)"));
+            }
+            Some(name) => name.into_inner(),
+            None => "wg0".to_owned(),
+        };
+        let state_dir = match raw.state_dir {
+            Some(dir) if !dir.get_ref().is_absolute() => {
+                return Err(at(dir.span(), "state_dir: must be an absolute path"))
+            }
+            Some(dir) => dir.into_inner(),
+            None => PathBuf::from("/run/wg-oci-hook"),
+        };
+        let userspace_command = match raw.userspace_command {
+            Some(cmd) if cmd.get_ref().is_empty() || cmd.get_ref().iter().any(|a| a.is_empty()) => {
+                return Err(at(
+                    cmd.span(),
+                    "userspace_command: must be a non-empty list of non-empty strings",
+                ));
+            }
+            Some(cmd) => cmd.into_inner(),
+            None => vec!["wireguard-go".to_owned()],
+        };
+        let mut allowed_annotations = Vec::new();
+        for a in raw.allowed_annotations {
+            if !KNOWN_CHOOSABLE.contains(&a.get_ref().as_str()) {
+                let msg = format!(
+                    "allowed_annotations: unknown annotation {:?} (known: {})",
+                    a.get_ref(),
+                    KNOWN_CHOOSABLE.join(", ")
+                );
+                return Err(at(a.span(), &msg));
+            }
+            allowed_annotations.push(a.into_inner());
+        }
+        let log_level = match raw.log_level {
+            Some(level) => match level.get_ref().parse::<log::LevelFilter>() {
+                Ok(l) => Some(l),
+                Err(_) => {
+                    return Err(at(
+                        level.span(),
+                        "log_level: expected off, error, warn, info, debug or trace",
+                    ))
+                }
+            },
+            None => None,
+        };
+        let base = path.parent().unwrap_or(Path::new("/"));
+        let mut profiles = BTreeMap::new();
+        for (name, profile) in raw.profiles {
+            let span = name.span();
+            let name = name.into_inner();
+            if !annotations::is_valid_name(&name) {
+                let msg = format!("profile name {name:?}: expected 1-64 characters of A-Z a-z 0-9 _ . -, not starting with . or -");
+                return Err(at(span, &msg));
+            }
+            let config = profile
+                .config
+                .ok_or_else(|| {
+                    at(
+                        span.clone(),
+                        &format!("profile {name:?}: missing config (the wg-quick file)"),
+                    )
+                })?
+                .into_inner();
+            let config = if config.is_absolute() {
+                config
+            } else {
+                base.join(config)
+            };
+            profiles.insert(name.clone(), Profile { name, config });
+        }
+        if profiles.is_empty() {
+            return Err(PolicyError(format!(
+                "{}: no [profiles.NAME] defined",
+                path.display()
+            )));
+        }
+        let default_profile = match raw.default_profile {
+            Some(d) if !profiles.contains_key(d.get_ref()) => {
+                return Err(at(
+                    d.span(),
+                    &format!("default_profile: no profile named {:?}", d.get_ref()),
+                ));
+            }
+            d => d.map(Spanned::into_inner),
+        };
+        Ok(Policy {
+            path: path.to_owned(),
+            default_profile,
+            interface,
+            state_dir,
+            backend: raw.backend.unwrap_or(BackendChoice::Auto),
+            userspace_command,
+            allowed_annotations,
+            log_level,
+            profiles,
+        })
+    }
+
+    /// The profile for a container: the one it asked for (if the policy lets it choose), else the default.
+    pub fn select_profile(&self, requested: Option<&str>) -> Result<&Profile, PolicyError> {
+        let path = self.path.display();
+        match requested {
+            Some(name) => {
+                if !self
+                    .allowed_annotations
+                    .iter()
+                    .any(|a| a == annotations::PROFILE)
+                {
+                    return Err(PolicyError(format!(
+                        "annotation {}={name:?}: the policy {path} does not let containers choose a profile \
+                         (allowed_annotations)",
+                        annotations::PROFILE
+                    )));
+                }
+                self.profiles.get(name).ok_or_else(|| {
+                    PolicyError(format!(
+                        "annotation {}={name:?}: no such profile in {path}",
+                        annotations::PROFILE
+                    ))
+                })
+            }
+            None => {
+                let name = self.default_profile.as_deref().ok_or_else(|| {
+                    PolicyError(format!(
+                        "{path}: no default_profile and the container did not choose one ({})",
+                        annotations::PROFILE
+                    ))
+                })?;
+                Ok(&self.profiles[name])
+            }
+        }
+    }
+}
+
+fn is_valid_ifname(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
+}
+
+/// 1-based line and column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Policy, PolicyError> {
+        Policy::parse(text, Path::new("/etc/wg-oci-hook/policy.toml"))
+    }
+
+    fn err(text: &str) -> String {
+        let e = parse(text).unwrap_err().0;
+        assert!(!e.contains('\n'), "multi-line error: {e}");
+        e
+    }
+
+    const MINIMAL: &str = "[profiles.vpn]\nconfig = \"vpn.conf\"\n";
+
+    #[test]
+    fn minimal_policy_gets_defaults_and_resolves_relative_config() {
+        let p = parse(MINIMAL).unwrap();
+        assert_eq!(p.interface, "wg0");
+        assert_eq!(p.state_dir, PathBuf::from("/run/wg-oci-hook"));
+        assert_eq!(p.backend, BackendChoice::Auto);
+        assert_eq!(p.userspace_command, vec!["wireguard-go"]);
+        assert!(p.allowed_annotations.is_empty());
+        assert_eq!(
+            p.profiles["vpn"].config,
+            PathBuf::from("/etc/wg-oci-hook/vpn.conf")
+        );
+    }
+
+    #[test]
+    fn full_policy_with_comments() {
+        let p = parse(
+            r#"
+# the admin's policy
+default_profile = "vpn"   # used when none is chosen
+interface = "tun7"
+state_dir = "/var/run/wgoh"
+backend = "userspace"
+userspace_command = ["/usr/bin/wireguard-go", "--verbose"]
+allowed_annotations = ["wg.profile"]
+log_level = "DEBUG"
+
+[profiles.vpn]
+config = "/etc/wg/vpn.conf"
+
+[profiles."work-eu.2"]
+config = "work.conf"
+"#,
+        )
+        .unwrap();
+        assert_eq!(p.default_profile.as_deref(), Some("vpn"));
+        assert_eq!(p.interface, "tun7");
+        assert_eq!(p.backend, BackendChoice::Userspace);
+        assert_eq!(p.log_level, Some(log::LevelFilter::Debug));
+        assert_eq!(
+            p.profiles["work-eu.2"].config,
+            PathBuf::from("/etc/wg-oci-hook/work.conf")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_line_and_column() {
+        let e = err("backend = \"auto\"\nbakend = \"kernel\"\n[profiles.vpn]\nconfig = \"a\"\n");
+        assert!(e.starts_with("/etc/wg-oci-hook/policy.toml:2:1: "), "{e}");
+        assert!(e.contains("bakend"), "{e}");
+        let e = err("[profiles.vpn]\nconfig = \"a\"\nkill_swtich = true\n");
+        assert!(e.starts_with("/etc/wg-oci-hook/policy.toml:3:1: "), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_and_values_are_errors() {
+        assert!(err(&format!("backend = 1\n{MINIMAL}")).contains(":1:11: "));
+        assert!(err(&format!("backend = \"wireguard\"\n{MINIMAL}")).contains(":1:11: "));
+        assert!(err(&format!("log_level = \"loud\"\n{MINIMAL}")).contains("log_level"));
+        assert!(err("[profiles.vpn]\nconfig = 3\n").contains(":2:10: "));
+        assert!(err("default_profile = [\n").contains("policy.toml:"));
+    }
+
+    #[test]
+    fn semantic_errors_name_their_place() {
+        let e = err(&format!("default_profile = \"nope\"\n{MINIMAL}"));
+        assert!(
+            e.contains(":1:19: default_profile: no profile named \"nope\""),
+            "{e}"
+        );
+        for bad in [
+            "\"\"",
+            "\"sixteen-chars-xx\"",
+            "\"a/b\"",
+            "\"wg 0\"",
+            "\".\"",
+        ] {
+            let e = err(&format!("interface = {bad}\n{MINIMAL}"));
+            assert!(e.contains(":1:13: interface"), "{bad}: {e}");
+        }
+        assert!(err(&format!("state_dir = \"run/x\"\n{MINIMAL}")).contains("absolute"));
+        assert!(err(&format!("userspace_command = []\n{MINIMAL}")).contains("userspace_command"));
+        assert!(
+            err(&format!("userspace_command = [\"\"]\n{MINIMAL}")).contains("userspace_command")
+        );
+        let e = err(&format!(
+            "allowed_annotations = [\"wg.profile\", \"wg.keys\"]\n{MINIMAL}"
+        ));
+        assert!(
+            e.contains(":1:38: allowed_annotations: unknown annotation \"wg.keys\""),
+            "{e}"
+        );
+        assert!(err("[profiles.vpn]\n").contains("missing config"));
+        assert!(err("[profiles.\"../x\"]\nconfig = \"a\"\n").contains("profile name"));
+        assert!(err("backend = \"auto\"\n").contains("no [profiles.NAME]"));
+    }
+
+    #[test]
+    fn select_profile_honours_allowed_annotations() {
+        let text = "default_profile = \"a\"\nallowed_annotations = [\"wg.profile\"]\n\
+                    [profiles.a]\nconfig = \"/a\"\n[profiles.b]\nconfig = \"/b\"\n";
+        let p = parse(text).unwrap();
+        assert_eq!(p.select_profile(None).unwrap().name, "a");
+        assert_eq!(p.select_profile(Some("b")).unwrap().name, "b");
+        let e = p.select_profile(Some("c")).unwrap_err().0;
+        assert!(
+            e.contains("annotation wg.profile=\"c\": no such profile"),
+            "{e}"
+        );
+
+        let p = parse("[profiles.a]\nconfig = \"/a\"\n").unwrap();
+        let e = p.select_profile(Some("a")).unwrap_err().0;
+        assert!(e.contains("does not let containers choose"), "{e}");
+        let e = p.select_profile(None).unwrap_err().0;
+        assert!(e.contains("no default_profile"), "{e}");
+    }
+}

@@ -1,0 +1,217 @@
+//! The OCI state the runtime writes to a hook's stdin, and the few fields of the bundle's config.json we need.
+//!
+//! Parsed leniently into minimal structs rather than oci-spec's types: runc and crun differ (crun says "created",
+//! adds `root`, sends pid 0 at poststop; runc sends no pid at poststop), and oci-spec refuses config.json files
+//! with capability names it does not know (youki#3723). We key everything on the container id.
+
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Runtimes send a few hundred bytes; anything near this is not a state document.
+const MAX_STATE_BYTES: u64 = 1 << 20;
+const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StateError(pub String);
+
+#[derive(Debug, Deserialize)]
+pub struct ContainerState {
+    pub id: String,
+    #[serde(default)]
+    pub pid: Option<i64>,
+    #[serde(default)]
+    pub bundle: PathBuf,
+    #[serde(default)]
+    pub annotations: HashMap<String, String>,
+}
+
+impl ContainerState {
+    /// Reads the state JSON (bounded) and checks the container id, which names our files.
+    pub fn read(input: impl Read) -> Result<Self, StateError> {
+        let mut text = Vec::with_capacity(1024);
+        input
+            .take(MAX_STATE_BYTES + 1)
+            .read_to_end(&mut text)
+            .map_err(|e| StateError(format!("reading the OCI state from stdin: {e}")))?;
+        if text.len() as u64 > MAX_STATE_BYTES {
+            return Err(StateError(
+                "the OCI state on stdin is larger than 1 MiB".into(),
+            ));
+        }
+        let state: ContainerState = serde_json::from_slice(&text)
+            .map_err(|e| StateError(format!("the OCI state on stdin is not valid: {e}")))?;
+        validate_container_id(&state.id)?;
+        Ok(state)
+    }
+
+    /// The container's init pid, when the runtime sent a real one (crun sends 0 at poststop).
+    pub fn live_pid(&self) -> Option<u32> {
+        self.pid
+            .filter(|&p| p > 0 && p <= i64::from(i32::MAX))
+            .map(|p| p as u32)
+    }
+}
+
+/// runc's rule for ids (`^[\w+-\.]+$`), bounded: the id becomes a file name under the state dir.
+fn validate_container_id(id: &str) -> Result<(), StateError> {
+    let ok = !id.is_empty()
+        && id.len() <= 256
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+-.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(StateError(format!(
+            "the OCI state has an invalid container id {:?}",
+            truncate(id, 80)
+        )))
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawBundleConfig {
+    #[serde(default)]
+    root: Option<RawRoot>,
+    #[serde(default)]
+    mounts: Vec<RawMount>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawRoot {
+    path: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawMount {
+    destination: PathBuf,
+    #[serde(default)]
+    source: Option<PathBuf>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    options: Vec<String>,
+}
+
+/// What we need from the bundle: where the container's root file system is, and whether the engine
+/// bind-mounts a resolv.conf of its own over the rootfs one.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub rootfs: PathBuf,
+    pub resolv_conf_mount_source: Option<PathBuf>,
+}
+
+impl Bundle {
+    pub fn load(bundle_dir: &Path) -> Result<Self, StateError> {
+        let path = bundle_dir.join("config.json");
+        let file = std::fs::File::open(&path)
+            .map_err(|e| StateError(format!("{}: {e}", path.display())))?;
+        let mut text = Vec::new();
+        file.take(MAX_CONFIG_BYTES)
+            .read_to_end(&mut text)
+            .map_err(|e| StateError(format!("{}: {e}", path.display())))?;
+        let raw: RawBundleConfig = serde_json::from_slice(&text)
+            .map_err(|e| StateError(format!("{}: {e}", path.display())))?;
+        let root = raw
+            .root
+            .ok_or_else(|| StateError(format!("{}: no root.path", path.display())))?;
+        let rootfs = if root.path.is_absolute() {
+            root.path
+        } else {
+            bundle_dir.join(root.path)
+        };
+        let resolv_conf_mount_source = raw
+            .mounts
+            .into_iter()
+            .filter(|m| m.destination == Path::new("/etc/resolv.conf"))
+            .filter(|m| {
+                m.kind.as_deref() == Some("bind")
+                    || m.options.iter().any(|o| o == "bind" || o == "rbind")
+            })
+            .filter_map(|m| m.source)
+            .next_back();
+        Ok(Bundle {
+            rootfs,
+            resolv_conf_mount_source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_runc_create_runtime_state() {
+        let json = r#"{"ociVersion":"1.0.2","id":"abc123","status":"creating","pid":4242,
+            "bundle":"/run/b","annotations":{"wg.enable":"true"}}"#;
+        let s = ContainerState::read(json.as_bytes()).unwrap();
+        assert_eq!(s.id, "abc123");
+        assert_eq!(s.live_pid(), Some(4242));
+        assert_eq!(s.annotations["wg.enable"], "true");
+    }
+
+    #[test]
+    fn reads_crun_poststop_state_with_pid_zero_and_root() {
+        let json = r#"{"ociVersion":"1.0.0","id":"c1","status":"stopped","pid":0,"root":"/x","bundle":"/b"}"#;
+        let s = ContainerState::read(json.as_bytes()).unwrap();
+        assert_eq!(s.live_pid(), None);
+        assert!(s.annotations.is_empty());
+    }
+
+    #[test]
+    fn reads_runc_poststop_state_without_pid() {
+        let s =
+            ContainerState::read(&br#"{"id":"c1","status":"stopped","bundle":"/b"}"#[..]).unwrap();
+        assert_eq!(s.live_pid(), None);
+    }
+
+    #[test]
+    fn refuses_ids_that_are_paths() {
+        for id in ["../etc", "a/b", "", ".", "x\n"] {
+            let json = serde_json::json!({"id": id, "bundle": "/b"}).to_string();
+            assert!(ContainerState::read(json.as_bytes()).is_err(), "{id:?}");
+        }
+    }
+
+    #[test]
+    fn refuses_oversized_state() {
+        let big = vec![b' '; (MAX_STATE_BYTES + 10) as usize];
+        assert!(ContainerState::read(&big[..])
+            .unwrap_err()
+            .0
+            .contains("1 MiB"));
+    }
+
+    #[test]
+    fn bundle_finds_rootfs_and_resolv_conf_bind_source() {
+        let dir = std::env::temp_dir().join(format!("wgoh-bundle-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("config.json"),
+            r#"{"root":{"path":"rootfs"},"process":{"capabilities":{"bounding":["CAP_FUTURE"]}},
+               "mounts":[{"destination":"/proc","type":"proc","source":"proc"},
+                         {"destination":"/etc/resolv.conf","type":"bind","source":"/run/c/resolv.conf","options":["bind","rprivate"]}]}"#,
+        )
+        .unwrap();
+        let b = Bundle::load(&dir).unwrap();
+        assert_eq!(b.rootfs, dir.join("rootfs"));
+        assert_eq!(
+            b.resolv_conf_mount_source.as_deref(),
+            Some(Path::new("/run/c/resolv.conf"))
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
