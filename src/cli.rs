@@ -1,0 +1,170 @@
+//! Command line: `wg-oci-hook [--policy PATH] create-runtime|poststop`, the OCI state JSON on stdin.
+
+use crate::annotations;
+use crate::hook;
+use crate::policy::{Policy, DEFAULT_POLICY_PATH};
+use crate::state::ContainerState;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub const POLICY_ENV: &str = "WG_OCI_HOOK_POLICY";
+
+const USAGE: &str = "usage: wg-oci-hook [--policy PATH] <create-runtime|poststop>
+  Run by an OCI runtime (runc, crun) as a createRuntime or poststop hook, with the container state on stdin.
+  --policy PATH   policy file (default: $WG_OCI_HOOK_POLICY, else /etc/wg-oci-hook/policy.toml)";
+
+#[derive(Debug, PartialEq, Eq)]
+enum Command {
+    CreateRuntime,
+    Poststop,
+    Help,
+    Version,
+}
+
+#[derive(Debug)]
+struct Args {
+    command: Command,
+    policy: Option<PathBuf>,
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
+    let mut command = None;
+    let mut policy = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let found = match arg.as_str() {
+            "create-runtime" | "createRuntime" => Command::CreateRuntime,
+            "poststop" => Command::Poststop,
+            "-h" | "--help" | "help" => Command::Help,
+            "-V" | "--version" => Command::Version,
+            "--policy" => {
+                policy = Some(args.next().ok_or("--policy needs a path")?.into());
+                continue;
+            }
+            other => match other.strip_prefix("--policy=") {
+                Some(path) => {
+                    policy = Some(path.into());
+                    continue;
+                }
+                None => return Err(format!("unknown argument {other:?}")),
+            },
+        };
+        if command.replace(found).is_some() {
+            return Err("more than one command given".into());
+        }
+    }
+    let command = command.ok_or("no command given")?;
+    Ok(Args { command, policy })
+}
+
+fn init_logging(policy_level: Option<log::LevelFilter>) {
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(policy_level.unwrap_or(log::LevelFilter::Warn));
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&spec);
+    }
+    builder
+        .format(|buf, record| {
+            writeln!(
+                buf,
+                "wg-oci-hook[{}]: {}: {}",
+                std::process::id(),
+                record.level(),
+                record.args()
+            )
+        })
+        .target(env_logger::Target::Stderr)
+        .try_init()
+        .ok();
+}
+
+/// The whole program; `main` only maps this to the process exit. Errors are one line on stderr, which
+/// runc copies into the engine's error message.
+pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
+    let args = match parse_args(args) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("wg-oci-hook: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let create = match args.command {
+        Command::Help => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Command::Version => {
+            println!("wg-oci-hook {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Command::CreateRuntime => true,
+        Command::Poststop => false,
+    };
+    let state = match ContainerState::read(std::io::stdin().lock()) {
+        Ok(state) => state,
+        Err(e) => return fail(&e),
+    };
+    // A container that did not ask for a tunnel: touch nothing, not even the policy.
+    if !annotations::is_enabled(&state.annotations) {
+        return ExitCode::SUCCESS;
+    }
+    let policy_path = args
+        .policy
+        .or_else(|| {
+            std::env::var_os(POLICY_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_POLICY_PATH));
+    let policy = match Policy::load(&policy_path) {
+        Ok(policy) => policy,
+        Err(e) => return fail(&format!("container {}: reading the policy: {e}", state.id)),
+    };
+    init_logging(policy.log_level);
+    let result = if create {
+        hook::create_runtime(&state, &policy).map(drop)
+    } else {
+        hook::poststop(&state, &policy)
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("wg-oci-hook: {e}");
+    ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, String> {
+        parse_args(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn policy_flag_goes_before_or_after_the_command() {
+        let a = parse(&["--policy", "/p.toml", "create-runtime"]).unwrap();
+        assert_eq!(
+            (a.command, a.policy.unwrap()),
+            (Command::CreateRuntime, PathBuf::from("/p.toml"))
+        );
+        let a = parse(&["poststop", "--policy=/q.toml"]).unwrap();
+        assert_eq!(
+            (a.command, a.policy.unwrap()),
+            (Command::Poststop, PathBuf::from("/q.toml"))
+        );
+    }
+
+    #[test]
+    fn bad_command_lines_are_refused() {
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["create-runtime", "poststop"]).is_err());
+        assert!(parse(&["--policy"]).is_err());
+        assert!(parse(&["start"]).is_err());
+    }
+}

@@ -1,0 +1,434 @@
+//! createRuntime and poststop: the flow of DESIGN.md section 1, each step undone in reverse on failure.
+
+use crate::annotations;
+use crate::dns;
+use crate::link::Netlink;
+use crate::names::host_link_name;
+use crate::netns::NetNs;
+use crate::policy::{BackendChoice, Policy};
+use crate::profile::{self, TunnelSpec};
+use crate::record::{Record, StateDir, RECORD_VERSION};
+use crate::state::{Bundle, ContainerState};
+use crate::wg::{self, userspace::Daemon, BackendKind};
+use log::{debug, info, warn};
+use std::fmt::Display;
+use std::io;
+use std::os::fd::AsFd;
+
+/// wg-quick's fallback when nothing tells it the path MTU, and its WireGuard overhead (IPv6 + UDP + WG).
+const FALLBACK_UNDERLAY_MTU: u32 = 1500;
+const WIREGUARD_OVERHEAD: u32 = 80;
+const EOPNOTSUPP: i32 = 95;
+const EEXIST: i32 = 17;
+
+/// One line for the engine's error output: which container, which step, why.
+#[derive(Debug)]
+pub struct HookError {
+    pub container: String,
+    pub step: &'static str,
+    pub cause: String,
+}
+
+impl Display for HookError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "container {}: {}: {}",
+            self.container, self.step, self.cause
+        )
+    }
+}
+
+impl std::error::Error for HookError {}
+
+fn step_err<'a, E: Display>(
+    container: &'a str,
+    step: &'static str,
+) -> impl FnOnce(E) -> HookError + 'a {
+    move |cause| HookError {
+        container: container.to_owned(),
+        step,
+        cause: cause.to_string(),
+    }
+}
+
+/// Brings the container's tunnel up. The caller has checked `wg.enable` and loaded the policy.
+pub fn create_runtime(state: &ContainerState, policy: &Policy) -> Result<Record, HookError> {
+    let id = state.id.as_str();
+    let request =
+        annotations::parse(&state.annotations).map_err(step_err(id, "reading annotations"))?;
+    let profile = policy
+        .select_profile(request.profile.as_deref())
+        .map_err(step_err(id, "choosing a profile"))?;
+    let spec = profile::tunnel_spec(profile).map_err(step_err(id, "reading the profile"))?;
+    let pid = state
+        .live_pid()
+        .ok_or("the OCI state has no container pid")
+        .map_err(step_err(id, "reading the OCI state"))?;
+    let bundle = Bundle::load(&state.bundle).map_err(step_err(id, "reading the bundle"))?;
+    let container_ns =
+        NetNs::of_pid(pid).map_err(step_err(id, "opening the container's network namespace"))?;
+    let host_ns =
+        NetNs::current().map_err(step_err(id, "opening the runtime's network namespace"))?;
+    if container_ns
+        .same_as(&host_ns)
+        .map_err(step_err(id, "comparing network namespaces"))?
+    {
+        return Err(step_err(id, "checking the container's network namespace")(
+            "the container shares the runtime's network namespace (--network host); refusing to move a tunnel there",
+        ));
+    }
+
+    let mut setup = Setup {
+        id,
+        policy,
+        state_dir: StateDir::new(&policy.state_dir),
+        record: Record {
+            version: RECORD_VERSION,
+            container_id: id.to_owned(),
+            profile: profile.name.clone(),
+            interface: policy.interface.clone(),
+            host_link: host_link_name(id),
+            backend: BackendKind::Userspace,
+            daemon_pid: None,
+            resolv_conf: None,
+        },
+        host_nl: None,
+        container_nl: None,
+        host_link_index: None,
+        daemon: None,
+        record_saved: false,
+    };
+    match setup.run(&spec, &container_ns, &bundle) {
+        Ok(()) => {
+            info!(
+                "container {id}: {} up ({} backend, profile {}, {} peer(s))",
+                policy.interface,
+                setup.record.backend,
+                profile.name,
+                spec.device.peers.len()
+            );
+            Ok(setup.record.clone())
+        }
+        Err(e) => {
+            setup.undo();
+            Err(e)
+        }
+    }
+}
+
+/// What has been made so far, so that a failure can take it all back.
+struct Setup<'a> {
+    id: &'a str,
+    policy: &'a Policy,
+    state_dir: StateDir,
+    record: Record,
+    host_nl: Option<Netlink>,
+    container_nl: Option<Netlink>,
+    /// Set while the link exists in the host netns under its temporary name.
+    host_link_index: Option<u32>,
+    daemon: Option<Daemon>,
+    record_saved: bool,
+}
+
+impl Setup<'_> {
+    fn err<E: Display>(&self, step: &'static str) -> impl FnOnce(E) -> HookError + '_ {
+        step_err(self.id, step)
+    }
+
+    fn run(
+        &mut self,
+        spec: &TunnelSpec,
+        container_ns: &NetNs,
+        bundle: &Bundle,
+    ) -> Result<(), HookError> {
+        let host = Netlink::connect().map_err(self.err("opening netlink"))?;
+        let tmp = self.record.host_link.clone();
+        if host
+            .index_of(&tmp)
+            .map_err(self.err("checking for a stale link"))?
+            .is_some()
+        {
+            return Err(self.err("creating the WireGuard interface")(format!(
+                "a link named {tmp} already exists in the runtime's network namespace (left by an earlier run?)"
+            )));
+        }
+        self.host_nl = Some(host);
+        self.create_device(&tmp)?;
+        // Saved before any further step, so that a poststop after a kill (runc's hook timeout) still finds
+        // the daemon and the link.
+        self.save_record()?;
+        let socket = wg::uapi::socket_path(&tmp);
+        match self.record.backend {
+            BackendKind::Kernel => wg::kernel::configure(&tmp, &spec.device),
+            BackendKind::Userspace => wg::uapi::configure(&socket, &spec.device),
+        }
+        .map_err(self.err("configuring WireGuard"))?;
+
+        let host = self.host_nl.as_ref().expect("connected above");
+        let index = host
+            .index_of(&tmp)
+            .map_err(self.err("finding the WireGuard interface"))?
+            .ok_or_else(|| {
+                self.err("finding the WireGuard interface")(format!("{tmp} vanished"))
+            })?;
+        self.host_link_index = Some(index);
+        // Set before the move: the userspace daemon only hears about MTU changes in its own netns.
+        let mtu = match spec.mtu {
+            Some(mtu) => mtu,
+            None => computed_mtu(host, spec).map_err(self.err("computing the MTU"))?,
+        };
+        host.set_mtu(index, mtu)
+            .map_err(self.err("setting the MTU"))?;
+        host.move_to_netns(index, container_ns.file().as_fd(), &self.policy.interface)
+            .map_err(|e| {
+                let cause = if e.raw_os_error() == Some(EEXIST) {
+                    format!(
+                        "the container already has an interface named {}",
+                        self.policy.interface
+                    )
+                } else {
+                    e.to_string()
+                };
+                self.err("moving the interface into the container")(cause)
+            })?;
+        self.host_link_index = None;
+        let container = container_ns
+            .run(Netlink::connect)
+            .map_err(self.err("opening netlink in the container"))?;
+        let container = &*self.container_nl.insert(container);
+        configure_container_side(container, &self.policy.interface, spec)
+            .map_err(|(step, e)| step_err(self.id, step)(e))?;
+
+        if !spec.dns_servers.is_empty() {
+            let content = dns::render(&spec.dns_servers, &spec.dns_search, self.id);
+            let change = dns::write(bundle, &content).map_err(self.err("writing resolv.conf"))?;
+            self.record.resolv_conf = Some(change);
+        }
+        self.save_record()
+    }
+
+    fn create_device(&mut self, tmp: &str) -> Result<(), HookError> {
+        let host = self.host_nl.as_ref().expect("connected");
+        let kernel = match self.policy.backend {
+            BackendChoice::Userspace => false,
+            BackendChoice::Kernel => {
+                host.add_wireguard_link(tmp).map_err(|e| {
+                    let hint = if e.raw_os_error() == Some(EOPNOTSUPP) {
+                        " (this kernel has no WireGuard; use backend = \"userspace\" or \"auto\")"
+                    } else {
+                        ""
+                    };
+                    self.err("creating the kernel WireGuard link")(format!("{e}{hint}"))
+                })?;
+                true
+            }
+            BackendChoice::Auto => match host.add_wireguard_link(tmp) {
+                Ok(()) => {
+                    info!("container {}: backend auto: kernel WireGuard link created, using the kernel", self.id);
+                    true
+                }
+                Err(e) if e.raw_os_error() == Some(EOPNOTSUPP) => {
+                    info!(
+                        "container {}: backend auto: the kernel cannot create a wireguard link ({e}), using userspace",
+                        self.id
+                    );
+                    false
+                }
+                Err(e) => return Err(self.err("creating the kernel WireGuard link")(e)),
+            },
+        };
+        if kernel {
+            self.record.backend = BackendKind::Kernel;
+            self.host_link_index = host
+                .index_of(tmp)
+                .map_err(self.err("finding the WireGuard interface"))?;
+        } else {
+            self.record.backend = BackendKind::Userspace;
+            let daemon = Daemon::start(&self.policy.userspace_command, tmp)
+                .map_err(self.err("starting the userspace WireGuard daemon"))?;
+            debug!(
+                "container {}: userspace daemon pid {} for {tmp}",
+                self.id,
+                daemon.pid()
+            );
+            self.record.daemon_pid = Some(daemon.pid());
+            self.daemon = Some(daemon);
+        }
+        Ok(())
+    }
+
+    fn save_record(&mut self) -> Result<(), HookError> {
+        self.state_dir
+            .save(&self.record)
+            .map_err(self.err("writing the state record"))?;
+        self.record_saved = true;
+        Ok(())
+    }
+
+    /// Takes back, in reverse, whatever `run` made. Best effort: every step is tried.
+    fn undo(&mut self) {
+        if let Some(change) = self.record.resolv_conf.take() {
+            if let Err(e) = dns::restore(&change) {
+                warn!(
+                    "container {}: undo: restoring {}: {e}",
+                    self.id,
+                    change.path.display()
+                );
+            }
+        }
+        if let Some(container) = &self.container_nl {
+            if let Ok(Some(index)) = container.index_of(&self.policy.interface) {
+                let _ = container.delete_link(index);
+            }
+        }
+        if let (Some(host), Some(index)) = (&self.host_nl, self.host_link_index) {
+            let _ = host.delete_link(index);
+        }
+        if let Some(mut daemon) = self.daemon.take() {
+            daemon.kill_and_reap();
+            let _ = std::fs::remove_file(wg::uapi::socket_path(&self.record.host_link));
+        }
+        if self.record_saved {
+            if let Err(e) = self.state_dir.remove(self.id) {
+                warn!(
+                    "container {}: undo: removing the state record: {e}",
+                    self.id
+                );
+            }
+        }
+    }
+}
+
+/// lo up, addresses, link up, then a route per AllowedIPs prefix; a /0 replaces that family's default routes
+/// while the more specific routes of attached networks stay.
+fn configure_container_side(
+    nl: &Netlink,
+    interface: &str,
+    spec: &TunnelSpec,
+) -> Result<(), (&'static str, io::Error)> {
+    let index = nl
+        .index_of(interface)
+        .and_then(|i| {
+            i.ok_or_else(|| io::Error::other(format!("{interface} not found after the move")))
+        })
+        .map_err(|e| ("finding the interface in the container", e))?;
+    if let Some(lo) = nl.index_of("lo").map_err(|e| ("bringing lo up", e))? {
+        nl.set_up(lo).map_err(|e| ("bringing lo up", e))?;
+    }
+    for addr in &spec.addresses {
+        nl.add_address(index, *addr)
+            .map_err(|e| ("adding address", io::Error::other(format!("{addr}: {e}"))))?;
+    }
+    nl.set_up(index)
+        .map_err(|e| ("bringing the interface up", e))?;
+    for ipv6 in [false, true] {
+        if spec
+            .routes
+            .iter()
+            .any(|r| r.prefix() == 0 && r.is_ipv6() == ipv6)
+        {
+            for route in nl
+                .default_routes(ipv6)
+                .map_err(|e| ("reading default routes", e))?
+            {
+                nl.delete_route(route)
+                    .map_err(|e| ("replacing the default route", e))?;
+            }
+        }
+    }
+    for net in &spec.routes {
+        match nl.add_device_route(index, *net) {
+            Err(e) if e.raw_os_error() != Some(EEXIST) => {
+                return Err(("adding route", io::Error::other(format!("{net}: {e}"))));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// wg-quick's rule: the largest MTU towards any endpoint (route metric, else its device), else the default
+/// route's, else 1500; minus WireGuard's 80 bytes of overhead.
+fn computed_mtu(host: &Netlink, spec: &TunnelSpec) -> io::Result<u32> {
+    let mut underlay = 0;
+    for endpoint in spec.endpoints() {
+        if let Some(mtu) = host.path_mtu_to(endpoint.ip())? {
+            underlay = underlay.max(mtu);
+        }
+    }
+    if underlay == 0 {
+        if let Some(route) = host.default_routes(false)?.first() {
+            underlay = host.route_mtu(route)?.unwrap_or(0);
+        }
+    }
+    if underlay == 0 {
+        underlay = FALLBACK_UNDERLAY_MTU;
+    }
+    Ok(underlay.saturating_sub(WIREGUARD_OVERHEAD).max(1280))
+}
+
+/// Tears down what createRuntime recorded. Idempotent: no record, nothing to do. Works when the container's
+/// netns is already gone (podman runs poststop after removing it) and after a failed create. The record is
+/// removed even when a step fails, and the failure is reported.
+pub fn poststop(state: &ContainerState, policy: &Policy) -> Result<(), HookError> {
+    let id = state.id.as_str();
+    let dir = StateDir::new(&policy.state_dir);
+    let Some(record) = dir
+        .load(id)
+        .map_err(step_err(id, "reading the state record"))?
+    else {
+        debug!("container {id}: no state record, nothing to tear down");
+        return Ok(());
+    };
+    let mut failures: Vec<String> = Vec::new();
+    if let Some(change) = &record.resolv_conf {
+        if let Err(e) = dns::restore(change) {
+            failures.push(format!("restoring {}: {e}", change.path.display()));
+        }
+    }
+    if let Some(pid) = record.daemon_pid {
+        if let Err(e) = wg::userspace::stop(pid, &record.host_link) {
+            failures.push(format!("stopping the userspace daemon: {e}"));
+        }
+    }
+    // A link that never left the host netns (a create killed half-way).
+    match Netlink::connect().and_then(|host| {
+        if let Some(index) = host.index_of(&record.host_link)? {
+            host.delete_link(index)?;
+        }
+        Ok(())
+    }) {
+        Ok(()) => {}
+        Err(e) => failures.push(format!("deleting {}: {e}", record.host_link)),
+    }
+    // The container's netns normally died with the container; when it lives on (a shared netns),
+    // our link must not.
+    if let Some(pid) = state.live_pid() {
+        if let (Ok(ns), Ok(host_ns)) = (NetNs::of_pid(pid), NetNs::current()) {
+            if !ns.same_as(&host_ns).unwrap_or(true) {
+                let deleted = ns.run(Netlink::connect).and_then(|nl| {
+                    match nl.index_of(&record.interface)? {
+                        Some(index) => nl.delete_link(index),
+                        None => Ok(()),
+                    }
+                });
+                if let Err(e) = deleted {
+                    failures.push(format!(
+                        "deleting {} in the container: {e}",
+                        record.interface
+                    ));
+                }
+            }
+        }
+    }
+    if let Err(e) = dir.remove(id) {
+        failures.push(format!("removing the state record: {e}"));
+    }
+    if failures.is_empty() {
+        info!("container {id}: tunnel torn down");
+        Ok(())
+    } else {
+        Err(step_err(id, "tearing down")(failures.join("; ")))
+    }
+}

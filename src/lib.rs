@@ -1,0 +1,17 @@
+//! wg-oci-hook: an OCI runtime hook that gives a container a WireGuard tunnel as its network before its
+//! workload starts, and takes it away when the container stops. See DESIGN.md for the flow.
+
+pub mod annotations;
+pub mod cli;
+pub mod dns;
+pub mod hook;
+pub mod key;
+pub mod link;
+pub mod names;
+pub mod netns;
+pub mod policy;
+pub mod profile;
+pub mod record;
+pub mod state;
+pub mod wg;
+pub mod wgquick;

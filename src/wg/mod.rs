@@ -1,0 +1,43 @@
+//! Configuring the WireGuard device: the kernel backend (generic netlink via wireguard-control) and the
+//! userspace backend (a `wireguard-go` daemon configured over its UAPI socket). Both create the device in the
+//! runtime's (host) netns, where its UDP socket stays for its whole life.
+
+pub mod kernel;
+pub mod uapi;
+pub mod userspace;
+
+use crate::key::Key;
+use ipnetwork::IpNetwork;
+use std::net::SocketAddr;
+
+/// Everything WireGuard itself needs; addresses, routes and DNS are applied by the caller.
+pub struct DeviceConfig {
+    pub private_key: Key,
+    pub listen_port: Option<u16>,
+    pub fwmark: Option<u32>,
+    pub peers: Vec<PeerConfig>,
+}
+
+pub struct PeerConfig {
+    pub public_key: Key,
+    pub preshared_key: Option<Key>,
+    pub endpoint: Option<SocketAddr>,
+    pub allowed_ips: Vec<IpNetwork>,
+    pub persistent_keepalive: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Kernel,
+    Userspace,
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendKind::Kernel => "kernel",
+            BackendKind::Userspace => "userspace",
+        })
+    }
+}

@@ -1,0 +1,124 @@
+//! The WireGuard cross-platform userspace API (wireguard.com/xplatform): a text protocol over a unix socket.
+//! Spoken directly rather than through wireguard-control, whose userspace backend sleeps a fixed 100 ms.
+
+use super::DeviceConfig;
+use std::fmt::Write as _;
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const SOCKET_DIR: &str = "/var/run/wireguard";
+
+pub fn socket_path(interface: &str) -> PathBuf {
+    Path::new(SOCKET_DIR).join(format!("{interface}.sock"))
+}
+
+/// The `set=1` request for a whole device. Holds private keys: the caller wipes it.
+fn set_request(config: &DeviceConfig) -> String {
+    let mut req = String::with_capacity(256 + 256 * config.peers.len());
+    // Writing to a String cannot fail.
+    let _ = writeln!(req, "set=1\nprivate_key={}", config.private_key.to_hex());
+    if let Some(port) = config.listen_port {
+        let _ = writeln!(req, "listen_port={port}");
+    }
+    if let Some(mark) = config.fwmark {
+        let _ = writeln!(req, "fwmark={mark}");
+    }
+    req.push_str("replace_peers=true\n");
+    for peer in &config.peers {
+        let _ = writeln!(req, "public_key={}", peer.public_key.to_hex());
+        if let Some(psk) = &peer.preshared_key {
+            let _ = writeln!(req, "preshared_key={}", psk.to_hex());
+        }
+        if let Some(endpoint) = peer.endpoint {
+            let _ = writeln!(req, "endpoint={endpoint}");
+        }
+        if let Some(interval) = peer.persistent_keepalive {
+            let _ = writeln!(req, "persistent_keepalive_interval={interval}");
+        }
+        req.push_str("replace_allowed_ips=true\n");
+        for net in &peer.allowed_ips {
+            let _ = writeln!(req, "allowed_ip={}/{}", net.network(), net.prefix());
+        }
+    }
+    req.push('\n');
+    req
+}
+
+/// Sends the whole configuration and checks the daemon's `errno=0`.
+pub fn configure(socket: &Path, config: &DeviceConfig) -> io::Result<()> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut request = set_request(config);
+    let sent = stream.write_all(request.as_bytes());
+    wipe(&mut request);
+    sent?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the daemon closed the UAPI socket",
+            ));
+        }
+        match line.trim_end().strip_prefix("errno=") {
+            Some("0") => return Ok(()),
+            Some(errno) => {
+                let code: i32 = errno.parse().unwrap_or(libc_eio());
+                return Err(io::Error::other(format!(
+                    "the daemon refused the configuration: {}",
+                    io::Error::from_raw_os_error(code)
+                )));
+            }
+            None => continue,
+        }
+    }
+}
+
+fn wipe(s: &mut str) {
+    // SAFETY: zero bytes are valid UTF-8.
+    unsafe { s.as_bytes_mut() }
+        .iter_mut()
+        .for_each(|b| unsafe { std::ptr::write_volatile(b, 0) });
+}
+
+const fn libc_eio() -> i32 {
+    5
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::Key;
+    use crate::wg::PeerConfig;
+
+    #[test]
+    fn set_request_follows_the_uapi_format() {
+        let config = DeviceConfig {
+            private_key: Key::from_bytes([1; 32]),
+            listen_port: Some(51820),
+            fwmark: Some(0x1234),
+            peers: vec![PeerConfig {
+                public_key: Key::from_bytes([2; 32]),
+                preshared_key: Some(Key::from_bytes([3; 32])),
+                endpoint: Some("[2001:db8::1]:51820".parse().unwrap()),
+                allowed_ips: vec!["0.0.0.0/0".parse().unwrap(), "fd00::/8".parse().unwrap()],
+                persistent_keepalive: Some(25),
+            }],
+        };
+        let req = set_request(&config);
+        let expected = format!(
+            "set=1\nprivate_key={}\nlisten_port=51820\nfwmark=4660\nreplace_peers=true\npublic_key={}\n\
+             preshared_key={}\nendpoint=[2001:db8::1]:51820\npersistent_keepalive_interval=25\n\
+             replace_allowed_ips=true\nallowed_ip=0.0.0.0/0\nallowed_ip=fd00::/8\n\n",
+            "01".repeat(32),
+            "02".repeat(32),
+            "03".repeat(32)
+        );
+        assert_eq!(req, expected);
+    }
+}

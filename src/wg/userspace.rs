@@ -1,0 +1,167 @@
+//! The userspace backend's daemon: started detached in the host netns, stopped by its recorded pid.
+
+use super::uapi;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// runc starts hooks with only their entry's `env`, often without PATH.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const SOCKET_WAIT: Duration = Duration::from_secs(5);
+const STOP_WAIT: Duration = Duration::from_secs(2);
+
+/// A freshly started daemon. Dropping it leaves the daemon running (that is the point: it outlives the hook).
+pub struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Starts `command... <interface>` in the foreground mode that wireguard-go enters with
+    /// WG_PROCESS_FOREGROUND=1 (so its pid is the one we record), in its own session, with no stdio of ours:
+    /// runc waits for the hook's stdout/stderr pipes to close. Returns once the UAPI socket accepts connections.
+    pub fn start(command: &[String], interface: &str) -> io::Result<Daemon> {
+        let (program, args) = command.split_first().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "userspace_command is empty")
+        })?;
+        let program = resolve_program(program)?;
+        let socket = uapi::socket_path(interface);
+        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} is already served by another daemon", socket.display()),
+            ));
+        }
+        let mut cmd = Command::new(&program);
+        cmd.args(args)
+            .arg(interface)
+            .env("WG_PROCESS_FOREGROUND", "1")
+            .env_remove("WG_TUN_FD")
+            .env_remove("WG_UAPI_FD")
+            .env_remove("LOG_LEVEL")
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .current_dir("/");
+        // SAFETY: setsid is async-signal-safe; it detaches the daemon from the hook's session so that
+        // signals meant for the hook (runc's timeout kill) do not reach it.
+        unsafe {
+            cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(io::Error::from));
+        }
+        let child = cmd.spawn().map_err(|e| {
+            io::Error::new(e.kind(), format!("starting {}: {e}", program.display()))
+        })?;
+        let mut daemon = Daemon { child };
+        if let Err(e) = daemon.wait_for_socket(&socket, &program) {
+            daemon.kill_and_reap();
+            return Err(e);
+        }
+        Ok(daemon)
+    }
+
+    fn wait_for_socket(&mut self, socket: &Path, program: &Path) -> io::Result<()> {
+        let start = Instant::now();
+        loop {
+            if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                return Err(io::Error::other(format!(
+                    "{} exited ({status}) before opening {}",
+                    program.display(),
+                    socket.display()
+                )));
+            }
+            if start.elapsed() > SOCKET_WAIT {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "{} did not open {} within {SOCKET_WAIT:?}",
+                        program.display(),
+                        socket.display()
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Undo during a failed create: the daemon is still our child, so reap it too.
+    pub fn kill_and_reap(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn resolve_program(program: &str) -> io::Result<PathBuf> {
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_owned());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{program} not found in {path}"),
+            )
+        })
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Stops a daemon started by an earlier hook run: only if `pid` still runs our command for `interface`
+/// (a pid can be reused), SIGTERM, then SIGKILL after a grace period. Removes a socket it left behind.
+pub fn stop(pid: u32, interface: &str) -> io::Result<()> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    if serves_interface(pid, interface) {
+        let pid = Pid::from_raw(pid as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let start = Instant::now();
+        while is_running(pid.as_raw() as u32) && start.elapsed() < STOP_WAIT {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if is_running(pid.as_raw() as u32) {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+    }
+    match std::fs::remove_file(uapi::socket_path(interface)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn serves_interface(pid: u32, interface: &str) -> bool {
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) => cmdline
+            .split(|&b| b == 0)
+            .any(|arg| arg == interface.as_bytes()),
+        Err(_) => false,
+    }
+}
+
+/// Alive and not a zombie (a zombie waits for a parent that is not us).
+fn is_running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
