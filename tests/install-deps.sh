@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the hook's tests and demo need, if any is missing. Idempotent; needs root.
+set -euo pipefail
+# podman with its recommends (netavark, catatonit, ...): the set the tests were proven with.
+with_recommends=(podman runc conmon wireguard-go busybox-static iproute2 nftables)
+# wireguard-tools recommends a whole kernel image (wireguard-modules): only the `wg` tool is needed.
+without_recommends=(wireguard-tools)
+missing() {
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+  done
+}
+need_a=$(missing "${with_recommends[@]}")
+need_b=$(missing "${without_recommends[@]}")
+if [ -n "$need_a$need_b" ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  [ -z "$need_a" ] || apt-get install -y -qq $need_a >/dev/null
+  # shellcheck disable=SC2086
+  [ -z "$need_b" ] || apt-get install -y -qq --no-install-recommends $need_b >/dev/null
+fi
