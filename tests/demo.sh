@@ -65,12 +65,12 @@ POLICY
 umask 022
 mkdir -p "$work/hooks.d"
 for f in "$repo"/hooks.d/*.json; do
-  sed -e "s|\"/usr/local/bin/wg-oci-hook\"|\"$hook\"|" \
-      -e "s|\"\\(create-runtime\\|poststop\\)\"\\]|\"\\1\", \"--policy\", \"$work/policy.toml\"]|" "$f" > "$work/hooks.d/$(basename "$f")"
+  sed -e "s#\"/usr/local/bin/wg-oci-hook\"#\"$hook\"#" \
+      -e "/\"args\"/s#\"\\(create-runtime\\|poststop\\)\"\\]#\"\\1\", \"--policy\", \"$work/policy.toml\"]#" "$f" > "$work/hooks.d/$(basename "$f")"
 done
 mkdir -p "$work/rootfs/bin" "$work/rootfs/etc" "$work/rootfs/proc" "$work/rootfs/sys" "$work/rootfs/dev" "$work/rootfs/tmp"
 cp /bin/busybox "$work/rootfs/bin/"
-for a in sh ip cat wget echo; do ln -s busybox "$work/rootfs/bin/$a"; done
+for a in sh ip cat nc printf echo; do ln -s busybox "$work/rootfs/bin/$a"; done
 
 echo "== podman run --network none --annotation wg.enable=true"
 echo
@@ -78,9 +78,9 @@ nsenter --net="/var/run/netns/$host_ns" podman --root "$work/storage" --runroot 
   --cgroup-manager cgroupfs --runtime runc --events-backend file --hooks-dir "$work/hooks.d" \
   run --rm --network none --annotation wg.enable=true \
   --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --rootfs "$work/rootfs" \
-  /bin/sh -c 'echo "--- interfaces"; ip -br addr; echo "--- IPv4 routes"; ip route; echo "--- IPv6 routes"; ip -6 route;
+  /bin/sh -c 'echo "--- interfaces"; ip addr show wg0; echo "--- IPv4 routes"; ip route; echo "--- IPv6 routes"; ip -6 route;
               echo "--- /etc/resolv.conf"; cat /etc/resolv.conf;
-              echo "--- http://10.77.0.1:8080/ (reachable only through the tunnel)"; wget -q -T 3 -O - http://10.77.0.1:8080/'
+              echo "--- http://10.77.0.1:8080/ (reachable only through the tunnel)"; printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 3 10.77.0.1 8080 | tail -n 1'
 echo
 echo "== after the container: links named wgo* in $host_ns: $(ip -n "$host_ns" -o link | grep -c ': wgo' || true)," \
   "records: $(ls "$work/state" 2>/dev/null | wc -l)"
