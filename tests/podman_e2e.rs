@@ -1,0 +1,436 @@
+//! End-to-end: podman + runc run the shipped hook registrations (`hooks.d/`) against a WireGuard server in a
+//! lab of network namespaces (see `lab/mod.rs`). Needs root, podman, runc, wireguard-go, wireguard-tools and
+//! busybox-static; fails (never skips) without them.
+
+mod lab;
+
+use lab::*;
+
+/// The hook's error line for a refused container: podman must fail, relay
+/// `wg-oci-hook: container <cid>: <step>: <cause>` containing every `needle`, and leave nothing behind.
+#[track_caller]
+fn assert_refused(lab: &Lab, opts: &RunOpts, needles: &[&str]) -> RunOutput {
+    let run = lab.podman_run(opts);
+    assert!(!run.success(), "podman run should have failed\n{run}");
+    let cid = run.cid().to_owned();
+    let line = run.hook_error_line().unwrap_or_else(|| {
+        panic!("podman's stderr lacks the hook's line `wg-oci-hook: container {cid}: ...`\n{run}")
+    });
+    println!("refused as expected: {line}");
+    for needle in needles {
+        assert!(
+            line.contains(needle),
+            "the hook's error line should name `{needle}`:\n  {line}\n{run}"
+        );
+    }
+    lab.assert_nothing_left(&cid);
+    run
+}
+
+/// Script output between `BEGIN <tag>` and `END <tag>` lines.
+fn section<'a>(out: &'a str, tag: &str) -> Vec<&'a str> {
+    let (begin, end) = (format!("BEGIN {tag}"), format!("END {tag}"));
+    out.lines()
+        .skip_while(|l| *l != begin)
+        .skip(1)
+        .take_while(|l| *l != end)
+        .collect()
+}
+
+// ----- the lab itself, without the hook ---------------------------------------------------------------------------
+
+#[test]
+fn lab_server_answers_a_manually_configured_client() {
+    let lab = Lab::new("lab_self_test");
+    let client = lab.start_manual_client();
+    lab.host_busybox(&["ping", "-c", "1", "-W", "2", SERVER_TUNNEL_V4])
+        .assert_success("ping through the lab tunnel");
+    lab.host_busybox(&["ping6", "-c", "1", "-W", "2", SERVER_TUNNEL_V6])
+        .assert_success("ping6 through the lab tunnel");
+    let fetch = lab.host_busybox(&["nc", SERVER_TUNNEL_V4, "8080"]);
+    fetch.assert_success("TCP responder");
+    assert_eq!(fetch.stdout, MARKER, "{fetch}");
+    let peers = lab.responder_peers();
+    assert_eq!(peers.len(), 1, "{peers:?}");
+    assert_eq!(peers[0].ip().to_string(), CLIENT_TUNNEL_V4);
+    assert!(lab.host_links().contains(&client));
+    assert!(
+        !client.starts_with("wgo"),
+        "the lab's own links must not look like the hook's"
+    );
+}
+
+// ----- scenarios ------------------------------------------------------------------------------------------------
+
+#[test]
+fn container_reaches_server_through_tunnel_on_first_packet() {
+    let lab = Lab::new("first_packet");
+    // The very first instruction sends exactly one packet: a tunnel that is not ready yet fails it.
+    let script = "set -e
+ping -c 1 -W 2 10.77.0.1
+ping6 -c 1 -W 2 fd77::1
+nc 10.77.0.1 8080 </dev/null
+nc fd77::1 8080 </dev/null
+echo done";
+    let run = lab.podman_run(&RunOpts::wg(script));
+    run.assert_success("container through the tunnel");
+    assert_eq!(
+        run.out.stdout.matches(MARKER.trim_end()).count(),
+        2,
+        "marker over IPv4 and IPv6\n{run}"
+    );
+    assert!(run.out.stdout.trim_end().ends_with("done"), "{run}");
+    let peers: Vec<String> = lab
+        .responder_peers()
+        .iter()
+        .map(|p| p.ip().to_string())
+        .collect();
+    assert_eq!(
+        peers,
+        [CLIENT_TUNNEL_V4, CLIENT_TUNNEL_V6],
+        "the server saw the container's tunnel addresses"
+    );
+    lab.assert_nothing_left(run.cid());
+}
+
+const SHOW_WG0: &str = "set -e
+echo BEGIN addr; ip -o addr show dev wg0; echo END addr
+echo BEGIN mtu; cat /sys/class/net/wg0/mtu; echo END mtu";
+
+#[test]
+fn wg0_carries_config_addresses_and_mtu() {
+    let lab = Lab::new("addresses_and_mtu");
+    let mut config = lab.client_config();
+    config.mtu = Some(1380);
+    lab.write_config(&config.render());
+    let run = lab.podman_run(&RunOpts::wg(SHOW_WG0));
+    run.assert_success("showing wg0");
+    let addr = section(&run.out.stdout, "addr").join("\n");
+    assert!(
+        addr.contains("inet 10.77.0.2/32"),
+        "wg0 lacks 10.77.0.2/32\n{run}"
+    );
+    assert!(
+        addr.contains("inet6 fd77::2/128"),
+        "wg0 lacks fd77::2/128\n{run}"
+    );
+    assert_eq!(
+        section(&run.out.stdout, "mtu"),
+        ["1380"],
+        "MTU from the config\n{run}"
+    );
+    lab.assert_nothing_left(run.cid());
+}
+
+#[test]
+fn wg0_mtu_without_config_mtu_is_endpoint_route_mtu_minus_80() {
+    let lab = Lab::with(
+        "default_mtu",
+        LabOpts {
+            host_mtu: Some(1400),
+        },
+    );
+    let run = lab.podman_run(&RunOpts::wg(SHOW_WG0));
+    run.assert_success("showing wg0");
+    // wg-quick's rule: the MTU of the route to the endpoint (the 1400 veth) minus 80.
+    assert_eq!(section(&run.out.stdout, "mtu"), ["1320"], "{run}");
+    lab.assert_nothing_left(run.cid());
+}
+
+#[test]
+fn only_default_routes_point_into_wg0() {
+    let lab = Lab::new("default_routes");
+    let script = "set -e
+echo BEGIN v4; ip route show default; echo END v4
+echo BEGIN v6; ip -6 route show default; echo END v6";
+    let run = lab.podman_run(&RunOpts::wg(script));
+    run.assert_success("showing routes");
+    for family in ["v4", "v6"] {
+        let routes = section(&run.out.stdout, family);
+        assert!(!routes.is_empty(), "no {family} default route\n{run}");
+        for r in routes {
+            assert!(
+                r.split_whitespace()
+                    .collect::<Vec<_>>()
+                    .windows(2)
+                    .any(|w| w == ["dev", "wg0"]),
+                "{family} default route `{r}` is not via wg0\n{run}"
+            );
+        }
+    }
+    lab.assert_nothing_left(run.cid());
+}
+
+#[test]
+fn resolv_conf_holds_config_dns() {
+    let lab = Lab::new("resolv_conf");
+    let run = lab.podman_run(&RunOpts::wg(
+        "set -e; echo BEGIN rc; cat /etc/resolv.conf; echo END rc",
+    ));
+    run.assert_success("reading resolv.conf");
+    let lines = section(&run.out.stdout, "rc");
+    let nameservers: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.split_whitespace().next() == Some("nameserver"))
+        .collect();
+    assert_eq!(
+        nameservers,
+        ["nameserver 10.77.0.53"],
+        "exactly the config's DNS server\n{run}"
+    );
+    assert!(
+        lines.iter().any(|l| {
+            let mut w = l.split_whitespace();
+            w.next() == Some("search") && w.any(|d| d == DNS_SEARCH)
+        }),
+        "no `search {DNS_SEARCH}` line\n{run}"
+    );
+    lab.assert_nothing_left(run.cid());
+}
+
+#[test]
+fn container_without_annotation_is_untouched() {
+    let lab = Lab::new("untouched");
+    let run = lab.podman_run(&RunOpts::plain(
+        "set -e; echo BEGIN links; ip -o link; echo END links",
+    ));
+    run.assert_success("plain container");
+    let links = parse_link_names(&section(&run.out.stdout, "links").join("\n"));
+    assert_eq!(
+        links,
+        ["lo"],
+        "a container without wg.enable gets no wg0\n{run}"
+    );
+    assert!(
+        !run.rootfs.join("etc/resolv.conf").exists(),
+        "resolv.conf was written into an untouched container"
+    );
+    assert!(!lab.record_path(run.cid()).exists());
+    lab.assert_nothing_left(run.cid());
+
+    // The hook itself, started as runc may start it (empty environment), for containers that did not ask.
+    let sleeper = lab.spawn_sleeper();
+    let policy = lab.policy_path.to_string_lossy().into_owned();
+    for (id, annotations) in [
+        ("direct-no-annotation", vec![("org.example.other", "x")]),
+        ("direct-enable-false", vec![("wg.enable", "false")]),
+    ] {
+        let state = lab.fake_state(id, sleeper, &annotations);
+        for stage in ["create-runtime", "poststop"] {
+            let out = lab.run_hook_direct(&[stage, "--policy", &policy], &state);
+            assert!(
+                out.success(),
+                "{stage} for a container without wg.enable=true must succeed\n{out}"
+            );
+            assert!(
+                out.stdout.is_empty() && out.stderr.is_empty(),
+                "{stage} must print nothing\n{out}"
+            );
+            lab.assert_nothing_left(id);
+        }
+    }
+    assert!(
+        !lab.state_dir.exists() || std::fs::read_dir(&lab.state_dir).unwrap().next().is_none(),
+        "the state dir must stay empty"
+    );
+    assert!(lab.host_links().iter().all(|l| !l.starts_with("wgo")));
+}
+
+// ----- refusals ---------------------------------------------------------------------------------------------------
+
+#[test]
+fn bad_config_fails_start_and_names_the_line() {
+    let lab = Lab::new("bad_config");
+    let mut config = lab.client_config();
+    config
+        .extra_interface_lines
+        .push("PostUp = touch /tmp/pwned".to_owned());
+    let text = config.render();
+    let line = text.lines().position(|l| l.starts_with("PostUp")).unwrap() + 1;
+    lab.write_config(&text);
+    assert_refused(
+        &lab,
+        &RunOpts::wg("echo should-not-run"),
+        &[&format!("lab.conf:{line}")],
+    );
+}
+
+#[test]
+fn group_readable_config_is_refused() {
+    let lab = Lab::new("readable_config");
+    let config = lab.client_config().render();
+    let path = lab.write_file("lab.conf", &config, 0o644);
+    assert_refused(
+        &lab,
+        &RunOpts::wg("echo should-not-run"),
+        &[&path.to_string_lossy()],
+    );
+}
+
+#[test]
+fn missing_profile_is_refused() {
+    let lab = Lab::new("missing_profile");
+    assert_refused(
+        &lab,
+        &RunOpts::wg("echo should-not-run").annotation("wg.profile", "nope"),
+        &["wg.profile", "nope"],
+    );
+}
+
+#[test]
+fn refused_annotation() {
+    let lab = Lab::new("refused_annotation");
+    let mut policy = lab.policy();
+    policy.allowed_annotations.clear();
+    lab.write_policy(&policy);
+    assert_refused(
+        &lab,
+        &RunOpts::wg("echo should-not-run").annotation("wg.profile", "lab"),
+        &["wg.profile"],
+    );
+}
+
+#[test]
+fn unknown_wg_annotation_is_refused() {
+    let lab = Lab::new("unknown_annotation");
+    assert_refused(
+        &lab,
+        &RunOpts::wg("echo should-not-run").annotation("wg.profle", "lab"),
+        &["wg.profle"],
+    );
+}
+
+#[test]
+fn unreachable_backend_fails_start() {
+    let lab = Lab::new("unreachable_backend");
+    let mut policy = lab.policy();
+    policy.userspace_command = vec!["/nonexistent/wireguard-go".to_owned()];
+    lab.write_policy(&policy);
+    assert_refused(
+        &lab,
+        &RunOpts::wg("echo should-not-run"),
+        &["/nonexistent/wireguard-go"],
+    );
+}
+
+#[test]
+fn profile_annotation_picks_an_allowed_profile() {
+    let lab = Lab::new("profile_pick");
+    // A second profile whose config has another MTU: the container must get that one.
+    let mut config = lab.client_config();
+    config.mtu = Some(1300);
+    let other = lab.write_file("other.conf", &config.render(), 0o600);
+    let mut policy = lab.policy();
+    policy.profiles.push(("other".to_owned(), other));
+    lab.write_policy(&policy);
+    let run = lab.podman_run(&RunOpts::wg(SHOW_WG0).annotation("wg.profile", "other"));
+    run.assert_success("container with wg.profile=other");
+    assert_eq!(section(&run.out.stdout, "mtu"), ["1300"], "{run}");
+    lab.assert_nothing_left(run.cid());
+}
+
+// ----- lifecycle ------------------------------------------------------------------------------------------------
+
+#[test]
+fn stopping_a_long_running_container_removes_everything() {
+    let lab = Lab::new("long_running");
+    let run = lab.podman_run(&RunOpts::wg("sleep 600").detached());
+    run.assert_success("starting a detached container");
+    let cid = run.cid().to_owned();
+    lab.podman(&["exec", &cid, "ping", "-c", "1", "-W", "2", SERVER_TUNNEL_V4])
+        .assert_success("ping via podman exec");
+    assert!(
+        lab.record_path(&cid).exists(),
+        "a running container has a state record"
+    );
+    let links = lab.host_links();
+    assert!(
+        links.iter().all(|l| !l.starts_with("wgo")),
+        "the link must have moved into the container: {links:?}"
+    );
+    // The checker is not blind: while the container runs, its userspace daemon and record are visible.
+    let running = lab.leftovers(&cid);
+    assert!(
+        running.iter().any(|l| l.starts_with("process "))
+            && running.iter().any(|l| l.starts_with("state record ")),
+        "expected the running tunnel's daemon and record, found {running:?}"
+    );
+    lab.podman(&["rm", "-f", "-t", "0", &cid])
+        .assert_success("podman rm -f");
+    lab.assert_nothing_left(&cid);
+}
+
+#[test]
+fn private_key_never_appears_in_output_or_record() {
+    let lab = Lab::new("private_key");
+    let key = lab.client_private_key.clone();
+    assert!(lab.policy().log_level == "debug");
+    let run = lab.podman_run(&RunOpts::wg("ping -c 1 -W 2 10.77.0.1; sleep 600").detached());
+    run.assert_success("starting a detached container");
+    let cid = run.cid().to_owned();
+    let record = lab
+        .wait_for_record(&cid)
+        .unwrap_or_else(|| panic!("no state record for {cid}\n{run}"));
+    serde_json::from_str::<serde_json::Value>(&record)
+        .unwrap_or_else(|e| panic!("record is not JSON: {e}\n{record}"));
+    assert!(
+        !record.contains(&key),
+        "the state record holds the private key:\n{record}"
+    );
+    let with_key = processes_mentioning(&key);
+    assert!(
+        with_key.is_empty(),
+        "a process has the private key in its argv: {with_key:?}"
+    );
+    // The workload's ping is done once its statistics line is in the log.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let logs = loop {
+        let logs = lab.podman(&["logs", &cid]);
+        if logs.stdout.contains("packet loss") || std::time::Instant::now() > deadline {
+            break logs;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    lab.podman(&["rm", "-f", "-t", "0", &cid])
+        .assert_success("podman rm -f");
+    lab.assert_nothing_left(&cid);
+    assert!(
+        logs.stdout.contains("1 packets received"),
+        "the container's ping went through\n{logs}"
+    );
+
+    // A start that fails after the key was read: runc relays the hook's whole stderr (debug log included).
+    let mut policy = lab.policy();
+    policy.userspace_command = vec!["/nonexistent/wireguard-go".to_owned()];
+    lab.write_policy(&policy);
+    assert_refused(
+        &lab,
+        &RunOpts::wg("echo should-not-run"),
+        &["/nonexistent/wireguard-go"],
+    );
+    lab.write_policy(&lab.policy());
+
+    // A malformed key must not be echoed in the config error either (it is still secret material).
+    let mut config = lab.client_config();
+    let broken = key[..key.len() - 1].to_owned();
+    config.private_key = broken.clone();
+    let text = config.render();
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("PrivateKey"))
+        .unwrap()
+        + 1;
+    lab.write_config(&text);
+    assert_refused(
+        &lab,
+        &RunOpts::wg("echo should-not-run"),
+        &[&format!("lab.conf:{line}")],
+    );
+
+    let transcript = lab.transcript();
+    assert!(
+        !transcript.contains(&broken),
+        "the private key appeared in captured output:\n{transcript}"
+    );
+}
