@@ -57,6 +57,8 @@ pub fn tunnel_spec(profile: &Profile) -> Result<TunnelSpec, String> {
             persistent_keepalive: peer.persistent_keepalive,
         });
     }
+    let routes = routes_for_table(iface.table.as_deref(), routes)
+        .map_err(|e| format!("{}: {e}", profile.config.display()))?;
     Ok(TunnelSpec {
         source: profile.config.clone(),
         device: DeviceConfig {
@@ -73,6 +75,19 @@ pub fn tunnel_spec(profile: &Profile) -> Result<TunnelSpec, String> {
     })
 }
 
+/// wg-quick's `Table`: `off` adds no routes; `auto` (the default) and `main` route AllowedIPs in the main
+/// table. Another table would only matter with policy rules the container does not have, so it is refused.
+fn routes_for_table(table: Option<&str>, routes: Vec<IpNetwork>) -> Result<Vec<IpNetwork>, String> {
+    match table.map(str::to_ascii_lowercase).as_deref() {
+        Some("off") => Ok(Vec::new()),
+        None | Some("auto") | Some("main") | Some("254") => Ok(routes),
+        Some(_) => Err(format!(
+            "Table = {:?}: inside a container only auto, main or off apply (routes go to its main table)",
+            table.unwrap_or_default()
+        )),
+    }
+}
+
 fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, port));
@@ -82,4 +97,42 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         .map_err(|e| format!("cannot resolve: {e}"))?
         .next()
         .ok_or_else(|| "the name has no addresses".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_off_adds_no_routes_and_custom_tables_are_refused() {
+        let routes: Vec<IpNetwork> = vec!["0.0.0.0/0".parse().unwrap()];
+        assert_eq!(routes_for_table(None, routes.clone()).unwrap(), routes);
+        assert_eq!(
+            routes_for_table(Some("Auto"), routes.clone()).unwrap(),
+            routes
+        );
+        assert_eq!(
+            routes_for_table(Some("main"), routes.clone()).unwrap(),
+            routes
+        );
+        assert!(routes_for_table(Some("off"), routes.clone())
+            .unwrap()
+            .is_empty());
+        assert!(routes_for_table(Some("1234"), routes)
+            .unwrap_err()
+            .contains("Table = \"1234\""));
+    }
+
+    #[test]
+    fn endpoints_resolve_literals_without_dns() {
+        assert_eq!(
+            resolve("192.0.2.1", 51820).unwrap(),
+            "192.0.2.1:51820".parse().unwrap()
+        );
+        assert_eq!(
+            resolve("2001:db8::1", 443).unwrap(),
+            "[2001:db8::1]:443".parse().unwrap()
+        );
+        assert_eq!(resolve("localhost", 1).unwrap().port(), 1);
+    }
 }
