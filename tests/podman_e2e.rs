@@ -434,3 +434,56 @@ fn private_key_never_appears_in_output_or_record() {
         "the private key appeared in captured output:\n{transcript}"
     );
 }
+
+/// `backend = "auto"` uses the kernel when it can create a wireguard link and userspace otherwise, and says
+/// which and why at info level. Checked against the kernel's own answer, so it holds on any machine.
+#[test]
+fn auto_backend_chooses_by_what_the_kernel_can_do_and_says_why() {
+    let lab = Lab::new("auto_backend");
+    let mut policy = lab.policy();
+    policy.backend = "auto".into();
+    policy.log_level = "info".into();
+    lab.write_policy(&policy);
+    let probe = lab.run(&[
+        "ip",
+        "-n",
+        &lab.host_ns,
+        "link",
+        "add",
+        "wgprobe0",
+        "type",
+        "wireguard",
+    ]);
+    let kernel_has_wireguard = probe.success();
+    if kernel_has_wireguard {
+        lab.run(&["ip", "-n", &lab.host_ns, "link", "del", "wgprobe0"])
+            .assert_success("deleting the probe");
+    }
+    let pid = lab.spawn_netns_sleeper();
+    let id = "direct-auto";
+    let state = lab.fake_state(id, pid, &[("wg.enable", "true")]);
+    let policy_path = lab.policy_path.to_string_lossy().into_owned();
+    let out = lab.run_hook_direct(&["create-runtime", "--policy", &policy_path], &state);
+    assert!(out.success(), "create-runtime with backend auto\n{out}");
+    let (expected, why) = if kernel_has_wireguard {
+        (
+            "kernel",
+            "backend auto: kernel WireGuard link created, using the kernel",
+        )
+    } else {
+        (
+            "userspace",
+            "backend auto: the kernel cannot create a wireguard link",
+        )
+    };
+    assert!(
+        out.stderr.contains(why),
+        "the info log must say which backend and why\n{out}"
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lab.record_path(id)).unwrap()).unwrap();
+    assert_eq!(record["backend"], expected, "{record}");
+    let out = lab.run_hook_direct(&["poststop", "--policy", &policy_path], &state);
+    assert!(out.success(), "poststop\n{out}");
+    lab.assert_nothing_left(id);
+}

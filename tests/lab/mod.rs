@@ -757,6 +757,45 @@ impl Lab {
     }
 
     /// A process sleeping in the lab's host netns (a stand-in container init for direct hook runs).
+    /// A stand-in for a container's init: a process with a network namespace of its own (inside the lab's
+    /// host netns), for running the hook directly. Killed with the lab.
+    pub fn spawn_netns_sleeper(&self) -> u32 {
+        let child = Command::new("nsenter")
+            .env("PATH", lab_path())
+            .args([
+                &format!("--net={}", netns_path(&self.host_ns)),
+                "unshare",
+                "--net",
+                "sleep",
+                "120",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning a sleeper in its own netns");
+        let pid = child.id();
+        self.children
+            .lock()
+            .unwrap()
+            .push(("netns sleeper".into(), child));
+        let host = fs::read_link(netns_path(&self.host_ns)).ok();
+        let start = Instant::now();
+        loop {
+            let ns = fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+            let root = fs::read_link("/proc/1/ns/net").ok();
+            if ns.is_some() && ns != host && ns != root {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "sleeper {pid} never got its own netns"
+            );
+            thread::sleep(Duration::from_millis(2));
+        }
+        pid
+    }
+
     pub fn spawn_sleeper(&self) -> u32 {
         let child = Command::new("nsenter")
             .env("PATH", lab_path())
