@@ -82,6 +82,7 @@ fn init_logging(policy_level: Option<log::LevelFilter>) {
 /// The whole program; `main` only maps this to the process exit. Errors are one line on stderr, which
 /// runc copies into the engine's error message.
 pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
+    let started = std::time::Instant::now();
     let args = match parse_args(args) {
         Ok(args) => args,
         Err(e) => {
@@ -128,7 +129,12 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
         hook::poststop(&state, &policy)
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            let stage = if create { "create-runtime" } else { "poststop" };
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            log::info!("container {}: {stage} done in {ms:.3} ms", state.id);
+            ExitCode::SUCCESS
+        }
         Err(e) => fail(&e),
     }
 }

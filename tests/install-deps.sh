@@ -4,7 +4,8 @@ set -euo pipefail
 # podman with its recommends (netavark, catatonit, ...): the set the tests were proven with.
 with_recommends=(podman runc conmon wireguard-go busybox-static iproute2 nftables)
 # wireguard-tools recommends a whole kernel image (wireguard-modules): only the `wg` tool is needed.
-without_recommends=(wireguard-tools)
+# qemu, cpio, xz and kmod build and boot the kernel-backend test VM (tests/vm).
+without_recommends=(wireguard-tools qemu-system-x86 cpio xz-utils kmod)
 missing() {
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
@@ -20,3 +21,5 @@ if [ -n "$need_a$need_b" ]; then
   # shellcheck disable=SC2086
   [ -z "$need_b" ] || apt-get install -y -qq --no-install-recommends $need_b >/dev/null
 fi
+# Debian's kernel for the VM tests: downloaded and unpacked, not installed.
+bash "$(dirname "$0")/vm/fetch-kernel.sh"

@@ -1,0 +1,146 @@
+//! The kernel WireGuard backend, proven in a VM (tests/vm): runc starts containers whose config.json carries
+//! our hooks, under Debian's kernel with its WireGuard module, against a kernel WireGuard peer. One boot
+//! serves every test here; each test asserts the guest's own checks for one behaviour.
+
+mod vm;
+
+use std::sync::OnceLock;
+
+static RUN: OnceLock<Result<vm::VmRun, String>> = OnceLock::new();
+
+fn run() -> &'static vm::VmRun {
+    match RUN.get_or_init(vm::boot) {
+        Ok(run) => run,
+        Err(e) => panic!("the kernel-backend VM did not run to the end: {e}"),
+    }
+}
+
+fn assert_passed(checks: &[&str]) {
+    let run = run();
+    let mut problems = Vec::new();
+    for check in checks {
+        match run.results.get(*check) {
+            Some((true, _)) => {}
+            Some((false, detail)) => problems.push(format!("{check}: FAIL {detail}")),
+            None => problems.push(format!("{check}: never reported")),
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{}\n--- guest serial console ---\n{}",
+        problems.join("\n"),
+        run.log
+    );
+}
+
+#[test]
+fn kernel_tunnel_is_up_before_the_workload_and_carries_its_first_packet() {
+    assert_passed(&[
+        "kernel_first_packet",
+        "kernel_tcp_through_tunnel",
+        "kernel_ipv6",
+    ]);
+}
+
+#[test]
+fn kernel_wg0_has_config_addresses_mtu_routes_and_dns() {
+    assert_passed(&[
+        "kernel_addresses",
+        "kernel_mtu",
+        "kernel_default_routes",
+        "kernel_dns",
+    ]);
+}
+
+#[test]
+fn kernel_honours_listen_port_fwmark_and_preshared_key() {
+    assert_passed(&[
+        "kernel_listen_port",
+        "kernel_listen_port_on_the_wire",
+        "kernel_fwmark",
+        "kernel_psk_configured",
+        "kernel_psk_handshake",
+    ]);
+}
+
+#[test]
+fn kernel_teardown_leaves_no_link_and_no_record() {
+    assert_passed(&[
+        "kernel_teardown",
+        "kernel_running_has_record",
+        "kernel_record_has_no_key",
+        "kernel_teardown_after_kill",
+    ]);
+}
+
+#[test]
+fn kernel_failure_after_the_link_exists_rolls_back() {
+    assert_passed(&[
+        "kernel_failure_fails_start",
+        "kernel_failure_names_cause",
+        "kernel_failure_rolls_back",
+        "kernel_failure_leaves_their_wg0",
+    ]);
+}
+
+#[test]
+fn auto_backend_picks_the_kernel_when_it_has_wireguard() {
+    assert_passed(&[
+        "auto_picks_kernel",
+        "auto_record_says_kernel",
+        "auto_teardown",
+    ]);
+}
+
+#[test]
+fn guest_reports_create_runtime_times_of_both_backends() {
+    let run = run();
+    assert_passed(&["timings_leave_nothing"]);
+    let median = |backend: &str| {
+        let mut samples = run.timings.get(backend).cloned().unwrap_or_default();
+        assert_eq!(
+            samples.len(),
+            7,
+            "{backend} timings: {samples:?}\n{}",
+            run.log
+        );
+        samples.sort_by(f64::total_cmp);
+        samples[samples.len() / 2]
+    };
+    let (kernel, userspace) = (median("kernel"), median("userspace"));
+    println!(
+        "in the TCG guest, create-runtime median of 7: kernel {kernel:.1} ms, userspace {userspace:.1} ms, \
+         kernel/userspace {:.2}; VM run {:.1} s",
+        kernel / userspace,
+        run.elapsed.as_secs_f64()
+    );
+}
+
+#[test]
+fn every_check_in_the_guest_script_reported_and_passed() {
+    let script = include_str!("vm/init.sh");
+    let names: Vec<&str> = script
+        .lines()
+        .filter_map(|l| l.strip_prefix("check "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    assert!(
+        names.len() >= 20,
+        "the guest script has only {} checks",
+        names.len()
+    );
+    assert_passed(&names);
+    let run = run();
+    let failed: Vec<_> = run
+        .results
+        .iter()
+        .filter(|(_, (ok, _))| !ok)
+        .map(|(n, (_, d))| format!("{n}: {d}"))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{}\n--- guest serial console ---\n{}",
+        failed.join("\n"),
+        run.log
+    );
+}

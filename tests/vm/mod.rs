@@ -1,0 +1,332 @@
+//! The kernel-backend test VM: Debian's kernel under `qemu-system-x86_64 -accel tcg -cpu max` (KVM does not
+//! work on these machines), booting an initramfs this harness builds: busybox, runc, iproute2's `ip`, `wg`,
+//! wireguard-go and the hook under test, with the shared libraries they link, the kernel modules WireGuard
+//! needs (resolved from modules.dep, in load order), a busybox rootfs for containers, and `tests/vm/init.sh`
+//! as /init. The guest reports on its serial console; `boot` returns what it said.
+//!
+//! The kernel comes from Debian's linux-image-amd64, downloaded and unpacked (not installed) by
+//! `tests/vm/fetch-kernel.sh` into /var/cache/wg-oci-hook-vm/kernel (or $WG_OCI_HOOK_VM_KERNEL).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const HOOK_BIN: &str = env!("CARGO_BIN_EXE_wg-oci-hook");
+const DEFAULT_KERNEL_DIR: &str = "/var/cache/wg-oci-hook-vm/kernel";
+/// The whole guest run, boot to poweroff. TCG boots in about 5 s; the scenarios take well under a minute.
+const VM_TIMEOUT: Duration = Duration::from_secs(420);
+const MODULES: &[&str] = &["wireguard", "veth", "tun"];
+/// Host binaries the guest needs besides busybox, found through this PATH.
+const GUEST_TOOLS: &[(&str, &str)] = &[
+    ("runc", "runc"),
+    ("ip", "iproute2"),
+    ("wg", "wireguard-tools"),
+    ("wireguard-go", "wireguard-go"),
+];
+const SEARCH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+pub struct VmRun {
+    /// The serial console, whole.
+    pub log: String,
+    /// RESULT lines: name -> (passed, detail).
+    pub results: BTreeMap<String, (bool, String)>,
+    /// TIMING lines: backend -> milliseconds.
+    pub timings: BTreeMap<String, Vec<f64>>,
+    pub elapsed: Duration,
+}
+
+/// Builds the initramfs and boots the VM once. An Err carries everything needed to see why.
+pub fn boot() -> Result<VmRun, String> {
+    let kernel_dir = PathBuf::from(
+        std::env::var_os("WG_OCI_HOOK_VM_KERNEL").unwrap_or_else(|| DEFAULT_KERNEL_DIR.into()),
+    );
+    let (vmlinuz, modules_dir) = find_kernel(&kernel_dir)?;
+    let qemu = which("qemu-system-x86_64")
+        .ok_or("qemu-system-x86_64 not found: install the Debian package qemu-system-x86")?;
+    let work = tempdir()?;
+    let result = (|| {
+        let initrd = build_initramfs(&work, &modules_dir)?;
+        run_qemu(&qemu, &vmlinuz, &initrd, &work)
+    })();
+    let _ = fs::remove_dir_all(&work);
+    result
+}
+
+fn find_kernel(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let hint = "run tests/vm/fetch-kernel.sh (make test does) to download and unpack Debian's linux-image-amd64";
+    let vmlinuz = fs::read_dir(dir.join("boot"))
+        .map_err(|e| format!("{}/boot: {e}: {hint}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .ok_or_else(|| format!("no vmlinuz-* in {}/boot: {hint}", dir.display()))?;
+    let version = vmlinuz
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .trim_start_matches("vmlinuz-")
+        .to_owned();
+    let modules = dir.join("lib/modules").join(&version);
+    if !modules.join("modules.dep").exists() {
+        return Err(format!("{}/modules.dep missing: {hint}", modules.display()));
+    }
+    Ok((vmlinuz, modules))
+}
+
+fn tempdir() -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!(
+        "wgvm-{}-{:x}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    ));
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    SEARCH_PATH
+        .split(':')
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file())
+}
+
+fn io<T>(what: impl std::fmt::Display, r: std::io::Result<T>) -> Result<T, String> {
+    r.map_err(|e| format!("{what}: {e}"))
+}
+
+/// The modules and everything they depend on, dependencies first, from modules.dep.
+fn module_load_order(modules_dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let dep = io(
+        "modules.dep",
+        fs::read_to_string(modules_dir.join("modules.dep")),
+    )?;
+    let deps: BTreeMap<&str, Vec<&str>> = dep
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(m, d)| (m, d.split_whitespace().collect()))
+        .collect();
+    let by_name = |name: &str| {
+        deps.keys()
+            .find(|p| {
+                let file = p.rsplit('/').next().unwrap_or(p);
+                file.split('.').next() == Some(name)
+            })
+            .copied()
+            .ok_or_else(|| format!("module {name} not in modules.dep"))
+    };
+    fn visit<'a>(m: &'a str, deps: &BTreeMap<&'a str, Vec<&'a str>>, out: &mut Vec<&'a str>) {
+        if out.contains(&m) {
+            return;
+        }
+        for d in deps.get(m).into_iter().flatten() {
+            visit(d, deps, out);
+        }
+        out.push(m);
+    }
+    let mut order = Vec::new();
+    for name in MODULES {
+        visit(by_name(name)?, &deps, &mut order);
+    }
+    Ok(order.into_iter().map(|m| modules_dir.join(m)).collect())
+}
+
+/// Copies a binary and every shared library `ldd` names to the same paths under `root`.
+fn copy_with_libs(binary: &Path, root: &Path, dest: &str) -> Result<(), String> {
+    copy_file(binary, &root.join(dest.trim_start_matches('/')))?;
+    let out = io("ldd", Command::new("ldd").arg(binary).output())?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(path) = path.filter(|p| p.starts_with('/')) {
+            let target = root.join(path.trim_start_matches('/'));
+            if !target.exists() {
+                copy_file(Path::new(path), &target)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn copy_file(from: &Path, to: &Path) -> Result<(), String> {
+    if let Some(parent) = to.parent() {
+        io(parent.display(), fs::create_dir_all(parent))?;
+    }
+    io(
+        format!("copying {} to {}", from.display(), to.display()),
+        fs::copy(from, to),
+    )
+    .map(drop)
+}
+
+fn build_initramfs(work: &Path, modules_dir: &Path) -> Result<PathBuf, String> {
+    let root = work.join("root");
+    for dir in [
+        "bin", "proc", "sys", "dev", "tmp", "run", "etc", "modules", "rootfs",
+    ] {
+        io(dir, fs::create_dir_all(root.join(dir)))?;
+    }
+    copy_file(Path::new("/bin/busybox"), &root.join("bin/busybox"))?;
+    copy_with_libs(Path::new(HOOK_BIN), &root, "/bin/wg-oci-hook")?;
+    for (tool, package) in GUEST_TOOLS {
+        let path = which(tool)
+            .ok_or_else(|| format!("{tool} not found: install the Debian package {package}"))?;
+        // /usr/bin, ahead of busybox in PATH: `busybox --install` replaces what it finds in /bin.
+        copy_with_libs(&path, &root, &format!("/usr/bin/{tool}"))?;
+    }
+    let mut order = String::new();
+    for (i, module) in module_load_order(modules_dir)?.iter().enumerate() {
+        let name = format!("{i:02}-{}", module.file_name().unwrap().to_string_lossy());
+        let (name, data) = match name.strip_suffix(".xz") {
+            Some(plain) => {
+                let out = io("xz", Command::new("xz").arg("-dc").arg(module).output())?;
+                (plain.to_owned(), out.stdout)
+            }
+            None => (name.clone(), io(module.display(), fs::read(module))?),
+        };
+        io(&name, fs::write(root.join("modules").join(&name), data))?;
+        order.push_str(&name);
+        order.push('\n');
+    }
+    io(
+        "modules/order",
+        fs::write(root.join("modules/order"), order),
+    )?;
+
+    // The containers' root file system: busybox and its applets.
+    let rootfs = root.join("rootfs");
+    for dir in ["bin", "etc", "proc", "sys", "dev", "tmp", "t"] {
+        io(dir, fs::create_dir_all(rootfs.join(dir)))?;
+    }
+    copy_file(Path::new("/bin/busybox"), &rootfs.join("bin/busybox"))?;
+    for applet in [
+        "sh", "ip", "ping", "ping6", "nc", "printf", "tail", "cat", "echo", "sleep", "grep",
+    ] {
+        io(
+            applet,
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)),
+        )?;
+    }
+
+    let init = root.join("init");
+    copy_file(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/init.sh"),
+        &init,
+    )?;
+    io(
+        "chmod init",
+        fs::set_permissions(&init, fs::Permissions::from_mode(0o755)),
+    )?;
+
+    let initrd = work.join("initrd.gz");
+    let status = io(
+        "cpio",
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "find . -print0 | cpio --null -o -H newc -R 0:0 --quiet | gzip -1 > {}",
+                initrd.display()
+            ))
+            .current_dir(&root)
+            .status(),
+    )?;
+    if !status.success() {
+        return Err(format!(
+            "building the initramfs failed ({status}): is cpio installed?"
+        ));
+    }
+    Ok(initrd)
+}
+
+fn run_qemu(qemu: &Path, vmlinuz: &Path, initrd: &Path, work: &Path) -> Result<VmRun, String> {
+    let serial = work.join("serial.log");
+    let start = Instant::now();
+    let mut child = io(
+        "qemu",
+        Command::new(qemu)
+            .args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1"])
+            .args([
+                "-display",
+                "none",
+                "-monitor",
+                "none",
+                "-no-reboot",
+                "-nic",
+                "none",
+            ])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .arg("-kernel")
+            .arg(vmlinuz)
+            .arg("-initrd")
+            .arg(initrd)
+            .args(["-append", "console=ttyS0 panic=-1 rdinit=/init loglevel=4"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn(),
+    )?;
+    let status = loop {
+        if let Some(status) = io("waiting for qemu", child.try_wait())? {
+            break Some(status);
+        }
+        if start.elapsed() > VM_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let elapsed = start.elapsed();
+    let mut qemu_err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut qemu_err);
+    }
+    let log = fs::read_to_string(&serial).unwrap_or_default();
+    let mut run = VmRun {
+        log,
+        results: BTreeMap::new(),
+        timings: BTreeMap::new(),
+        elapsed,
+    };
+    for line in run.log.lines() {
+        let mut words = line.trim_end_matches('\r').splitn(5, ' ');
+        match (words.next(), words.next(), words.next(), words.next()) {
+            (Some("WGVM"), Some("RESULT"), Some(name), Some(verdict)) => {
+                let detail = words.next().unwrap_or("").to_owned();
+                let passed = verdict == "PASS";
+                // A name reported twice keeps its worst verdict.
+                let entry = run
+                    .results
+                    .entry(name.to_owned())
+                    .or_insert((passed, detail.clone()));
+                if !passed {
+                    *entry = (false, detail);
+                }
+            }
+            (Some("WGVM"), Some("TIMING"), Some(backend), Some(ms)) => {
+                if let Ok(ms) = ms.parse::<f64>() {
+                    run.timings.entry(backend.to_owned()).or_default().push(ms);
+                }
+            }
+            _ => {}
+        }
+    }
+    let done = run.log.lines().any(|l| l.trim_end() == "WGVM DONE");
+    match status {
+        None => Err(format!("the VM did not finish within {VM_TIMEOUT:?}\n--- serial ---\n{}", run.log)),
+        Some(_) if !done => Err(format!(
+            "the VM stopped before its last check ({:?})\n--- qemu ---\n{qemu_err}\n--- serial ---\n{}",
+            status,
+            run.log
+        )),
+        Some(_) => Ok(run),
+    }
+}
