@@ -69,6 +69,17 @@ struct RawProfile {
 
 impl Policy {
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        // Checked before opening: opening a FIFO would block the hook until runc's timeout kills it.
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => {
+                return Err(PolicyError(format!(
+                    "{}: not a regular file",
+                    path.display()
+                )))
+            }
+            Err(e) => return Err(PolicyError(format!("{}: {e}", path.display()))),
+        }
         let file = std::fs::File::open(path)
             .map_err(|e| PolicyError(format!("{}: {e}", path.display())))?;
         let mut text = String::new();

@@ -62,6 +62,11 @@ pub fn load(path: &Path) -> Result<WgQuickConfig, WgQuickError> {
         location: path.display().to_string(),
         message,
     };
+    // Checked before opening: opening a FIFO would block the hook until runc's timeout kills it.
+    let kind = std::fs::metadata(path).map_err(|e| file_err(e.to_string()))?;
+    if !kind.is_file() {
+        return Err(file_err("not a regular file".into()));
+    }
     let file = std::fs::File::open(path).map_err(|e| file_err(e.to_string()))?;
     let meta = file.metadata().map_err(|e| file_err(e.to_string()))?;
     if !meta.is_file() {
@@ -418,10 +423,29 @@ fn is_dns_name(name: &str) -> bool {
         })
 }
 
-/// Quotes a piece of untrusted, non-secret input, bounded.
+/// Quotes a piece of non-secret input, bounded, unless it looks like a key: a key pasted into the wrong
+/// field (Address = <private key>) must not reach an error message.
 fn short(s: &str) -> String {
+    if looks_like_key(s) {
+        return "(value not shown: it looks like a key)".to_owned();
+    }
     let cut: String = s.chars().take(64).collect();
     format!("{cut:?}")
+}
+
+fn looks_like_key(s: &str) -> bool {
+    let mut run = 0;
+    for c in s.chars() {
+        run = if c.is_ascii_alphanumeric() || c == '+' || c == '/' {
+            run + 1
+        } else {
+            0
+        };
+        if run >= 40 {
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -576,6 +600,29 @@ mod tests {
             err("[Interface]\n[Peer]\n"),
             "/etc/wg/vpn.conf: [Interface] has no PrivateKey"
         );
+    }
+
+    #[test]
+    fn a_key_in_the_wrong_field_is_not_echoed() {
+        for line in [
+            format!("Address = {PRIV}"),
+            format!("{PRIV} = 1"),
+            format!("DNS = {PRIV}"),
+        ] {
+            let e = err(&minimal(&line, ""));
+            assert!(e.contains(":3:"), "{e}");
+            assert!(!e.contains(&PRIV[..40]), "{e}");
+        }
+        assert!(!err(&minimal("", &format!("Endpoint = {PRIV}:51820"))).contains(&PRIV[..40]));
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let path = std::env::temp_dir().join(format!("wgoh-wgquick-fifo-{}", std::process::id()));
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = load(&path).unwrap_err().to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(e.ends_with(": not a regular file"), "{e}");
     }
 
     fn temp_file(tag: &str, text: &str, mode: u32) -> std::path::PathBuf {
