@@ -175,6 +175,12 @@ hook_direct poststop auto auto1 "$sleeper" >/dev/null 2>&1
 kill "$sleeper"
 check auto_teardown "a link or record is left" sh -c "! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(ls -A /run/wgoh 2>/dev/null)\" ]"
 
+# A runc container on the auto policy gets its tunnel from the kernel too.
+bundle autorun auto first.sh
+out=$(runc_ run --no-pivot -b /b/autorun autorun 2>&1); echo "$out" | show
+check auto_container_first_packet "first ping failed on the auto policy" sh -c "echo \"\$0\" | grep -q FIRST-PING-OK" "$out"
+check auto_container_teardown "a link or record is left" sh -c "! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(ls -A /run/wgoh 2>/dev/null)\" ]"
+
 for round in 1 2 3 4 5 6 7; do
   for backend in kernel userspace; do
     unshare -n sleep 60 & sleeper=$!; sleep 0.3
