@@ -50,7 +50,7 @@ fn main() {
 }
 
 /// Runs the hook binary the way runc does (state on stdin, empty environment) against a process that has
-/// a netns of its own, from a thread that entered the lab's host netns.
+/// a netns of its own, from a thread that entered the lab's host netns (so no nsenter is timed).
 fn hook_alone(lab: &Lab, rounds: usize) -> (Duration, Duration) {
     let host_ns =
         std::fs::File::open(format!("/var/run/netns/{}", lab.host_ns)).expect("lab host netns");
@@ -61,40 +61,17 @@ fn hook_alone(lab: &Lab, rounds: usize) -> (Duration, Duration) {
                 .expect("setns into the lab");
             let (mut create, mut poststop) = (Vec::new(), Vec::new());
             for round in 0..rounds {
-                let mut container = Command::new("unshare")
-                    .args(["--net", "sleep", "60"])
-                    .stdin(Stdio::null())
-                    .spawn()
-                    .expect("unshare");
-                wait_for_own_netns(container.id());
+                let container = lab.spawn_netns_sleeper();
                 let id = format!("bench{round}");
-                let state = lab.fake_state(&id, container.id(), &[("wg.enable", "true")]);
+                let state = lab.fake_state(&id, container, &[("wg.enable", "true")]);
                 create.push(time_hook("create-runtime", &policy, &state));
                 poststop.push(time_hook("poststop", &policy, &state));
-                let _ = container.kill();
-                let _ = container.wait();
             }
             (median(&mut create), median(&mut poststop))
         })
         .join()
         .expect("bench thread")
     })
-}
-
-fn wait_for_own_netns(pid: u32) {
-    let mine = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
-    let start = Instant::now();
-    while std::fs::read_link(format!("/proc/{pid}/ns/net"))
-        .ok()
-        .as_ref()
-        == Some(&mine)
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "unshare did not enter a new netns"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 fn time_hook(stage: &str, policy: &std::path::Path, state: &str) -> Duration {

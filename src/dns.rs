@@ -14,7 +14,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 const MAX_PREVIOUS_BYTES: u64 = 64 * 1024;
-const O_NOFOLLOW: i32 = 0o400000;
+/// The architecture's own value (it differs between x86_64 and aarch64).
+const O_NOFOLLOW: i32 = nix::fcntl::OFlag::O_NOFOLLOW.bits();
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]

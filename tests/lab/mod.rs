@@ -757,35 +757,27 @@ impl Lab {
     }
 
     /// A process sleeping in the lab's host netns (a stand-in container init for direct hook runs).
+    pub fn spawn_sleeper(&self) -> u32 {
+        self.spawn_in_host_ns("sleeper", &["sleep", "120"])
+    }
+
     /// A stand-in for a container's init: a process with a network namespace of its own (inside the lab's
-    /// host netns), for running the hook directly. Killed with the lab.
+    /// host netns), for running the hook directly. Returns once it is in that netns. Killed with the lab.
     pub fn spawn_netns_sleeper(&self) -> u32 {
-        let child = Command::new("nsenter")
-            .env("PATH", lab_path())
-            .args([
-                &format!("--net={}", netns_path(&self.host_ns)),
-                "unshare",
-                "--net",
-                "sleep",
-                "120",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawning a sleeper in its own netns");
-        let pid = child.id();
-        self.children
-            .lock()
-            .unwrap()
-            .push(("netns sleeper".into(), child));
-        let host = fs::read_link(netns_path(&self.host_ns)).ok();
+        let pid = self.spawn_in_host_ns("netns sleeper", &["unshare", "--net", "sleep", "120"]);
+        // Namespaces compare by the inode of their nsfs file (a netns bind mount is not a symlink).
+        let ns_id = |path: &str| {
+            use std::os::unix::fs::MetadataExt;
+            fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+        };
+        let host = ns_id(&netns_path(&self.host_ns));
+        let root = ns_id("/proc/1/ns/net");
+        assert!(host.is_some(), "the lab's host netns is missing");
         let start = Instant::now();
         loop {
-            let ns = fs::read_link(format!("/proc/{pid}/ns/net")).ok();
-            let root = fs::read_link("/proc/1/ns/net").ok();
+            let ns = ns_id(&format!("/proc/{pid}/ns/net"));
             if ns.is_some() && ns != host && ns != root {
-                break;
+                return pid;
             }
             assert!(
                 start.elapsed() < Duration::from_secs(5),
@@ -793,27 +785,20 @@ impl Lab {
             );
             thread::sleep(Duration::from_millis(2));
         }
-        pid
     }
 
-    pub fn spawn_sleeper(&self) -> u32 {
+    fn spawn_in_host_ns(&self, what: &str, argv: &[&str]) -> u32 {
         let child = Command::new("nsenter")
             .env("PATH", lab_path())
-            .args([
-                &format!("--net={}", netns_path(&self.host_ns)),
-                "sleep",
-                "120",
-            ])
+            .arg(format!("--net={}", netns_path(&self.host_ns)))
+            .args(argv)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawning sleeper");
+            .unwrap_or_else(|e| panic!("spawning {what}: {e}"));
         let pid = child.id();
-        self.children
-            .lock()
-            .unwrap()
-            .push(("sleeper".into(), child));
+        self.children.lock().unwrap().push((what.into(), child));
         pid
     }
 
