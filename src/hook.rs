@@ -368,7 +368,30 @@ fn computed_mtu(host: &Netlink, spec: &TunnelSpec) -> io::Result<u32> {
     Ok(underlay.saturating_sub(WIREGUARD_OVERHEAD).max(1280))
 }
 
-/// Tears down what createRuntime recorded. Idempotent: no record, nothing to do. Works when the container's
+/// No record: nothing was made (the usual case: create-runtime failed and undid its work, or never ran), or
+/// runc killed create-runtime between making the link or daemon and saving the record. Their names derive
+/// from the container id, so such leftovers can still be found and removed.
+fn sweep_unrecorded(id: &str) -> io::Result<()> {
+    let name = host_link_name(id);
+    if let Some(pid) = wg::userspace::find_daemon(&name) {
+        warn!("container {id}: no state record, but daemon {pid} serves {name}: stopping it");
+        wg::userspace::stop(pid, &name)?;
+    }
+    let host = Netlink::connect()?;
+    if let Some(index) = host.index_of(&name)? {
+        warn!("container {id}: no state record, but {name} exists in the runtime's netns: deleting it");
+        host.delete_link(index)?;
+    }
+    match std::fs::remove_file(wg::uapi::socket_path(&name)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => {
+            debug!("container {id}: no state record, nothing left to tear down");
+            Ok(())
+        }
+    }
+}
+
+/// Tears down what createRuntime recorded. Idempotent: no record, nothing of ours left. Works when the container's
 /// netns is already gone (podman runs poststop after removing it) and after a failed create. The record is
 /// removed even when a step fails, and the failure is reported.
 pub fn poststop(state: &ContainerState, policy: &Policy) -> Result<(), HookError> {
@@ -378,8 +401,7 @@ pub fn poststop(state: &ContainerState, policy: &Policy) -> Result<(), HookError
         .load(id)
         .map_err(step_err(id, "reading the state record"))?
     else {
-        debug!("container {id}: no state record, nothing to tear down");
-        return Ok(());
+        return sweep_unrecorded(id).map_err(step_err(id, "tearing down"));
     };
     let mut failures: Vec<String> = Vec::new();
     if let Some(change) = &record.resolv_conf {

@@ -487,3 +487,33 @@ fn auto_backend_chooses_by_what_the_kernel_can_do_and_says_why() {
     assert!(out.success(), "poststop\n{out}");
     lab.assert_nothing_left(id);
 }
+
+/// runc kills a hook at its timeout. If that happens after create-runtime made the daemon and link but before
+/// it saved its record, poststop finds no record; it must still find and remove them by the container id.
+#[test]
+fn poststop_without_a_record_removes_what_a_killed_create_left() {
+    let lab = Lab::new("killed_create");
+    // Unique per lab, so that a daemon left by an earlier failed run cannot stand in for this one.
+    let id = format!("killed-{}", lab.host_ns);
+    let id = id.as_str();
+    lab.track_container_id(id);
+    let name = host_link_name(id);
+    let netns = format!("--net=/var/run/netns/{}", lab.host_ns);
+    lab.run(&["nsenter", &netns, "wireguard-go", &name])
+        .assert_success("starting an orphan daemon");
+    assert!(
+        lab.host_links().contains(&name),
+        "the orphan's link is missing: {:?}",
+        lab.host_links()
+    );
+    assert!(
+        !lab.leftovers(id).is_empty(),
+        "the leftover check must see the orphan"
+    );
+    let pid = lab.spawn_netns_sleeper();
+    let state = lab.fake_state(id, pid, &[("wg.enable", "true")]);
+    let policy_path = lab.policy_path.to_string_lossy().into_owned();
+    let out = lab.run_hook_direct(&["poststop", "--policy", &policy_path], &state);
+    assert!(out.success(), "poststop without a record\n{out}");
+    lab.assert_nothing_left(id);
+}

@@ -147,6 +147,15 @@ pub fn stop(pid: u32, interface: &str) -> io::Result<()> {
     }
 }
 
+/// A daemon whose argv names `interface`, found by scanning /proc: for the case where no record holds its pid
+/// (runc killed create-runtime between starting it and saving the record).
+pub fn find_daemon(interface: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|&pid| pid != std::process::id() && serves_interface(pid, interface))
+}
+
 fn serves_interface(pid: u32, interface: &str) -> bool {
     match std::fs::read(format!("/proc/{pid}/cmdline")) {
         Ok(cmdline) => cmdline

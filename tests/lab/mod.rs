@@ -756,6 +756,12 @@ impl Lab {
         out
     }
 
+    /// Makes teardown treat `id` like a container this lab ran: whatever is left under its names is killed
+    /// when the lab is dropped (for tests that run the hook directly).
+    pub fn track_container_id(&self, id: &str) {
+        self.seen_cids.lock().unwrap().push(id.to_owned());
+    }
+
     /// A process sleeping in the lab's host netns (a stand-in container init for direct hook runs).
     pub fn spawn_sleeper(&self) -> u32 {
         self.spawn_in_host_ns("sleeper", &["sleep", "120"])
