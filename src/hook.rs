@@ -278,16 +278,14 @@ impl Setup<'_> {
             }
         }
         if let Some(container) = &self.container_nl {
-            if let Ok(Some(index)) = container.index_of(&self.policy.interface) {
-                let _ = container.delete_link(index);
-            }
+            let _ = container.delete_link_named(&self.policy.interface);
         }
         if let (Some(host), Some(index)) = (&self.host_nl, self.host_link_index) {
             let _ = host.delete_link(index);
         }
         if let Some(mut daemon) = self.daemon.take() {
             daemon.kill_and_reap();
-            let _ = std::fs::remove_file(wg::uapi::socket_path(&self.record.host_link));
+            let _ = wg::userspace::remove_socket(&self.record.host_link);
         }
         if self.record_saved {
             if let Err(e) = self.state_dir.remove(self.id) {
@@ -377,18 +375,10 @@ fn sweep_unrecorded(id: &str) -> io::Result<()> {
         warn!("container {id}: no state record, but daemon {pid} serves {name}: stopping it");
         wg::userspace::stop(pid, &name)?;
     }
-    let host = Netlink::connect()?;
-    if let Some(index) = host.index_of(&name)? {
-        warn!("container {id}: no state record, but {name} exists in the runtime's netns: deleting it");
-        host.delete_link(index)?;
+    if Netlink::connect()?.delete_link_named(&name)? {
+        warn!("container {id}: no state record, but {name} existed in the runtime's netns: deleted it");
     }
-    match std::fs::remove_file(wg::uapi::socket_path(&name)) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => {
-            debug!("container {id}: no state record, nothing left to tear down");
-            Ok(())
-        }
-    }
+    wg::userspace::remove_socket(&name)
 }
 
 /// Tears down what createRuntime recorded. Idempotent: no record, nothing of ours left. Works when the container's
@@ -415,26 +405,17 @@ pub fn poststop(state: &ContainerState, policy: &Policy) -> Result<(), HookError
         }
     }
     // A link that never left the host netns (a create killed half-way).
-    match Netlink::connect().and_then(|host| {
-        if let Some(index) = host.index_of(&record.host_link)? {
-            host.delete_link(index)?;
-        }
-        Ok(())
-    }) {
-        Ok(()) => {}
-        Err(e) => failures.push(format!("deleting {}: {e}", record.host_link)),
+    if let Err(e) = Netlink::connect().and_then(|host| host.delete_link_named(&record.host_link)) {
+        failures.push(format!("deleting {}: {e}", record.host_link));
     }
     // The container's netns normally died with the container; when it lives on (a shared netns),
     // our link must not.
     if let Some(pid) = state.live_pid() {
         if let (Ok(ns), Ok(host_ns)) = (NetNs::of_pid(pid), NetNs::current()) {
             if !ns.same_as(&host_ns).unwrap_or(true) {
-                let deleted = ns.run(Netlink::connect).and_then(|nl| {
-                    match nl.index_of(&record.interface)? {
-                        Some(index) => nl.delete_link(index),
-                        None => Ok(()),
-                    }
-                });
+                let deleted = ns
+                    .run(Netlink::connect)
+                    .and_then(|nl| nl.delete_link_named(&record.interface));
                 if let Err(e) = deleted {
                     failures.push(format!(
                         "deleting {} in the container: {e}",

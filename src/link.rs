@@ -86,6 +86,14 @@ impl Netlink {
             .map_err(nl_err)
     }
 
+    /// Deletes the link called `name` if there is one; true when there was.
+    pub fn delete_link_named(&self, name: &str) -> io::Result<bool> {
+        match self.index_of(name)? {
+            Some(index) => self.delete_link(index).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     pub fn delete_link(&self, index: u32) -> io::Result<()> {
         self.block_on(self.handle.link().del(index).execute())
             .map_err(nl_err)

@@ -141,6 +141,11 @@ pub fn stop(pid: u32, interface: &str) -> io::Result<()> {
             let _ = kill(pid, Signal::SIGKILL);
         }
     }
+    remove_socket(interface)
+}
+
+/// Removes the UAPI socket a daemon for `interface` left behind; none there is fine.
+pub fn remove_socket(interface: &str) -> io::Result<()> {
     match std::fs::remove_file(uapi::socket_path(interface)) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
