@@ -1,10 +1,14 @@
 //! The `wg.*` annotations a container sets. They are untrusted (whoever may start a container sets them):
 //! they only ever choose among names the policy lists, never a path or a key.
 
+use crate::firewall::{self, PortMap};
 use std::collections::HashMap;
 
 pub const ENABLE: &str = "wg.enable";
 pub const PROFILE: &str = "wg.profile";
+pub const PORTS: &str = "wg.ports";
+/// More port maps than this in one annotation is not a port list but an attempt at something else.
+const MAX_PORT_MAPS: usize = 64;
 const PREFIX: &str = "wg.";
 const MAX_NAME_LEN: usize = 64;
 /// How much of an untrusted key or value an error may quote.
@@ -13,6 +17,8 @@ const QUOTE_LIMIT: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Request {
     pub profile: Option<String>,
+    /// `wg.ports`: comma-separated port maps, added to the profile's (if the policy allows it).
+    pub ports: Option<Vec<PortMap>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,9 +54,20 @@ pub fn parse(annotations: &HashMap<String, String>) -> Result<Request, Annotatio
                 }
                 request.profile = Some(value.clone());
             }
+            PORTS => {
+                let items: Vec<&str> = value.split(',').collect();
+                if items.len() > MAX_PORT_MAPS {
+                    return Err(AnnotationError(format!(
+                        "annotation {PORTS}: more than {MAX_PORT_MAPS} port maps"
+                    )));
+                }
+                let maps = firewall::parse_port_maps(items.iter().map(|i| i.trim()))
+                    .map_err(|e| AnnotationError(format!("annotation {PORTS}: {e}")))?;
+                request.ports = Some(maps);
+            }
             other => {
                 return Err(AnnotationError(format!(
-                    "annotation {:?}: unknown wg.* annotation (known: {ENABLE}, {PROFILE})",
+                    "annotation {:?}: unknown wg.* annotation (known: {ENABLE}, {PROFILE}, {PORTS})",
                     quote(other)
                 )));
             }
@@ -133,6 +150,20 @@ mod tests {
         let e = parse(&map(&[("wg.profle", "lab")])).unwrap_err().0;
         assert!(e.contains("wg.profle") && e.contains("unknown"), "{e}");
         assert!(parse(&map(&[("io.podman.x", "y"), ("wgx", "z")])).is_ok());
+    }
+
+    #[test]
+    fn ports_are_parsed_and_bad_ones_named() {
+        let r = parse(&map(&[("wg.ports", "8080:80/tcp, 5353:53/udp")])).unwrap();
+        let ports: Vec<String> = r.ports.unwrap().iter().map(|m| m.to_string()).collect();
+        assert_eq!(ports, ["8080:80/tcp", "5353:53/udp"]);
+        for bad in ["", "80:80/icmp", "1:2,", "8080:80; drop", "99999:1"] {
+            let e = parse(&map(&[("wg.ports", bad)])).unwrap_err().0;
+            assert!(e.starts_with("annotation wg.ports: "), "{bad:?}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let many = vec!["1:1"; 65].join(",");
+        assert!(parse(&map(&[("wg.ports", &many)])).is_err());
     }
 
     #[test]

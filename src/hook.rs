@@ -2,6 +2,7 @@
 
 use crate::annotations;
 use crate::dns;
+use crate::firewall::{self, Nft, Rules};
 use crate::link::Netlink;
 use crate::names::host_link_name;
 use crate::netns::NetNs;
@@ -19,6 +20,13 @@ use std::os::fd::AsFd;
 const FALLBACK_UNDERLAY_MTU: u32 = 1500;
 const WIREGUARD_OVERHEAD: u32 = 80;
 const EOPNOTSUPP: i32 = 95;
+/// wg-quick's routing for a tunnel that takes the default route: the /0 goes into its own table, and two
+/// rules ahead of main make every lookup use it while main's more specific routes (the networks the container
+/// is attached to) still win. Main's own default routes are left alone, so an engine that adds one later
+/// (Docker 28 attaches networks after our hook) neither fails nor wins.
+const TUNNEL_TABLE: u32 = 51820;
+const RULE_MAIN_WITHOUT_DEFAULTS: u32 = 32764;
+const RULE_TUNNEL_TABLE: u32 = 32765;
 const EEXIST: i32 = 17;
 
 /// One line for the engine's error output: which container, which step, why.
@@ -60,7 +68,26 @@ pub fn create_runtime(state: &ContainerState, policy: &Policy) -> Result<Record,
     let profile = policy
         .select_profile(request.profile.as_deref())
         .map_err(step_err(id, "choosing a profile"))?;
-    let spec = profile::tunnel_spec(profile).map_err(step_err(id, "reading the profile"))?;
+    let mut spec = profile::tunnel_spec(profile).map_err(step_err(id, "reading the profile"))?;
+    if let Some(ports) = &request.ports {
+        if !policy.allows(annotations::PORTS) {
+            return Err(step_err(id, "reading annotations")(format!(
+                "annotation {}: the policy {} does not let containers map ports (allowed_annotations)",
+                annotations::PORTS,
+                policy.path.display()
+            )));
+        }
+        for map in ports {
+            firewall::add_port_map(&mut spec.port_maps, *map).map_err(|e| {
+                step_err(id, "reading annotations")(format!(
+                    "annotation {} against profile {}'s port_maps: {e}",
+                    annotations::PORTS,
+                    profile.name
+                ))
+            })?;
+        }
+    }
+    let nft = Nft::locate(&policy.nft_command).map_err(step_err(id, "finding nft"))?;
     let pid = state
         .live_pid()
         .ok_or("the OCI state has no container pid")
@@ -95,11 +122,15 @@ pub fn create_runtime(state: &ContainerState, policy: &Policy) -> Result<Record,
         },
         host_nl: None,
         container_nl: None,
+        container_ns: &container_ns,
+        nft: &nft,
         host_link_index: None,
         daemon: None,
         record_saved: false,
+        firewall_loaded: false,
+        rules_added: Vec::new(),
     };
-    match setup.run(&spec, &container_ns, &bundle) {
+    match setup.run(&spec, &bundle) {
         Ok(()) => {
             info!(
                 "container {id}: {} up ({} backend, profile {}, {} peer(s))",
@@ -125,10 +156,15 @@ struct Setup<'a> {
     record: Record,
     host_nl: Option<Netlink>,
     container_nl: Option<Netlink>,
+    container_ns: &'a NetNs,
+    nft: &'a Nft,
     /// Set while the link exists in the host netns under its temporary name.
     host_link_index: Option<u32>,
     daemon: Option<Daemon>,
     record_saved: bool,
+    firewall_loaded: bool,
+    /// (ipv6, priority) of the policy rules added in the container.
+    rules_added: Vec<(bool, u32)>,
 }
 
 impl Setup<'_> {
@@ -136,12 +172,8 @@ impl Setup<'_> {
         step_err(self.id, step)
     }
 
-    fn run(
-        &mut self,
-        spec: &TunnelSpec,
-        container_ns: &NetNs,
-        bundle: &Bundle,
-    ) -> Result<(), HookError> {
+    fn run(&mut self, spec: &TunnelSpec, bundle: &Bundle) -> Result<(), HookError> {
+        let container_ns = self.container_ns;
         let host = Netlink::connect().map_err(self.err("opening netlink"))?;
         let tmp = self.record.host_link.clone();
         if host
@@ -197,7 +229,22 @@ impl Setup<'_> {
             .run(Netlink::connect)
             .map_err(self.err("opening netlink in the container"))?;
         let container = &*self.container_nl.insert(container);
-        configure_container_side(container, &self.policy.interface, spec)
+        let index = bring_up(container, &self.policy.interface, spec)
+            .map_err(|(step, e)| step_err(self.id, step)(e))?;
+        // The kill switch goes in before any route leads into the tunnel.
+        let rules = Rules {
+            interface: &self.policy.interface,
+            kill_switch: spec.kill_switch,
+            allow_local: &spec.allow_local,
+            tunnel_addresses: &spec.addresses,
+            port_maps: &spec.port_maps,
+        };
+        self.firewall_loaded = true;
+        self.nft
+            .load(container_ns, &rules.render())
+            .map_err(self.err("loading the kill switch (nftables)"))?;
+        let container = self.container_nl.as_ref().expect("connected above");
+        add_routes(container, index, spec, &mut self.rules_added)
             .map_err(|(step, e)| step_err(self.id, step)(e))?;
 
         if !spec.dns_servers.is_empty() {
@@ -278,7 +325,18 @@ impl Setup<'_> {
             }
         }
         if let Some(container) = &self.container_nl {
+            for (ipv6, priority) in self.rules_added.drain(..) {
+                let _ = container.delete_rules_at(ipv6, priority);
+            }
             let _ = container.delete_link_named(&self.policy.interface);
+        }
+        if self.firewall_loaded {
+            if let Err(e) = self.nft.delete_table(self.container_ns) {
+                warn!(
+                    "container {}: undo: deleting the nftables table: {e}",
+                    self.id
+                );
+            }
         }
         if let (Some(host), Some(index)) = (&self.host_nl, self.host_link_index) {
             let _ = host.delete_link(index);
@@ -298,13 +356,12 @@ impl Setup<'_> {
     }
 }
 
-/// lo up, addresses, link up, then a route per AllowedIPs prefix; a /0 replaces that family's default routes
-/// while the more specific routes of attached networks stay.
-fn configure_container_side(
+/// lo up, the tunnel's addresses, the tunnel up; returns its index in the container.
+fn bring_up(
     nl: &Netlink,
     interface: &str,
     spec: &TunnelSpec,
-) -> Result<(), (&'static str, io::Error)> {
+) -> Result<u32, (&'static str, io::Error)> {
     let index = nl
         .index_of(interface)
         .and_then(|i| {
@@ -320,28 +377,62 @@ fn configure_container_side(
     }
     nl.set_up(index)
         .map_err(|e| ("bringing the interface up", e))?;
-    for ipv6 in [false, true] {
-        if spec
-            .routes
-            .iter()
-            .any(|r| r.prefix() == 0 && r.is_ipv6() == ipv6)
-        {
-            for route in nl
-                .default_routes(ipv6)
-                .map_err(|e| ("reading default routes", e))?
-            {
-                nl.delete_route(route)
-                    .map_err(|e| ("replacing the default route", e))?;
-            }
-        }
-    }
+    Ok(index)
+}
+
+/// A route per AllowedIPs prefix: a /0 into `TUNNEL_TABLE` behind two policy rules (see there), every other
+/// prefix into main, where it beats the attached networks' default routes by being more specific.
+fn add_routes(
+    nl: &Netlink,
+    index: u32,
+    spec: &TunnelSpec,
+    rules_added: &mut Vec<(bool, u32)>,
+) -> Result<(), (&'static str, io::Error)> {
+    const MAIN: u32 = 254;
     for net in &spec.routes {
-        match nl.add_device_route(index, *net) {
+        let table = if net.prefix() == 0 {
+            TUNNEL_TABLE
+        } else {
+            MAIN
+        };
+        match nl.add_device_route(index, *net, table) {
             Err(e) if e.raw_os_error() != Some(EEXIST) => {
                 return Err(("adding route", io::Error::other(format!("{net}: {e}"))));
             }
             _ => {}
         }
+    }
+    for ipv6 in [false, true] {
+        if !spec
+            .routes
+            .iter()
+            .any(|r| r.prefix() == 0 && r.is_ipv6() == ipv6)
+        {
+            continue;
+        }
+        for (priority, table, suppress) in [
+            (RULE_MAIN_WITHOUT_DEFAULTS, MAIN, Some(0)),
+            (RULE_TUNNEL_TABLE, TUNNEL_TABLE, None),
+        ] {
+            nl.add_rule(ipv6, priority, table, suppress)
+                .map_err(|e| ("adding a routing rule", e))?;
+            rules_added.push((ipv6, priority));
+        }
+    }
+    Ok(())
+}
+
+/// Takes our rules and table out of a container netns that outlives the container (a shared netns).
+fn clean_container_netns(ns: &NetNs, nft: Option<&Nft>, interface: &str) -> io::Result<()> {
+    let nl = ns.run(Netlink::connect)?;
+    for ipv6 in [false, true] {
+        for priority in [RULE_MAIN_WITHOUT_DEFAULTS, RULE_TUNNEL_TABLE] {
+            nl.delete_rules_at(ipv6, priority)?;
+        }
+    }
+    nl.delete_link_named(interface)?;
+    if let Some(nft) = nft {
+        nft.delete_table(ns)?;
     }
     Ok(())
 }
@@ -413,10 +504,8 @@ pub fn poststop(state: &ContainerState, policy: &Policy) -> Result<(), HookError
     if let Some(pid) = state.live_pid() {
         if let (Ok(ns), Ok(host_ns)) = (NetNs::of_pid(pid), NetNs::current()) {
             if !ns.same_as(&host_ns).unwrap_or(true) {
-                let deleted = ns
-                    .run(Netlink::connect)
-                    .and_then(|nl| nl.delete_link_named(&record.interface));
-                if let Err(e) = deleted {
+                let nft = Nft::locate(&policy.nft_command).ok();
+                if let Err(e) = clean_container_netns(&ns, nft.as_ref(), &record.interface) {
                     failures.push(format!(
                         "deleting {} in the container: {e}",
                         record.interface

@@ -3,7 +3,9 @@
 
 pub mod annotations;
 pub mod cli;
+pub mod command;
 pub mod dns;
+pub mod firewall;
 pub mod hook;
 pub mod key;
 pub mod link;

@@ -11,7 +11,9 @@ use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::route::{
     RouteAttribute, RouteMessage, RouteMetric, RouteProtocol, RouteScope, RouteType,
 };
-use rtnetlink::{Handle, LinkUnspec, LinkWireguard, RouteMessageBuilder};
+use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::{Handle, IpVersion, LinkUnspec, LinkWireguard, RouteMessageBuilder};
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -165,17 +167,79 @@ impl Netlink {
             .map_err(nl_err)
     }
 
-    /// A route to `net` through the link, scope link (no gateway: the peer is on the other end).
-    pub fn add_device_route(&self, index: u32, net: IpNetwork) -> io::Result<()> {
+    /// A route to `net` through the link in routing table `table`, scope link (no gateway: the peer is on
+    /// the other end).
+    pub fn add_device_route(&self, index: u32, net: IpNetwork, table: u32) -> io::Result<()> {
         let route = RouteMessageBuilder::<IpAddr>::new()
             .destination_prefix(net.network(), net.prefix())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?
             .output_interface(index)
             .scope(RouteScope::Link)
             .protocol(RouteProtocol::Static)
+            .table_id(table)
             .build();
         self.block_on(self.handle.route().add(route).execute())
             .map_err(nl_err)
+    }
+
+    /// Adds a policy rule `priority: lookup table` (with `suppress_prefixlength` when given) for one family.
+    pub fn add_rule(
+        &self,
+        ipv6: bool,
+        priority: u32,
+        table: u32,
+        suppress_prefixlength: Option<u32>,
+    ) -> io::Result<()> {
+        let base = self
+            .handle
+            .rule()
+            .add()
+            .table_id(table)
+            .priority(priority)
+            .action(RuleAction::ToTable);
+        let suppress = |message: &mut RuleMessage| {
+            if let Some(len) = suppress_prefixlength {
+                message
+                    .attributes
+                    .push(RuleAttribute::SuppressPrefixLen(len));
+            }
+        };
+        let result = if ipv6 {
+            let mut request = base.v6();
+            suppress(request.message_mut());
+            self.block_on(request.execute())
+        } else {
+            let mut request = base.v4();
+            suppress(request.message_mut());
+            self.block_on(request.execute())
+        };
+        result.map_err(nl_err)
+    }
+
+    /// Deletes every rule of the family at `priority`; how many there were.
+    pub fn delete_rules_at(&self, ipv6: bool, priority: u32) -> io::Result<usize> {
+        let version = if ipv6 { IpVersion::V6 } else { IpVersion::V4 };
+        let rules: Vec<RuleMessage> = self
+            .block_on(self.handle.rule().get(version).execute().try_collect())
+            .map_err(nl_err)?;
+        let mut deleted = 0;
+        for rule in rules {
+            let family = if ipv6 {
+                AddressFamily::Inet6
+            } else {
+                AddressFamily::Inet
+            };
+            let at_priority = rule
+                .attributes
+                .iter()
+                .any(|a| matches!(a, RuleAttribute::Priority(p) if *p == priority));
+            if rule.header.family == family && at_priority {
+                self.block_on(self.handle.rule().del(rule).execute())
+                    .map_err(nl_err)?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 
     /// The MTU the kernel would use towards `dest`: the route's own mtu metric, else its device's MTU.

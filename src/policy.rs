@@ -2,6 +2,8 @@
 //! and bad values are errors naming `FILE:LINE:COLUMN`, on one line.
 
 use crate::annotations;
+use crate::firewall::{self, PortMap};
+use ipnetwork::IpNetwork;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -11,7 +13,7 @@ use toml::Spanned;
 
 pub const DEFAULT_POLICY_PATH: &str = "/etc/wg-oci-hook/policy.toml";
 /// The annotations a policy may let containers set (besides wg.enable, which every container may set).
-pub const KNOWN_CHOOSABLE: &[&str] = &[annotations::PROFILE];
+pub const KNOWN_CHOOSABLE: &[&str] = &[annotations::PROFILE, annotations::PORTS];
 const MAX_POLICY_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -30,6 +32,8 @@ pub struct Policy {
     pub state_dir: PathBuf,
     pub backend: BackendChoice,
     pub userspace_command: Vec<String>,
+    /// The nftables front end that loads the kill switch and port maps.
+    pub nft_command: String,
     pub allowed_annotations: Vec<String>,
     pub log_level: Option<log::LevelFilter>,
     pub profiles: BTreeMap<String, Profile>,
@@ -40,6 +44,12 @@ pub struct Profile {
     pub name: String,
     /// The wg-quick file, absolute.
     pub config: PathBuf,
+    /// Drop everything that does not go through the tunnel, to lo, or to `allow_local` (default on).
+    pub kill_switch: bool,
+    /// CIDRs allowed outside the tunnel; None when the policy does not say (which means none).
+    pub allow_local: Option<Vec<IpNetwork>>,
+    /// Inbound connections on the tunnel, redirected to the container's ports.
+    pub port_maps: Vec<PortMap>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +64,7 @@ struct RawPolicy {
     state_dir: Option<Spanned<PathBuf>>,
     backend: Option<BackendChoice>,
     userspace_command: Option<Spanned<Vec<String>>>,
+    nft_command: Option<Spanned<String>>,
     #[serde(default)]
     allowed_annotations: Vec<Spanned<String>>,
     log_level: Option<Spanned<String>>,
@@ -65,6 +76,10 @@ struct RawPolicy {
 #[serde(deny_unknown_fields)]
 struct RawProfile {
     config: Option<Spanned<PathBuf>>,
+    kill_switch: Option<bool>,
+    allow_local: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    port_maps: Vec<Spanned<String>>,
 }
 
 impl Policy {
@@ -111,7 +126,10 @@ impl Policy {
 
         let interface = match raw.interface {
             Some(name) if !is_valid_ifname(name.get_ref()) => {
-                return Err(at(name.span(), "interface: not a valid Linux interface name (1-15 characters, no / : or spaces)"));
+                return Err(at(
+                    name.span(),
+                    "interface: expected 1-15 characters of A-Z a-z 0-9 _ . -",
+                ));
             }
             Some(name) => name.into_inner(),
             None => "wg0".to_owned(),
@@ -132,6 +150,13 @@ impl Policy {
             }
             Some(cmd) => cmd.into_inner(),
             None => vec!["wireguard-go".to_owned()],
+        };
+        let nft_command = match raw.nft_command {
+            Some(cmd) if cmd.get_ref().is_empty() => {
+                return Err(at(cmd.span(), "nft_command: must not be empty"));
+            }
+            Some(cmd) => cmd.into_inner(),
+            None => "nft".to_owned(),
         };
         let mut allowed_annotations = Vec::new();
         for a in raw.allowed_annotations {
@@ -180,7 +205,48 @@ impl Policy {
             } else {
                 base.join(config)
             };
-            profiles.insert(name.clone(), Profile { name, config });
+            let allow_local = match profile.allow_local {
+                Some(list) => {
+                    let mut nets = Vec::with_capacity(list.len());
+                    for item in list {
+                        let net = item.get_ref().parse::<IpNetwork>().map_err(|_| {
+                            at(
+                                item.span(),
+                                &format!(
+                                    "profile {name:?}: allow_local: {:?} is not a CIDR such as 10.88.0.0/16 or fd00::/64",
+                                    item.get_ref()
+                                ),
+                            )
+                        })?;
+                        nets.push(net);
+                    }
+                    Some(nets)
+                }
+                None => None,
+            };
+            let mut port_maps = Vec::with_capacity(profile.port_maps.len());
+            for item in profile.port_maps {
+                let map = item
+                    .get_ref()
+                    .parse::<PortMap>()
+                    .and_then(|m| firewall::add_port_map(&mut port_maps, m));
+                if let Err(e) = map {
+                    return Err(at(
+                        item.span(),
+                        &format!("profile {name:?}: port_maps: {:?}: {e}", item.get_ref()),
+                    ));
+                }
+            }
+            profiles.insert(
+                name.clone(),
+                Profile {
+                    name,
+                    config,
+                    kill_switch: profile.kill_switch.unwrap_or(true),
+                    allow_local,
+                    port_maps,
+                },
+            );
         }
         if profiles.is_empty() {
             return Err(PolicyError(format!(
@@ -204,10 +270,16 @@ impl Policy {
             state_dir,
             backend: raw.backend.unwrap_or(BackendChoice::Auto),
             userspace_command,
+            nft_command,
             allowed_annotations,
             log_level,
             profiles,
         })
+    }
+
+    /// Whether containers may set annotation `key`.
+    pub fn allows(&self, key: &str) -> bool {
+        self.allowed_annotations.iter().any(|a| a == key)
     }
 
     /// The profile for a container: the one it asked for (if the policy lets it choose), else the default.
@@ -215,11 +287,7 @@ impl Policy {
         let path = self.path.display();
         match requested {
             Some(name) => {
-                if !self
-                    .allowed_annotations
-                    .iter()
-                    .any(|a| a == annotations::PROFILE)
-                {
+                if !self.allows(annotations::PROFILE) {
                     return Err(PolicyError(format!(
                         "annotation {}={name:?}: the policy {path} does not let containers choose a profile \
                          (allowed_annotations)",
@@ -246,13 +314,15 @@ impl Policy {
     }
 }
 
+/// Stricter than the kernel (which takes any byte but / : and whitespace): the name is also written into
+/// nft rules, where a quote must never appear.
 fn is_valid_ifname(name: &str) -> bool {
     (1..=15).contains(&name.len())
         && name != "."
         && name != ".."
         && name
             .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 /// 1-based line and column of a byte offset.
@@ -359,6 +429,7 @@ config = "work.conf"
             "\"a/b\"",
             "\"wg 0\"",
             "\".\"",
+            "\"w\\\"g\"",
         ] {
             let e = err(&format!("interface = {bad}\n{MINIMAL}"));
             assert!(e.contains(":1:13: interface"), "{bad}: {e}");
@@ -378,6 +449,51 @@ config = "work.conf"
         assert!(err("[profiles.vpn]\n").contains("missing config"));
         assert!(err("[profiles.\"../x\"]\nconfig = \"a\"\n").contains("profile name"));
         assert!(err("backend = \"auto\"\n").contains("no [profiles.NAME]"));
+    }
+
+    #[test]
+    fn profile_firewall_keys_are_read_and_checked() {
+        let p = parse(MINIMAL).unwrap();
+        let vpn = &p.profiles["vpn"];
+        assert!(
+            vpn.kill_switch,
+            "the kill switch is on unless the policy says otherwise"
+        );
+        assert_eq!(vpn.allow_local, None);
+        assert!(vpn.port_maps.is_empty());
+        assert_eq!(p.nft_command, "nft");
+
+        let p = parse(
+            "nft_command = \"/usr/sbin/nft\"\n[profiles.vpn]\nconfig = \"a\"\nkill_switch = false\n\
+             allow_local = [\"10.88.0.0/16\", \"fd00::/64\"]\nport_maps = [\"8080:80/tcp\", \"53/udp\"]\n",
+        )
+        .unwrap();
+        let vpn = &p.profiles["vpn"];
+        assert!(!vpn.kill_switch);
+        assert_eq!(vpn.allow_local.as_ref().unwrap().len(), 2);
+        assert_eq!(vpn.port_maps.len(), 2);
+        assert_eq!(p.nft_command, "/usr/sbin/nft");
+        assert_eq!(
+            parse("[profiles.vpn]\nconfig = \"a\"\nallow_local = []\n")
+                .unwrap()
+                .profiles["vpn"]
+                .allow_local,
+            Some(vec![])
+        );
+
+        let e = err("[profiles.vpn]\nconfig = \"a\"\nallow_local = [\"10.0.0.0/8\", \"lan\"]\n");
+        assert!(
+            e.contains(":3:30: profile \"vpn\": allow_local: \"lan\" is not a CIDR"),
+            "{e}"
+        );
+        let e = err("[profiles.vpn]\nconfig = \"a\"\nport_maps = [\"80:80/tcp\", \"80:81\"]\n");
+        assert!(
+            e.contains(":3:27: profile \"vpn\": port_maps: \"80:81\""),
+            "{e}"
+        );
+        let e = err("[profiles.vpn]\nconfig = \"a\"\nkill_switch = \"yes\"\n");
+        assert!(e.contains(":3:15: "), "{e}");
+        assert!(err(&format!("nft_command = \"\"\n{MINIMAL}")).contains("nft_command"));
     }
 
     #[test]

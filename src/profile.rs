@@ -1,6 +1,7 @@
 //! Turning a policy profile into a complete, checked plan (`TunnelSpec`) before anything is touched.
 //! Today a profile is a static wg-quick file; pools and providers will produce the same plan.
 
+use crate::firewall::PortMap;
 use crate::policy::Profile;
 use crate::wg::{DeviceConfig, PeerConfig};
 use crate::wgquick;
@@ -17,6 +18,9 @@ pub struct TunnelSpec {
     pub dns_search: Vec<String>,
     /// One route per distinct AllowedIPs prefix of all peers.
     pub routes: Vec<IpNetwork>,
+    pub kill_switch: bool,
+    pub allow_local: Vec<IpNetwork>,
+    pub port_maps: Vec<PortMap>,
 }
 
 impl TunnelSpec {
@@ -57,6 +61,7 @@ pub fn tunnel_spec(profile: &Profile) -> Result<TunnelSpec, String> {
             persistent_keepalive: peer.persistent_keepalive,
         });
     }
+    check_split_tunnel(profile, &routes)?;
     let routes = routes_for_table(iface.table.as_deref(), routes)
         .map_err(|e| format!("{}: {e}", profile.config.display()))?;
     Ok(TunnelSpec {
@@ -72,7 +77,27 @@ pub fn tunnel_spec(profile: &Profile) -> Result<TunnelSpec, String> {
         dns_servers: iface.dns_servers,
         dns_search: iface.dns_search,
         routes,
+        kill_switch: profile.kill_switch,
+        allow_local: profile.allow_local.clone().unwrap_or_default(),
+        port_maps: profile.port_maps.clone(),
     })
+}
+
+/// A split tunnel (AllowedIPs without a default route of either family) keeps the bridge's default route, but
+/// the kill switch would drop everything that takes it. The policy must say what that is, even if nothing:
+/// silence here is more likely a mistake than a wish for a container that only reaches the remote subnets.
+fn check_split_tunnel(profile: &Profile, allowed_ips: &[IpNetwork]) -> Result<(), String> {
+    let full = allowed_ips.iter().any(|n| n.prefix() == 0);
+    if full || !profile.kill_switch || profile.allow_local.is_some() {
+        return Ok(());
+    }
+    Err(format!(
+        "profile {:?}: {} routes only some subnets into the tunnel (no 0.0.0.0/0 or ::/0 in AllowedIPs), and \
+         the kill switch would drop everything else: list what may leave outside the tunnel in allow_local \
+         (allow_local = [] for nothing), or set kill_switch = false",
+        profile.name,
+        profile.config.display()
+    ))
 }
 
 /// wg-quick's `Table`: `off` adds no routes; `auto` (the default) and `main` route AllowedIPs in the main
@@ -121,6 +146,31 @@ mod tests {
         assert!(routes_for_table(Some("1234"), routes)
             .unwrap_err()
             .contains("Table = \"1234\""));
+    }
+
+    fn profile(kill_switch: bool, allow_local: Option<Vec<IpNetwork>>) -> Profile {
+        Profile {
+            name: "site".into(),
+            config: "/etc/wg-oci-hook/site.conf".into(),
+            kill_switch,
+            allow_local,
+            port_maps: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_split_tunnel_with_a_kill_switch_must_say_what_else_is_allowed() {
+        let subnets: Vec<IpNetwork> = vec!["10.20.0.0/16".parse().unwrap()];
+        let e = check_split_tunnel(&profile(true, None), &subnets).unwrap_err();
+        assert!(
+            e.starts_with("profile \"site\": /etc/wg-oci-hook/site.conf routes only some subnets"),
+            "{e}"
+        );
+        assert!(e.contains("allow_local"), "{e}");
+        assert!(check_split_tunnel(&profile(true, Some(vec![])), &subnets).is_ok());
+        assert!(check_split_tunnel(&profile(false, None), &subnets).is_ok());
+        let full: Vec<IpNetwork> = vec!["10.20.0.0/16".parse().unwrap(), "::/0".parse().unwrap()];
+        assert!(check_split_tunnel(&profile(true, None), &full).is_ok());
     }
 
     #[test]

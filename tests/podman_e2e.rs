@@ -138,23 +138,44 @@ fn wg0_mtu_without_config_mtu_is_endpoint_route_mtu_minus_80() {
 }
 
 #[test]
-fn only_default_routes_point_into_wg0() {
+fn default_routes_live_in_the_tunnel_table_behind_policy_rules() {
     let lab = Lab::new("default_routes");
+    // 198.51.100.1 and 2001:db8::1 are never contacted: `ip route get` only asks the kernel.
     let script = "set -e
-echo BEGIN v4; ip route show default; echo END v4
-echo BEGIN v6; ip -6 route show default; echo END v6";
+echo BEGIN get4; ip route get 198.51.100.1; echo END get4
+echo BEGIN get6; ip -6 route get 2001:db8::1; echo END get6
+echo BEGIN table4; ip route show table all; echo END table4
+echo BEGIN table6; ip -6 route show table all; echo END table6
+echo BEGIN rules4; ip rule; echo END rules4
+echo BEGIN rules6; ip -6 rule; echo END rules6";
     let run = lab.podman_run(&RunOpts::wg(script));
     run.assert_success("showing routes");
-    for family in ["v4", "v6"] {
-        let routes = section(&run.out.stdout, family);
-        assert!(!routes.is_empty(), "no {family} default route\n{run}");
-        for r in routes {
+    let via_wg0 = |line: &str| {
+        line.split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .any(|w| w == ["dev", "wg0"])
+    };
+    for family in ["4", "6"] {
+        let get = section(&run.out.stdout, &format!("get{family}")).join(" ");
+        assert!(
+            via_wg0(&get),
+            "IPv{family} lookups do not lead into wg0: {get}\n{run}"
+        );
+        let table = section(&run.out.stdout, &format!("table{family}"));
+        assert!(
+            table
+                .iter()
+                .any(|r| r.starts_with("default") && via_wg0(r) && r.contains("table 51820")),
+            "table 51820 lacks `default dev wg0` for IPv{family}\n{run}"
+        );
+        let rules = section(&run.out.stdout, &format!("rules{family}"));
+        for (priority, lookup) in [("32764:", "lookup main"), ("32765:", "lookup 51820")] {
             assert!(
-                r.split_whitespace()
-                    .collect::<Vec<_>>()
-                    .windows(2)
-                    .any(|w| w == ["dev", "wg0"]),
-                "{family} default route `{r}` is not via wg0\n{run}"
+                rules
+                    .iter()
+                    .any(|r| r.starts_with(priority) && r.contains(lookup)),
+                "IPv{family} rules lack `{priority} ... {lookup}`\n{run}"
             );
         }
     }

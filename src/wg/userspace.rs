@@ -1,14 +1,13 @@
 //! The userspace backend's daemon: started detached in the host netns, stopped by its recorded pid.
 
 use super::uapi;
+use crate::command::{resolve_program, DEFAULT_PATH};
 use std::io;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// runc starts hooks with only their entry's `env`, often without PATH.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const SOCKET_WAIT: Duration = Duration::from_secs(5);
 const STOP_WAIT: Duration = Duration::from_secs(2);
 
@@ -100,29 +99,6 @@ impl Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn resolve_program(program: &str) -> io::Result<PathBuf> {
-    if program.contains('/') {
-        return Ok(PathBuf::from(program));
-    }
-    let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_owned());
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| is_executable(candidate))
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{program} not found in {path}"),
-            )
-        })
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
 }
 
 /// Stops a daemon started by an earlier hook run: only if `pid` still runs our command for `interface`
