@@ -414,6 +414,24 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_shows_the_rules_we_load() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+        let shown = readme
+            .split("```nft\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("README.md has an ```nft block");
+        let rules = Rules {
+            interface: "wg0",
+            kill_switch: true,
+            allow_local: &nets(&["10.88.0.0/16", "fd88::/64"]),
+            tunnel_addresses: &nets(&["10.77.0.2/32", "fd77::2/128"]),
+            port_maps: &["8080:80/tcp".parse().unwrap()],
+        };
+        assert_eq!(shown, rules.render());
+    }
+
+    #[test]
     fn default_kill_switch_lets_nothing_but_the_tunnel_and_lo_through() {
         let rules = Rules {
             interface: "wg0",

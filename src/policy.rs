@@ -452,6 +452,13 @@ config = "work.conf"
     }
 
     #[test]
+    fn the_shipped_example_policy_parses() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/policy.toml"));
+        let p = Policy::load(path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(p.profiles["vpn"].kill_switch);
+    }
+
+    #[test]
     fn profile_firewall_keys_are_read_and_checked() {
         let p = parse(MINIMAL).unwrap();
         let vpn = &p.profiles["vpn"];
