@@ -247,6 +247,13 @@ impl Setup<'_> {
         add_routes(container, index, spec, &mut self.rules_added)
             .map_err(|(step, e)| step_err(self.id, step)(e))?;
 
+        if spec.dns_servers.is_empty() && spec.kill_switch {
+            warn!(
+                "container {}: the profile's config has no DNS: resolv.conf keeps the engine's resolvers, \
+                 which the kill switch blocks unless allow_local covers them",
+                self.id
+            );
+        }
         if !spec.dns_servers.is_empty() {
             let content = dns::render(&spec.dns_servers, &spec.dns_search, self.id);
             let change = dns::write(bundle, &content).map_err(self.err("writing resolv.conf"))?;
