@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the hook's tests and demo need, if any is missing. Idempotent; needs root.
 set -euo pipefail
-# podman with its recommends (netavark, catatonit, ...): the set the tests were proven with.
-with_recommends=(podman runc conmon wireguard-go busybox-static iproute2 nftables)
+# podman with its recommends (netavark, aardvark-dns, catatonit, ...): the set the tests were proven with.
+# netavark and aardvark-dns are named too (the leak tests need them even where podman came without its
+# recommends); tcpdump captures the leak tests' bridges.
+with_recommends=(podman netavark aardvark-dns runc conmon wireguard-go busybox-static iproute2 nftables tcpdump)
 # wireguard-tools recommends a whole kernel image (wireguard-modules): only the `wg` tool is needed.
 # qemu, cpio, xz and kmod build and boot the kernel-backend test VM (tests/vm).
 without_recommends=(wireguard-tools qemu-system-x86 cpio xz-utils kmod)

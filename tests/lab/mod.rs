@@ -9,10 +9,16 @@
 //!   10.77.0.1/24 and fd77::1/64) that accepts one client peer at 10.77.0.2/32 and fd77::2/128;
 //! - a TCP responder on 10.77.0.1:8080 and [fd77::1]:8080 that writes [`MARKER`] and records who connected;
 //! - a temp dir holding the client's wg-quick config, the policy, the hooks dir (the shipped `hooks.d` files
-//!   pointed at the built binary), the state dir, podman's storage and one busybox rootfs per container.
+//!   pointed at the built binary), the state dir, podman's storage, config and network definitions, and one
+//!   busybox rootfs per container;
+//! - on request, podman bridge networks in the host netns, packet captures and leak probes (`bridge.rs`); the
+//!   host netns always carries the public-looking lab-only addresses [`PUBLIC_V4`] and [`PUBLIC_V6`] on `lo`.
+//!
+//! Podman runs with a containers.conf of the lab's own: networks are defined under the lab dir, and netavark is
+//! a wrapper that gives it a run dir under the lab dir too, so each lab's aardvark-dns is its own.
 //!
 //! Every address used lives only inside the lab's namespaces. Dropping the lab removes everything, also when
-//! the test panicked.
+//! the test panicked: containers, networks, aardvark-dns, processes, namespaces, mounts, the temp dir.
 
 #![allow(dead_code)] // every test binary uses its own part of the lab
 
@@ -30,6 +36,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+mod bridge;
+
+pub use bridge::*;
 pub use wg_oci_hook::names::host_link_name;
 
 /// The hook under test.
@@ -57,7 +66,14 @@ const SETTLE: Duration = Duration::from_secs(10);
 const BUSYBOX: &str = "/bin/busybox";
 const APPLETS: &[&str] = &[
     "sh", "ip", "cat", "ls", "ping", "ping6", "nc", "wget", "sleep", "echo", "grep", "sed", "head",
-    "tail", "wc", "cut", "tr", "true", "false", "test", "env",
+    "tail", "wc", "cut", "tr", "true", "false", "test", "env", "timeout", "nslookup",
+];
+/// Podman 4.3's default `helper_binaries_dir`, searched after the lab's own.
+const PODMAN_HELPER_DIRS: &[&str] = &[
+    "/usr/local/libexec/podman",
+    "/usr/local/lib/podman",
+    "/usr/libexec/podman",
+    "/usr/lib/podman",
 ];
 /// (tool, Debian package) the lab cannot work without.
 const TOOLS: &[(&str, &str)] = &[
@@ -85,18 +101,101 @@ pub struct LabOpts {
 /// The policy TOML the lab writes; `Lab::policy()` gives the default, `Lab::write_policy` writes a variant.
 #[derive(Clone, Debug)]
 pub struct Policy {
+    /// `default_profile`.
     pub default_profile: String,
+    /// `interface`: the tunnel's name inside the container.
     pub interface: String,
+    /// `state_dir`.
     pub state_dir: PathBuf,
+    /// `backend`: kernel, userspace or auto.
     pub backend: String,
+    /// `userspace_command`.
     pub userspace_command: Vec<String>,
+    /// `allowed_annotations`.
     pub allowed_annotations: Vec<String>,
+    /// `log_level`.
     pub log_level: String,
-    /// (profile name, wg-quick config path), written as `[profiles.NAME] config = "PATH"`.
-    pub profiles: Vec<(String, PathBuf)>,
+    /// Further top-level `key = value` lines (raw TOML value text), written before the first profile table.
+    pub extra_top: Vec<(String, String)>,
+    /// The `[profiles.NAME]` tables, in order.
+    pub profiles: Profiles,
+}
+
+/// The policy's profiles: a `Vec<LabProfile>` (through `Deref`) whose `push` also takes the older
+/// `(name, config path)` tuple.
+#[derive(Clone, Debug, Default)]
+pub struct Profiles(pub Vec<LabProfile>);
+
+impl Profiles {
+    /// Appends a profile (a [`LabProfile`], or a `(String, PathBuf)` name and config path).
+    pub fn push(&mut self, profile: impl Into<LabProfile>) {
+        self.0.push(profile.into());
+    }
+}
+
+impl std::ops::Deref for Profiles {
+    type Target = Vec<LabProfile>;
+    fn deref(&self) -> &Vec<LabProfile> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Profiles {
+    fn deref_mut(&mut self) -> &mut Vec<LabProfile> {
+        &mut self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a Profiles {
+    type Item = &'a LabProfile;
+    type IntoIter = std::slice::Iter<'a, LabProfile>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl From<Vec<LabProfile>> for Profiles {
+    fn from(v: Vec<LabProfile>) -> Self {
+        Profiles(v)
+    }
+}
+
+/// One `[profiles.NAME]` table: `config = "PATH"`, then every `extra` as `key = value` (raw TOML value text).
+#[derive(Clone, Debug)]
+pub struct LabProfile {
+    /// The profile's name (`[profiles.NAME]`).
+    pub name: String,
+    /// The wg-quick config file (`config = "PATH"`).
+    pub config: PathBuf,
+    /// Further keys of this profile: (key, raw TOML value text such as `true` or `["10.0.0.0/8"]`).
+    pub extra: Vec<(String, String)>,
+}
+
+impl From<(String, PathBuf)> for LabProfile {
+    fn from((name, config): (String, PathBuf)) -> Self {
+        LabProfile::new(&name, config)
+    }
+}
+
+impl LabProfile {
+    /// A profile `name` using the wg-quick file `config`, without further keys.
+    pub fn new(name: &str, config: impl Into<PathBuf>) -> Self {
+        LabProfile {
+            name: name.to_owned(),
+            config: config.into(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// Adds `key = raw_value` to this profile (`raw_value` is TOML value text, written verbatim).
+    pub fn with(mut self, key: &str, raw_value: &str) -> Self {
+        self.extra.push((key.to_owned(), raw_value.to_owned()));
+        self
+    }
 }
 
 impl Policy {
+    /// The policy as TOML text.
     pub fn render(&self) -> String {
         let mut s = String::new();
         s += &format!("default_profile = {}\n", toml_str(&self.default_profile));
@@ -115,11 +214,18 @@ impl Policy {
             toml_list(&self.allowed_annotations)
         );
         s += &format!("log_level = {}\n", toml_str(&self.log_level));
-        for (name, config) in &self.profiles {
+        for (key, value) in &self.extra_top {
+            s += &format!("{key} = {value}\n");
+        }
+        for profile in &self.profiles {
             s += &format!(
-                "\n[profiles.{name}]\nconfig = {}\n",
-                toml_str(&config.to_string_lossy())
+                "\n[profiles.{}]\nconfig = {}\n",
+                profile.name,
+                toml_str(&profile.config.to_string_lossy())
             );
+            for (key, value) in &profile.extra {
+                s += &format!("{key} = {value}\n");
+            }
         }
         s
     }
@@ -175,6 +281,8 @@ pub struct RunOpts {
     pub keep: bool,
     /// Inserted before `--rootfs`.
     pub extra_args: Vec<String>,
+    /// `--network NAME` (a network of this lab, see `Lab::bridge_network`); `None` is `--network none`.
+    pub network: Option<String>,
 }
 
 impl RunOpts {
@@ -191,13 +299,21 @@ impl RunOpts {
         }
     }
 
+    /// Adds the annotation `key=value`.
     pub fn annotation(mut self, key: &str, value: &str) -> Self {
         self.annotations.push((key.to_owned(), value.to_owned()));
         self
     }
 
+    /// Runs with `-d`.
     pub fn detached(mut self) -> Self {
         self.detach = true;
+        self
+    }
+
+    /// Attaches the container to the podman network `name` instead of `--network none`.
+    pub fn network(mut self, name: &str) -> Self {
+        self.network = Some(name.to_owned());
         self
     }
 }
@@ -314,6 +430,10 @@ pub struct Lab {
     transcript: Mutex<String>,
     runs: AtomicUsize,
     netns_created: Vec<String>,
+    /// Podman networks this lab created (removed at drop, after the containers).
+    networks: Mutex<Vec<String>>,
+    /// The bridge networks, whose bridge `podman_run` re-creates with its fixed MAC when netavark deleted it.
+    bridges: Mutex<Vec<BridgeNet>>,
 }
 
 impl Lab {
@@ -363,6 +483,8 @@ impl Lab {
                 transcript: Mutex::new(String::new()),
                 runs: AtomicUsize::new(0),
                 netns_created: Vec::new(),
+                networks: Mutex::new(Vec::new()),
+                bridges: Mutex::new(Vec::new()),
             };
             let (h, s) = (lab.host_ns.clone(), lab.server_ns.clone());
             if !run_cmd(&["ip", "netns", "add", &h]).success() {
@@ -413,6 +535,10 @@ impl Lab {
         ]);
         self.must(&["ip", "-n", &h, "link", "set", &vh, "up"]);
         self.must(&["ip", "-n", &s, "link", "set", &vs, "up"]);
+        // Public-looking addresses that are local to the host netns (see `bridge::PUBLIC_V4`).
+        for addr in [format!("{PUBLIC_V4}/32"), format!("{PUBLIC_V6}/128")] {
+            self.must(&["ip", "-n", &h, "addr", "add", &addr, "dev", "lo"]);
+        }
 
         // Keys.
         let server_key = self.genkey();
@@ -529,7 +655,8 @@ impl Lab {
             userspace_command: vec!["wireguard-go".to_owned()],
             allowed_annotations: vec!["wg.profile".to_owned()],
             log_level: "debug".to_owned(),
-            profiles: vec![("lab".to_owned(), self.config_path.clone())],
+            extra_top: Vec::new(),
+            profiles: vec![LabProfile::new("lab", &self.config_path)].into(),
         }
     }
 
@@ -577,18 +704,70 @@ impl Lab {
     }
 
     /// A containers.conf of the lab's own, so the machine's config does not leak in and no two labs share
-    /// podman's tmp dir or locks.
+    /// podman's tmp dir, locks or network definitions (`<dir>/podman/networks`, never /etc/containers/networks).
+    /// Podman finds netavark first in `<dir>/podman/helpers`: see `write_netavark_wrapper`.
     fn write_containers_conf(&self) {
-        let tmp = self.podman_dir.join("tmp");
+        let p = |s: &str| toml_str(&self.podman_dir.join(s).to_string_lossy());
+        let mut helper_dirs = vec![self
+            .podman_dir
+            .join("helpers")
+            .to_string_lossy()
+            .into_owned()];
+        helper_dirs.extend(PODMAN_HELPER_DIRS.iter().map(|d| d.to_string()));
         let text = format!(
-            "[containers]\ndefault_sysctls = []\n\n[engine]\nlock_type = \"file\"\ntmp_dir = {}\n",
-            toml_str(&tmp.to_string_lossy())
+            "[containers]\ndefault_sysctls = []\n\n\
+             [engine]\nlock_type = \"file\"\ntmp_dir = {}\nhelper_binaries_dir = {}\n\n\
+             [network]\nnetwork_backend = \"netavark\"\nnetwork_config_dir = {}\n",
+            p("tmp"),
+            toml_list(&helper_dirs),
+            p("networks"),
         );
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&self.podman_dir)
             .unwrap();
         write_file(&self.podman_dir.join("containers.conf"), &text, 0o600);
+        self.write_netavark_wrapper();
+    }
+
+    /// `<dir>/podman/helpers/netavark`: the real netavark with `--config <dir>/podman/netavark`. Rootful podman
+    /// 4.3 always passes the machine-wide `/run/containers/networks`, where netavark keeps aardvark-dns's config
+    /// and pid file: labs running in parallel would then share (and signal) one aardvark-dns in one lab's netns.
+    fn write_netavark_wrapper(&self) {
+        let helpers = self.podman_dir.join("helpers");
+        fs::DirBuilder::new().mode(0o700).create(&helpers).unwrap();
+        let run_dir = self.netavark_run_dir();
+        // netavark creates `aardvark-dns/` in it, but not the dir itself.
+        fs::DirBuilder::new().mode(0o700).create(&run_dir).unwrap();
+        let script = match find_podman_helper("netavark") {
+            Some(real) => format!(
+                "#!/bin/sh\n\
+                 # The lab's netavark: the real one, with a run dir (aardvark-dns config, pid file, lock) of this lab's own.\n\
+                 real={}\n\
+                 dir={}\n\
+                 prev=\n\
+                 found=\n\
+                 for a in \"$@\"; do\n\
+                 \x20 shift\n\
+                 \x20 case $prev in --config|-c) a=$dir; found=1 ;; esac\n\
+                 \x20 case $a in --config=*) a=--config=$dir; found=1 ;; esac\n\
+                 \x20 set -- \"$@\" \"$a\"\n\
+                 \x20 prev=$a\n\
+                 done\n\
+                 [ -n \"$found\" ] || set -- --config \"$dir\" \"$@\"\n\
+                 exec \"$real\" \"$@\"\n",
+                sh_quote(&real),
+                sh_quote(&run_dir.to_string_lossy())
+            ),
+            None => "#!/bin/sh\necho 'netavark not found: install the Debian package netavark' >&2\nexit 127\n"
+                .to_owned(),
+        };
+        write_file(&helpers.join("netavark"), &script, 0o700);
+    }
+
+    /// Where the lab's netavark keeps aardvark-dns's config (`aardvark-dns/`) and lock.
+    fn netavark_run_dir(&self) -> PathBuf {
+        self.podman_dir.join("netavark")
     }
 
     // ----- podman --------------------------------------------------------------------------------------------------
@@ -626,8 +805,21 @@ impl Lab {
         )
     }
 
-    /// `podman run` in a fresh busybox rootfs of this lab.
+    /// `podman run` in a fresh busybox rootfs of this lab. On a bridge network of this lab, the bridge is first
+    /// re-created with its fixed MAC if netavark deleted it (see `Lab::ensure_bridge`).
     pub fn podman_run(&self, opts: &RunOpts) -> RunOutput {
+        if let Some(name) = &opts.network {
+            let net = self
+                .bridges
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|b| &b.name == name)
+                .cloned();
+            if let Some(net) = net {
+                self.ensure_bridge(&net);
+            }
+        }
         let n = self.runs.fetch_add(1, Ordering::SeqCst);
         let rootfs = self.make_rootfs(n);
         let cidfile = self.dir.join(format!("run-{n}.cid"));
@@ -642,7 +834,7 @@ impl Lab {
             "--cidfile",
             &cidfile.to_string_lossy(),
             "--network",
-            "none",
+            opts.network.as_deref().unwrap_or("none"),
             "--ulimit",
             "nofile=1024:1024",
             "--ulimit",
@@ -772,10 +964,6 @@ impl Lab {
     pub fn spawn_netns_sleeper(&self) -> u32 {
         let pid = self.spawn_in_host_ns("netns sleeper", &["unshare", "--net", "sleep", "120"]);
         // Namespaces compare by the inode of their nsfs file (a netns bind mount is not a symlink).
-        let ns_id = |path: &str| {
-            use std::os::unix::fs::MetadataExt;
-            fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-        };
         let host = ns_id(&netns_path(&self.host_ns));
         let root = ns_id("/proc/1/ns/net");
         assert!(host.is_some(), "the lab's host netns is missing");
@@ -1059,7 +1247,17 @@ impl Drop for Lab {
             if !out.success() {
                 problems.push(format!("podman rm -fa failed:\n{out}"));
             }
+            // Networks next, then the aardvark-dns that netavark started for them (it stops it itself when
+            // the last container goes; this catches the rest).
+            let networks: Vec<String> = self.networks.lock().unwrap().drain(..).rev().collect();
+            for net in networks {
+                let out = self.podman(&["network", "rm", "-f", &net]);
+                if !out.success() {
+                    problems.push(format!("podman network rm {net} failed:\n{out}"));
+                }
+            }
         }
+        self.kill_aardvark_dns();
         // conmon and its exit command (`podman container cleanup`) may still be at work on a container that
         // just ended: let them finish (they would recreate files in the dir), kill them if they hang.
         let dir = self.dir.to_string_lossy().into_owned();
@@ -1250,6 +1448,15 @@ fn lab_path() -> String {
 fn resolve_tool(name: &str) -> Option<String> {
     lab_path()
         .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| is_executable(p))
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// The first `name` in podman's default helper dirs (the lab's own wrapper dir excluded).
+fn find_podman_helper(name: &str) -> Option<String> {
+    PODMAN_HELPER_DIRS
+        .iter()
         .map(|d| Path::new(d).join(name))
         .find(|p| is_executable(p))
         .map(|p| p.to_string_lossy().into_owned())
@@ -1461,6 +1668,17 @@ fn toml_str(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// `s` as one single-quoted sh word.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// (device, inode) of a namespace file such as `/proc/PID/ns/net` or a netns bind mount: equal means same netns.
+fn ns_id(path: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 fn toml_list(items: &[String]) -> String {
