@@ -3,8 +3,8 @@
 set -euo pipefail
 # podman with its recommends (netavark, aardvark-dns, catatonit, ...): the set the tests were proven with.
 # netavark and aardvark-dns are named too (the leak tests need them even where podman came without its
-# recommends); tcpdump captures the leak tests' bridges.
-with_recommends=(podman netavark aardvark-dns runc conmon wireguard-go busybox-static iproute2 nftables tcpdump)
+# recommends; netavark drives iptables); tcpdump captures the leak tests' bridges.
+with_recommends=(podman netavark aardvark-dns iptables runc conmon wireguard-go busybox-static iproute2 nftables tcpdump)
 # wireguard-tools recommends a whole kernel image (wireguard-modules): only the `wg` tool is needed.
 # qemu, cpio, xz and kmod build and boot the kernel-backend test VM (tests/vm).
 without_recommends=(wireguard-tools qemu-system-x86 cpio xz-utils kmod)
