@@ -10,9 +10,10 @@ use std::process::ExitCode;
 
 pub const POLICY_ENV: &str = "WG_OCI_HOOK_POLICY";
 
-const USAGE: &str = "usage: wg-oci-hook [--policy PATH] <create-runtime|poststop>
+const USAGE: &str = "usage: wg-oci-hook [--policy PATH] [--profile NAME] <create-runtime|poststop>
   Run by an OCI runtime (runc, crun) as a createRuntime or poststop hook, with the container state on stdin.
-  --policy PATH   policy file (default: $WG_OCI_HOOK_POLICY, else /etc/wg-oci-hook/policy.toml)";
+  --policy PATH   policy file (default: $WG_OCI_HOOK_POLICY, else /etc/wg-oci-hook/policy.toml)
+  --profile NAME  the profile for containers that name none (set by wg-oci-runtime --wg-profile)";
 
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
@@ -26,11 +27,13 @@ enum Command {
 struct Args {
     command: Command,
     policy: Option<PathBuf>,
+    profile: Option<String>,
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let mut command = None;
     let mut policy = None;
+    let mut profile = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let found = match arg.as_str() {
@@ -42,20 +45,36 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 policy = Some(args.next().ok_or("--policy needs a path")?.into());
                 continue;
             }
-            other => match other.strip_prefix("--policy=") {
-                Some(path) => {
+            "--profile" => {
+                profile = Some(args.next().ok_or("--profile needs a name")?);
+                continue;
+            }
+            other => {
+                if let Some(path) = other.strip_prefix("--policy=") {
                     policy = Some(path.into());
-                    continue;
+                } else if let Some(name) = other.strip_prefix("--profile=") {
+                    profile = Some(name.to_owned());
+                } else {
+                    return Err(format!("unknown argument {other:?}"));
                 }
-                None => return Err(format!("unknown argument {other:?}")),
-            },
+                continue;
+            }
         };
         if command.replace(found).is_some() {
             return Err("more than one command given".into());
         }
     }
     let command = command.ok_or("no command given")?;
-    Ok(Args { command, policy })
+    if let Some(name) = &profile {
+        if !annotations::is_valid_name(name) {
+            return Err(format!("--profile {name:?}: not a profile name"));
+        }
+    }
+    Ok(Args {
+        command,
+        policy,
+        profile,
+    })
 }
 
 fn init_logging(policy_level: Option<log::LevelFilter>) {
@@ -124,7 +143,7 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
     };
     init_logging(policy.log_level);
     let result = if create {
-        hook::create_runtime(&state, &policy).map(drop)
+        hook::create_runtime(&state, &policy, args.profile.as_deref()).map(drop)
     } else {
         hook::poststop(&state, &policy)
     };
@@ -172,5 +191,15 @@ mod tests {
         assert!(parse(&["create-runtime", "poststop"]).is_err());
         assert!(parse(&["--policy"]).is_err());
         assert!(parse(&["start"]).is_err());
+        assert!(parse(&["--profile", "../x", "create-runtime"]).is_err());
+        assert!(parse(&["create-runtime", "--profile"]).is_err());
+    }
+
+    #[test]
+    fn profile_flag_names_the_runtime_bound_profile() {
+        let a = parse(&["--policy", "/p", "--profile", "pia", "create-runtime"]).unwrap();
+        assert_eq!(a.profile.as_deref(), Some("pia"));
+        let a = parse(&["poststop", "--profile=lab"]).unwrap();
+        assert_eq!(a.profile.as_deref(), Some("lab"));
     }
 }

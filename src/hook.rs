@@ -61,12 +61,17 @@ fn step_err<'a, E: Display>(
 }
 
 /// Brings the container's tunnel up. The caller has checked `wg.enable` and loaded the policy.
-pub fn create_runtime(state: &ContainerState, policy: &Policy) -> Result<Record, HookError> {
+/// `runtime_profile` is the profile a runtime wrapper was bound to (`--profile`), the container's default.
+pub fn create_runtime(
+    state: &ContainerState,
+    policy: &Policy,
+    runtime_profile: Option<&str>,
+) -> Result<Record, HookError> {
     let id = state.id.as_str();
     let request =
         annotations::parse(&state.annotations).map_err(step_err(id, "reading annotations"))?;
     let profile = policy
-        .select_profile(request.profile.as_deref())
+        .select_profile_or(request.profile.as_deref(), runtime_profile)
         .map_err(step_err(id, "choosing a profile"))?;
     let mut spec = profile::tunnel_spec(profile).map_err(step_err(id, "reading the profile"))?;
     if let Some(ports) = &request.ports {

@@ -14,6 +14,7 @@ pub mod netns;
 pub mod policy;
 pub mod profile;
 pub mod record;
+pub mod runtime_wrapper;
 pub mod state;
 pub mod wg;
 pub mod wgquick;

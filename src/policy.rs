@@ -34,6 +34,8 @@ pub struct Policy {
     pub userspace_command: Vec<String>,
     /// The nftables front end that loads the kill switch and port maps.
     pub nft_command: String,
+    /// The real OCI runtime `wg-oci-runtime` execs (a name on PATH or a path).
+    pub runtime: String,
     pub allowed_annotations: Vec<String>,
     pub log_level: Option<log::LevelFilter>,
     pub profiles: BTreeMap<String, Profile>,
@@ -65,6 +67,7 @@ struct RawPolicy {
     backend: Option<BackendChoice>,
     userspace_command: Option<Spanned<Vec<String>>>,
     nft_command: Option<Spanned<String>>,
+    runtime: Option<Spanned<String>>,
     #[serde(default)]
     allowed_annotations: Vec<Spanned<String>>,
     log_level: Option<Spanned<String>>,
@@ -157,6 +160,13 @@ impl Policy {
             }
             Some(cmd) => cmd.into_inner(),
             None => "nft".to_owned(),
+        };
+        let runtime = match raw.runtime {
+            Some(r) if r.get_ref().is_empty() => {
+                return Err(at(r.span(), "runtime: must not be empty"));
+            }
+            Some(r) => r.into_inner(),
+            None => "runc".to_owned(),
         };
         let mut allowed_annotations = Vec::new();
         for a in raw.allowed_annotations {
@@ -271,6 +281,7 @@ impl Policy {
             backend: raw.backend.unwrap_or(BackendChoice::Auto),
             userspace_command,
             nft_command,
+            runtime,
             allowed_annotations,
             log_level,
             profiles,
@@ -280,6 +291,24 @@ impl Policy {
     /// Whether containers may set annotation `key`.
     pub fn allows(&self, key: &str) -> bool {
         self.allowed_annotations.iter().any(|a| a == key)
+    }
+
+    /// The profile for a container: the one it asked for (if the policy lets it choose), else `default` (a
+    /// profile the runtime was bound to, which must exist), else the policy's default.
+    pub fn select_profile_or(
+        &self,
+        requested: Option<&str>,
+        default: Option<&str>,
+    ) -> Result<&Profile, PolicyError> {
+        match (requested, default) {
+            (None, Some(name)) => self.profiles.get(name).ok_or_else(|| {
+                PolicyError(format!(
+                    "--profile {name:?}: no such profile in {}",
+                    self.path.display()
+                ))
+            }),
+            _ => self.select_profile(requested),
+        }
     }
 
     /// The profile for a container: the one it asked for (if the policy lets it choose), else the default.
