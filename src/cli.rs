@@ -11,6 +11,7 @@ use std::process::ExitCode;
 pub const POLICY_ENV: &str = "WG_OCI_HOOK_POLICY";
 
 const USAGE: &str = "usage: wg-oci-hook [--policy PATH] [--profile NAME] <create-runtime|poststop>
+       wg-oci-hook install <hooks|docker|containerd> [...]   (see wg-oci-hook install --help)
   Run by an OCI runtime (runc, crun) as a createRuntime or poststop hook, with the container state on stdin.
   --policy PATH   policy file (default: $WG_OCI_HOOK_POLICY, else /etc/wg-oci-hook/policy.toml)
   --profile NAME  the profile for containers that name none (set by wg-oci-runtime --wg-profile)";
@@ -102,6 +103,10 @@ fn init_logging(policy_level: Option<log::LevelFilter>) {
 /// runc copies into the engine's error message.
 pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
     let started = std::time::Instant::now();
+    let args: Vec<String> = args.into_iter().collect();
+    if args.first().is_some_and(|a| a == "install") {
+        return crate::install::run(&args[1..]);
+    }
     let args = match parse_args(args) {
         Ok(args) => args,
         Err(e) => {

@@ -7,6 +7,7 @@ pub mod command;
 pub mod dns;
 pub mod firewall;
 pub mod hook;
+pub mod install;
 pub mod key;
 pub mod link;
 pub mod names;

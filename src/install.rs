@@ -1,0 +1,397 @@
+//! `wg-oci-hook install hooks|docker|containerd`: registering the hook with each engine.
+//!
+//! - podman, CRI-O, Buildah: two files in hooks.d (`/usr/share/containers/oci/hooks.d`).
+//! - Docker: a `runtimes` entry in /etc/docker/daemon.json pointing at `wg-oci-runtime`, merged into what is
+//!   there (every other key and runtime is kept).
+//! - containerd (and Kubernetes through it): a runtime entry whose `BinaryName` is `wg-oci-runtime` and whose
+//!   `pod_annotations` pass `wg.*` through; printed as TOML to add to config.toml, since containerd's config
+//!   is the operator's to edit.
+
+use serde_json::{json, Map, Value};
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+const USAGE: &str = "usage:
+  wg-oci-hook install hooks [--dir DIR] [--policy PATH]
+      write the createRuntime and poststop registrations for podman/CRI-O (default DIR:
+      /usr/share/containers/oci/hooks.d)
+  wg-oci-hook install docker [--daemon-json PATH] [--name NAME] [--profile PROFILE] [--policy PATH]
+      add a runtime NAME (default: wg, or wg-PROFILE) running wg-oci-runtime to Docker's daemon.json
+      (default /etc/docker/daemon.json), keeping everything else; restart dockerd afterwards
+  wg-oci-hook install containerd [--name NAME] [--profile PROFILE] [--policy PATH]
+      print the runtime entry to add to containerd's config.toml
+  Paths default to the wg-oci-hook and wg-oci-runtime beside this program.";
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct InstallArgs {
+    target: String,
+    dir: Option<PathBuf>,
+    daemon_json: Option<PathBuf>,
+    name: Option<String>,
+    profile: Option<String>,
+    policy: Option<PathBuf>,
+}
+
+fn parse(args: &[String]) -> Result<InstallArgs, String> {
+    let mut it = args.iter();
+    let target = it
+        .next()
+        .ok_or("install what? hooks, docker or containerd")?;
+    if !["hooks", "docker", "containerd"].contains(&target.as_str()) {
+        return Err(format!(
+            "install {target:?}: expected hooks, docker or containerd"
+        ));
+    }
+    let mut parsed = InstallArgs {
+        target: target.clone(),
+        ..InstallArgs::default()
+    };
+    while let Some(arg) = it.next() {
+        let (name, value) = match arg.split_once('=') {
+            Some((n, v)) => (n, v.to_owned()),
+            None => (
+                arg.as_str(),
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{arg} needs a value"))?,
+            ),
+        };
+        match (name, parsed.target.as_str()) {
+            ("--dir", "hooks") => parsed.dir = Some(value.into()),
+            ("--daemon-json", "docker") => parsed.daemon_json = Some(value.into()),
+            ("--name", "docker" | "containerd") => parsed.name = Some(value),
+            ("--profile", "docker" | "containerd") => {
+                if !crate::annotations::is_valid_name(&value) {
+                    return Err(format!("--profile {value:?}: not a profile name"));
+                }
+                parsed.profile = Some(value)
+            }
+            ("--policy", _) => parsed.policy = Some(value.into()),
+            _ => return Err(format!("install {}: unknown option {name}", parsed.target)),
+        }
+    }
+    Ok(parsed)
+}
+
+/// The hooks.d registration for one stage (`createRuntime` or `poststop`).
+pub fn hooks_d_entry(hook: &Path, policy: Option<&Path>, stage: &str) -> Value {
+    let mut args = vec!["wg-oci-hook".to_owned()];
+    if let Some(p) = policy {
+        args.push("--policy".into());
+        args.push(p.to_string_lossy().into_owned());
+    }
+    args.push(
+        if stage == "createRuntime" {
+            "create-runtime"
+        } else {
+            "poststop"
+        }
+        .to_owned(),
+    );
+    json!({
+        "version": "1.0.0",
+        "hook": {
+            "path": hook.to_string_lossy(),
+            "args": args,
+            "env": [format!("PATH={}", crate::command::DEFAULT_PATH)],
+            "timeout": 30
+        },
+        "when": { "annotations": { "^wg\\.enable$": "^true$" } },
+        "stages": [stage]
+    })
+}
+
+/// The runtime's name and its `runtimeArgs`.
+fn runtime_name_and_args(
+    name: Option<&str>,
+    profile: Option<&str>,
+    policy: Option<&Path>,
+) -> (String, Vec<String>) {
+    let name = match (name, profile) {
+        (Some(n), _) => n.to_owned(),
+        (None, Some(p)) => format!("wg-{p}"),
+        (None, None) => "wg".to_owned(),
+    };
+    let mut args = Vec::new();
+    if let Some(p) = profile {
+        args.push(format!("--wg-profile={p}"));
+    }
+    if let Some(p) = policy {
+        args.push(format!("--wg-policy={}", p.display()));
+    }
+    (name, args)
+}
+
+/// Merges `runtimes.NAME` into a daemon.json document; returns whether an entry of that name was replaced.
+pub fn merge_docker_runtime(
+    daemon: &mut Value,
+    name: &str,
+    path: &Path,
+    runtime_args: &[String],
+) -> Result<bool, String> {
+    let root = daemon
+        .as_object_mut()
+        .ok_or("daemon.json is not a JSON object")?;
+    let runtimes = root
+        .entry("runtimes")
+        .or_insert_with(|| Value::Object(Map::new()))
+        .as_object_mut()
+        .ok_or("daemon.json: runtimes is not an object")?;
+    let mut entry = json!({ "path": path.to_string_lossy() });
+    if !runtime_args.is_empty() {
+        entry["runtimeArgs"] = json!(runtime_args);
+    }
+    Ok(runtimes.insert(name.to_owned(), entry).is_some())
+}
+
+/// The TOML to add to containerd's config.toml (version 2) for a runtime running wg-oci-runtime.
+pub fn containerd_snippet(name: &str, runtime: &Path, runtime_args: &[String]) -> String {
+    let plugin = "plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes";
+    let mut s = format!(
+        "# wg-oci-hook: containers of RuntimeClass handler {name:?} get a WireGuard tunnel\n\
+         [{plugin}.{name}]\n  runtime_type = \"io.containerd.runc.v2\"\n  \
+         # pass the pods' wg.* annotations on to the OCI spec\n  pod_annotations = [\"wg.*\"]\n  \
+         container_annotations = [\"wg.*\"]\n[{plugin}.{name}.options]\n  BinaryName = \"{}\"\n",
+        runtime.display()
+    );
+    if !runtime_args.is_empty() {
+        // runc.v2 has no runtimeArgs: a profile or policy is bound through a small wrapper script instead.
+        s += &format!(
+            "# runc.v2 takes no runtime arguments: to bind {}, point BinaryName at a script that runs\n\
+             #   exec {} {} \"$@\"\n",
+            runtime_args.join(" "),
+            runtime.display(),
+            runtime_args.join(" ")
+        );
+    }
+    s
+}
+
+fn beside_me(name: &str) -> io::Result<PathBuf> {
+    Ok(std::env::current_exe()?.with_file_name(name))
+}
+
+fn write_file_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let tmp = path.with_file_name(format!(
+        ".{}.wg-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn install(args: &InstallArgs) -> Result<String, String> {
+    let io = |what: &str| {
+        let what = what.to_owned();
+        move |e: io::Error| format!("{what}: {e}")
+    };
+    match args.target.as_str() {
+        "hooks" => {
+            let dir = args
+                .dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/usr/share/containers/oci/hooks.d"));
+            let hook = beside_me("wg-oci-hook").map_err(io("finding wg-oci-hook"))?;
+            fs::create_dir_all(&dir).map_err(io(&dir.display().to_string()))?;
+            let mut written = Vec::new();
+            for (stage, file) in [
+                ("createRuntime", "wg-oci-hook-create-runtime.json"),
+                ("poststop", "wg-oci-hook-poststop.json"),
+            ] {
+                let path = dir.join(file);
+                let text = serde_json::to_string_pretty(&hooks_d_entry(
+                    &hook,
+                    args.policy.as_deref(),
+                    stage,
+                ))
+                .expect("serializable")
+                    + "\n";
+                write_file_atomically(&path, text.as_bytes(), 0o644)
+                    .map_err(io(&path.display().to_string()))?;
+                written.push(path.display().to_string());
+            }
+            Ok(format!("wrote {}", written.join(" and ")))
+        }
+        "docker" => {
+            let path = args
+                .daemon_json
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/etc/docker/daemon.json"));
+            let shown = path.display().to_string();
+            let mut daemon = match fs::read(&path) {
+                Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => json!({}),
+                Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{shown}: {e}"))?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => json!({}),
+                Err(e) => return Err(format!("{shown}: {e}")),
+            };
+            let runtime = beside_me("wg-oci-runtime").map_err(io("finding wg-oci-runtime"))?;
+            let (name, runtime_args) = runtime_name_and_args(
+                args.name.as_deref(),
+                args.profile.as_deref(),
+                args.policy.as_deref(),
+            );
+            let replaced = merge_docker_runtime(&mut daemon, &name, &runtime, &runtime_args)
+                .map_err(|e| format!("{shown}: {e}"))?;
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir).map_err(io(&dir.display().to_string()))?;
+            }
+            let text = serde_json::to_string_pretty(&daemon).expect("serializable") + "\n";
+            write_file_atomically(&path, text.as_bytes(), 0o644).map_err(io(&shown))?;
+            Ok(format!(
+                "{} runtime {name:?} in {shown}; restart dockerd, then: docker run --runtime {name} ...",
+                if replaced { "replaced" } else { "added" }
+            ))
+        }
+        _ => {
+            let runtime = beside_me("wg-oci-runtime").map_err(io("finding wg-oci-runtime"))?;
+            let (name, runtime_args) = runtime_name_and_args(
+                args.name.as_deref(),
+                args.profile.as_deref(),
+                args.policy.as_deref(),
+            );
+            Ok(containerd_snippet(&name, &runtime, &runtime_args))
+        }
+    }
+}
+
+/// `wg-oci-hook install ...` (the words after `install`).
+pub fn run(args: &[String]) -> std::process::ExitCode {
+    if args.first().is_some_and(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return std::process::ExitCode::SUCCESS;
+    }
+    let parsed = match parse(args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("wg-oci-hook: {e}\n{USAGE}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match install(&parsed) {
+        Ok(message) => {
+            println!("{}", message.trim_end());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wg-oci-hook: install {}: {e}", parsed.target);
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_shipped_hooks_d_files_are_what_install_writes() {
+        for (stage, file) in [
+            ("createRuntime", "wg-oci-hook-create-runtime.json"),
+            ("poststop", "wg-oci-hook-poststop.json"),
+        ] {
+            let shipped: Value = serde_json::from_str(
+                &fs::read_to_string(
+                    Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("hooks.d")
+                        .join(file),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(
+                shipped,
+                hooks_d_entry(Path::new("/usr/local/bin/wg-oci-hook"), None, stage),
+                "{file}"
+            );
+        }
+    }
+
+    #[test]
+    fn docker_runtimes_merge_into_what_is_there() {
+        let mut daemon = json!({
+            "log-driver": "journald",
+            "runtimes": {"nvidia": {"path": "nvidia-container-runtime"}},
+            "default-runtime": "runc"
+        });
+        let (name, args) = runtime_name_and_args(None, Some("pia"), None);
+        assert_eq!(name, "wg-pia");
+        let replaced = merge_docker_runtime(
+            &mut daemon,
+            &name,
+            Path::new("/usr/local/bin/wg-oci-runtime"),
+            &args,
+        )
+        .unwrap();
+        assert!(!replaced);
+        assert_eq!(daemon["log-driver"], "journald");
+        assert_eq!(daemon["default-runtime"], "runc");
+        assert_eq!(
+            daemon["runtimes"]["nvidia"]["path"],
+            "nvidia-container-runtime"
+        );
+        assert_eq!(
+            daemon["runtimes"]["wg-pia"],
+            json!({"path": "/usr/local/bin/wg-oci-runtime", "runtimeArgs": ["--wg-profile=pia"]})
+        );
+        let keys: Vec<&String> = daemon.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            ["log-driver", "runtimes", "default-runtime"],
+            "order kept"
+        );
+        assert!(merge_docker_runtime(&mut daemon, "wg-pia", Path::new("/x"), &[]).unwrap());
+        assert_eq!(daemon["runtimes"]["wg-pia"], json!({"path": "/x"}));
+        assert!(merge_docker_runtime(&mut json!([]), "wg", Path::new("/x"), &[]).is_err());
+    }
+
+    #[test]
+    fn containerd_snippet_names_the_binary_and_passes_annotations() {
+        let s = containerd_snippet("wg", Path::new("/usr/local/bin/wg-oci-runtime"), &[]);
+        assert!(
+            s.contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wg]"),
+            "{s}"
+        );
+        assert!(
+            s.contains("BinaryName = \"/usr/local/bin/wg-oci-runtime\""),
+            "{s}"
+        );
+        assert!(s.contains("pod_annotations = [\"wg.*\"]"), "{s}");
+        let parsed: toml::Table = toml::from_str(&s).unwrap();
+        assert!(parsed.contains_key("plugins"));
+    }
+
+    #[test]
+    fn install_arguments_are_checked() {
+        assert_eq!(
+            parse(&strings(&["docker", "--profile=pia"]))
+                .unwrap()
+                .profile
+                .as_deref(),
+            Some("pia")
+        );
+        assert!(parse(&strings(&[])).is_err());
+        assert!(parse(&strings(&["kubernetes"])).is_err());
+        assert!(parse(&strings(&["hooks", "--daemon-json", "/x"])).is_err());
+        assert!(parse(&strings(&["docker", "--profile", "../x"])).is_err());
+        assert!(parse(&strings(&["docker", "--name"])).is_err());
+    }
+}
