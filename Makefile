@@ -2,7 +2,9 @@
 # make test: unit tests, then the end-to-end tests with real podman, runc and wireguard-go (root).
 CARGO ?= cargo
 
-.PHONY: build deps demo test lint
+PREFIX ?= /usr/local
+
+.PHONY: build deps demo test lint install
 
 build:
 	$(CARGO) build --release --locked
@@ -19,3 +21,11 @@ test: deps
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+# The binaries, the podman/CRI-O registration and the example policy (kept if one is there already).
+install: build
+	install -D -m 0755 target/release/wg-oci-hook $(DESTDIR)$(PREFIX)/bin/wg-oci-hook
+	install -D -m 0755 target/release/wg-oci-runtime $(DESTDIR)$(PREFIX)/bin/wg-oci-runtime
+	install -d -m 0755 $(DESTDIR)/etc/wg-oci-hook
+	test -e $(DESTDIR)/etc/wg-oci-hook/policy.toml || install -m 0644 etc/policy.toml $(DESTDIR)/etc/wg-oci-hook/policy.toml
+	$(DESTDIR)$(PREFIX)/bin/wg-oci-hook install hooks --dir $(DESTDIR)/usr/share/containers/oci/hooks.d
