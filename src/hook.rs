@@ -245,9 +245,15 @@ impl Setup<'_> {
             port_maps: &spec.port_maps,
         };
         self.firewall_loaded = true;
+        let nft_started = std::time::Instant::now();
         self.nft
             .load(container_ns, &rules.render())
             .map_err(self.err("loading the kill switch (nftables)"))?;
+        debug!(
+            "container {}: nftables table loaded in {:.1} ms",
+            self.id,
+            nft_started.elapsed().as_secs_f64() * 1e3
+        );
         let container = self.container_nl.as_ref().expect("connected above");
         add_routes(container, index, spec, &mut self.rules_added)
             .map_err(|(step, e)| step_err(self.id, step)(e))?;
