@@ -84,6 +84,38 @@ fn kernel_failure_after_the_link_exists_rolls_back() {
 }
 
 #[test]
+fn kernel_kill_switch_lets_nothing_out_but_the_tunnel() {
+    assert_passed(&[
+        "kernel_killswitch_table",
+        "kernel_killswitch_late_default_route",
+        "kernel_killswitch_no_leak_on_late_veth",
+        "kernel_killswitch_tunnel_still_works",
+        "kernel_killswitch_control_sees_leaks",
+        "kernel_killswitch_control_sees_kernel_ipv6",
+        "kernel_killswitch_control_lan_answers",
+    ]);
+}
+
+#[test]
+fn kernel_tunnel_addresses_do_not_answer_a_neighbour_on_another_link() {
+    assert_passed(&[
+        "kernel_killswitch_antispoof",
+        "kernel_killswitch_antispoof_without_kill_switch",
+        "kernel_killswitch_antispoof_rule_is_what_stops_it",
+        "kernel_killswitch_antispoof_control",
+    ]);
+}
+
+#[test]
+fn kernel_whole_ruleset_loads_and_its_port_map_works() {
+    assert_passed(&[
+        "kernel_killswitch_full_ruleset",
+        "kernel_killswitch_port_map",
+        "kernel_killswitch_teardown",
+    ]);
+}
+
+#[test]
 fn auto_backend_picks_the_kernel_when_it_has_wireguard() {
     assert_passed(&[
         "auto_picks_kernel",

@@ -24,14 +24,16 @@ fail() { say RESULT "$1" FAIL "$2"; }
 # check NAME "detail on failure" COMMAND...: PASS when COMMAND succeeds.
 check() { n=$1; d=$2; shift 2; if "$@" >/dev/null 2>&1; then pass "$n"; else fail "$n" "$d"; fi; }
 show() { sed 's/^/  | /'; }
+at() { say AT "$(cut -d ' ' -f 1 /proc/uptime)" "$@"; } # where the guest's time goes
 
 for m in $(cat /modules/order); do
   insmod "/modules/$m" || say RESULT modules FAIL "insmod $m"
 done
-say BOOTED "$(uname -r)"
+say BOOTED "$(uname -r)" modules: $(cat /modules/order)
 ip link set lo up
 
 # --- the server: kernel WireGuard in its own netns, reached over a veth -----------------------------
+at section server
 ip netns add srv
 ip link add vh type veth peer name vs netns srv
 ip addr add 198.18.0.1/30 dev vh && ip link set vh up
@@ -64,19 +66,23 @@ Endpoint = 198.18.0.2:51820
 AllowedIPs = 0.0.0.0/0, ::/0
 EOF
 umask 022
-policy() { # NAME BACKEND
-  printf 'default_profile = "lab"\nstate_dir = "/run/wgoh"\nbackend = "%s"\nlog_level = "info"\n[profiles.lab]\nconfig = "/etc/wgoh/lab.conf"\n' \
-    "$2" > "/etc/wgoh/$1.toml"
+policy() { # NAME BACKEND [LINE...]: the profile "lab" on that backend; further LINEs go into the profile
+  name=$1 backend=$2; shift 2
+  { printf 'default_profile = "lab"\nstate_dir = "/run/wgoh"\nbackend = "%s"\nlog_level = "info"\n[profiles.lab]\nconfig = "/etc/wgoh/lab.conf"\n' \
+      "$backend"; for line in "$@"; do echo "$line"; done; } > "/etc/wgoh/$name.toml"
 }
-policy kernel kernel
+policy kernel kernel # the kill switch on, as by default
 policy auto auto
 policy userspace userspace
+policy noks kernel 'kill_switch = false'
+policy full kernel 'allow_local = ["192.0.2.0/24", "fd99::/64"]' 'port_maps = ["8080:8081/tcp"]'
 
-# bundle NAME POLICY SCRIPT [NETNS-PATH]: a runc bundle on /rootfs whose process runs /t/SCRIPT.
+# bundle NAME POLICY SCRIPT [NETNS-PATH] [ANNOTATIONS]: a runc bundle on /rootfs whose process runs /t/SCRIPT.
 bundle() {
   mkdir -p "/b/$1"
   ns='{"type": "network"}'
   [ -n "$4" ] && ns="{\"type\": \"network\", \"path\": \"$4\"}"
+  annotations=${5:-'{"wg.enable": "true"}'}
   cat > "/b/$1/config.json" <<EOF
 {
   "ociVersion": "1.0.2",
@@ -88,7 +94,7 @@ bundle() {
   "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
              {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
              {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]}],
-  "annotations": {"wg.enable": "true"},
+  "annotations": $annotations,
   "hooks": {
     "createRuntime": [{"path": "/bin/wg-oci-hook", "args": ["wg-oci-hook", "create-runtime", "--policy", "/etc/wgoh/$2.toml"], "timeout": 60}],
     "poststop": [{"path": "/bin/wg-oci-hook", "args": ["wg-oci-hook", "poststop", "--policy", "/etc/wgoh/$2.toml"], "timeout": 60}]
@@ -98,10 +104,13 @@ bundle() {
 EOF
 }
 runc_() { runc --root /run/runc "$@"; }
+# start NAME: runc run -d; its output (a file: the container inherits it) shown when it fails.
+start() { runc_ run -d --no-pivot -b "/b/$1" "$1" </dev/null >"/tmp/start-$1.log" 2>&1 || show <"/tmp/start-$1.log"; }
 no_links_left() { ! ip -o link | grep -q ': wgo'; }
 no_record_left() { [ -z "$(ls -A /run/wgoh 2>/dev/null)" ]; }
 
 # --- 1. a container on the kernel backend: tunnel up before its first instruction ----------------------
+at section 1
 mkdir -p /rootfs/t
 cat > /rootfs/t/first.sh <<'EOF'
 ping -c 1 -W 5 10.77.0.1 >/dev/null && echo FIRST-PING-OK
@@ -117,16 +126,16 @@ check kernel_ipv6 "ping6 failed" sh -c "echo \"\$0\" | grep -q PING6-OK" "$out"
 check kernel_tcp_through_tunnel "no reply from the server" sh -c "echo \"\$0\" | grep -q hello-via-kernel-wg" "$out"
 check kernel_addresses "wg0 lacks the config's addresses" sh -c "echo \"\$0\" | grep -q 'inet 10.77.0.2/32' && echo \"\$0\" | grep -q 'inet6 fd77::2/128'" "$out"
 check kernel_mtu "MTU is not 1420" sh -c "echo \"\$0\" | grep -qx 'MTU 1420'" "$out"
-check kernel_default_routes "default routes not into wg0" sh -c "echo \"\$0\" | grep '^default' | grep -qv 'dev wg0' && exit 1; [ \$(echo \"\$0\" | grep -c '^default.*dev wg0') -eq 2 ]" "$out"
 check kernel_dns "resolv.conf lacks the config's DNS" sh -c "echo \"\$0\" | grep -qx 'nameserver 10.77.0.53' && echo \"\$0\" | grep -qx 'search vm.example'" "$out"
 check kernel_teardown "a link or record is left after the container" sh -c "! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(ls -A /run/wgoh 2>/dev/null)\" ]"
 
 # --- 2. ListenPort, FwMark and PresharedKey honoured, seen from a running container --------------------
+at section 2
 cat > /rootfs/t/sleep.sh <<'EOF'
 sleep 60
 EOF
 bundle long kernel sleep.sh
-runc_ run -d --no-pivot -b /b/long long </dev/null >/dev/null 2>&1
+start long
 pid=$(runc_ state long | sed -n 's/.*"pid": *\([0-9]*\).*/\1/p')
 runc_ exec long ping -c 1 -W 5 10.77.0.1 >/dev/null 2>&1; ping_rc=$?
 port=$(nsenter -t "$pid" -n wg show wg0 listen-port 2>&1)
@@ -134,6 +143,22 @@ mark=$(nsenter -t "$pid" -n wg show wg0 fwmark 2>&1)
 psk=$(nsenter -t "$pid" -n wg show wg0 preshared-keys 2>&1 | awk '{print $2}')
 seen=$(ip netns exec srv wg show wgs endpoints 2>&1)
 echo "port=$port mark=$mark endpoints=$seen" | show
+# wg-quick's policy routing: each family's /0 in table 51820, main (its default routes suppressed) looked up first.
+in_ns() { nsenter -t "$pid" -n /usr/bin/ip "$@" 2>&1; }
+get4=$(in_ns route get 203.0.113.77); get6=$(in_ns -6 route get 2001:db8::77)
+table4=$(in_ns route show table 51820); table6=$(in_ns -6 route show table 51820)
+rules4=$(in_ns rule); rules6=$(in_ns -6 rule)
+printf '%s\n' "$get4" "$get6" "table 51820:" "$table4" "$table6" "rules:" "$rules4" "$rules6" | show
+routes_ok() {
+  echo "$get4" | grep -q '^203\.0\.113\.77 dev wg0 table 51820 ' &&
+    echo "$get6" | grep -q '^2001:db8::77 .*dev wg0 table 51820 ' &&
+    echo "$table4" | grep -q '^default dev wg0 ' && echo "$table6" | grep -q '^default dev wg0 ' || return 1
+  for rules in "$rules4" "$rules6"; do
+    echo "$rules" | grep -qE '^32764:[[:space:]]+from all lookup main suppress_prefixlength 0 *$' &&
+      echo "$rules" | grep -qE '^32765:[[:space:]]+from all lookup 51820 *$' || return 1
+  done
+}
+check kernel_default_routes "outside addresses not routed into wg0 by table 51820 and rules 32764/32765" routes_ok
 check kernel_psk_handshake "ping through the PSK tunnel failed" [ "$ping_rc" = 0 ]
 check kernel_psk_configured "the device lacks the config's PresharedKey" [ "$psk" = "$(cat /tmp/psk)" ]
 check kernel_listen_port "listen-port is $port" [ "$port" = 51999 ]
@@ -145,6 +170,7 @@ runc_ kill long KILL; sleep 1; runc_ delete -f long
 check kernel_teardown_after_kill "a link or record is left after delete" sh -c "! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(ls -A /run/wgoh 2>/dev/null)\" ]"
 
 # --- 3. a failure after the kernel link exists rolls everything back ---------------------------------
+at section 3
 # The container's netns already has a wg0: the move fails after the link was made and configured.
 ip netns add taken
 ip -n taken link add wg0 type veth peer name wgpeer
@@ -159,6 +185,7 @@ check kernel_failure_leaves_their_wg0 "the netns' own wg0 was touched" sh -c "/u
 ip netns del taken
 
 # --- 4. auto picks the kernel here, and says so; timings of both backends -----------------------------
+at section 4
 # hook_direct STAGE POLICY ID PID: the hook as runc runs it, state on stdin, no environment.
 hook_direct() {
   mkdir -p "/b/direct-$3/rootfs"
@@ -181,6 +208,7 @@ out=$(runc_ run --no-pivot -b /b/autorun autorun 2>&1); echo "$out" | show
 check auto_container_first_packet "first ping failed on the auto policy" sh -c "echo \"\$0\" | grep -q FIRST-PING-OK" "$out"
 check auto_container_teardown "a link or record is left" sh -c "! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(ls -A /run/wgoh 2>/dev/null)\" ]"
 
+at timings
 for round in 1 2 3 4 5 6 7; do
   for backend in kernel userspace; do
     unshare -n sleep 60 & sleeper=$!; sleep 0.3
@@ -193,5 +221,181 @@ for round in 1 2 3 4 5 6 7; do
 done
 check timings_leave_nothing "a link, daemon or record is left" sh -c "! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(ls -A /run/wgoh 2>/dev/null)\" ] && ! pgrep wireguard-go"
 
+# --- 5. the kill switch: nothing leaves but through the tunnel, even by an interface added later ---------
+at section 5
+# The "Docker 28" case: after the hook has run, a veth c9 joins the container's netns (named ctr here) with
+# addresses and default routes, its peer l9 in a netns "lan". A veth counts on l9 as rx_packets what c9
+# transmitted and as tx_packets what it delivered to c9, so l9's counters are the container side's tx and rx.
+# A netdev table on l9 counts by kind what arrives, to name any packet that got out.
+cat > /etc/watch.nft <<'NFT'
+table netdev watch {
+  chain in {
+    type filter hook ingress device "l9" priority filter; policy accept;
+    ether type arp counter comment "arp"
+    icmpv6 type nd-neighbor-solicit ip6 saddr :: counter comment "dad-ns"
+    icmpv6 type nd-neighbor-solicit ip6 saddr != :: counter comment "ns"
+    icmpv6 type nd-neighbor-advert counter comment "na"
+    icmpv6 type nd-router-solicit counter comment "rs"
+    icmpv6 type { mld-listener-report, mld2-listener-report } counter comment "mld-report"
+    icmpv6 type echo-request counter comment "ping6"
+    icmpv6 type echo-reply counter comment "pong6"
+    icmp type echo-request counter comment "ping"
+    icmp type echo-reply counter comment "pong"
+    meta l4proto tcp counter comment "tcp"
+    meta l4proto udp counter comment "udp"
+    counter comment "all"
+  }
+}
+NFT
+lan_stat() { ip netns exec lan cat "/sys/class/net/l9/statistics/$1"; }
+watch_list() { ip netns exec lan nft list table netdev watch 2>&1; }
+# What arrived on l9, by kind: "arp=2 mld-report=3 all=5".
+watched() { watch_list | sed -n 's/.*packets \([1-9][0-9]*\) bytes [0-9]* comment "\([^"]*\)".*/\2=\1/p' | tr '\n' ' '; }
+# count KIND SEEN: how many of KIND in a watched() line.
+count() { n=$(echo " $2" | sed -n "s/.* $1=\([0-9]*\).*/\1/p"); echo "${n:-0}"; }
+# seen_since BEFORE AFTER: what arrived between two watched() lines.
+seen_since() {
+  for kind in arp dad-ns ns na rs mld-report ping6 pong6 ping pong tcp udp all; do
+    d=$(($(count $kind "$2") - $(count $kind "$1"))); [ "$d" -gt 0 ] && printf '%s=%s ' "$kind" "$d"
+  done; return 0
+}
+# lan_attach PID IPV6(yes|no): the late veth. Sets lan_rx0 (l9's rx_packets before anything was moved or up)
+# and late ("ok" when the container side took its addresses and default routes).
+lan_attach() {
+  ip netns attach ctr "$1"
+  ip netns add lan
+  ip link add c9 type veth peer name l9
+  lan_rx0=$(cat /sys/class/net/l9/statistics/rx_packets)
+  ip link set l9 netns lan
+  ip link set c9 netns ctr
+  ip -n lan link set lo up
+  ip -n lan addr add 172.31.9.1/24 dev l9
+  ip -n lan addr add fd31:9::1/64 dev l9 nodad
+  ip netns exec lan nft -f /etc/watch.nft || say RESULT watch_table FAIL "nft -f /etc/watch.nft in lan"
+  ip -n lan link set l9 up
+  late=ok
+  if [ "$2" = yes ]; then
+    ip -n ctr addr add fd31:9::2/64 dev c9 nodad || late="ip addr add fd31:9::2/64 failed"
+  else
+    ip netns exec ctr sh -c 'echo 1 > /proc/sys/net/ipv6/conf/c9/disable_ipv6'
+  fi
+  ip -n ctr addr add 172.31.9.2/24 dev c9 && ip -n ctr link set c9 up || late="172.31.9.2/24 on c9 failed"
+  ip -n ctr route add default via 172.31.9.1 || late="ip route add default via 172.31.9.1 failed"
+  if [ "$2" = yes ]; then
+    ip -n ctr -6 route add default via fd31:9::1 || late="ip -6 route add default via fd31:9::1 failed"
+  fi
+}
+lan_detach() { ip netns del lan; ip netns del ctr; }
+# Every way out that is not the tunnel, at once: ICMP, TCP and UDP (DNS) to the lan peer and to outside
+# addresses, by the routes and bound to c9 (SO_BINDTODEVICE: no routing rule applies).
+probe_outside() {
+  ip netns exec ctr sh -c '
+    for a in 172.31.9.1 203.0.113.77 fd31:9::1 2001:db8::77; do
+      ping -c 1 -W 1 $a & ping -c 1 -W 1 -I c9 $a &
+      echo probe | nc -w 1 $a 80 & timeout 2 nslookup probe.example $a &
+    done
+    wait' >/dev/null 2>&1
+}
+# spoof: from lan, ping the tunnel's address 10.77.0.2 through the container's veth (CVE-2019-14899). Sets
+# spoof_reply (yes|no), spoof_in (packets the container side received) and spoof_out (packets it sent).
+# The lan side knows c9's MAC, so no ARP has to be answered.
+spoof() {
+  ip -n lan neigh replace 172.31.9.2 lladdr "$(ip netns exec ctr cat /sys/class/net/c9/address)" dev l9 nud permanent
+  ip -n lan route replace 10.77.0.2/32 via 172.31.9.2
+  in0=$(lan_stat tx_packets); out0=$(lan_stat rx_packets); seen0=$(watched)
+  ip netns exec lan ping -c 2 -W 1 10.77.0.2 >/dev/null 2>&1 && spoof_reply=yes || spoof_reply=no
+  spoof_in=$(($(lan_stat tx_packets) - in0)); spoof_out=$(($(lan_stat rx_packets) - out0))
+  spoof_seen=$(seen_since "$seen0" "$(watched)")
+  echo "spoofed ping: reply=$spoof_reply, container side received $spoof_in, sent $spoof_out: $spoof_seen" | show
+}
+container_pid() { runc_ state "$1" | sed -n 's/.*"pid": *\([0-9]*\).*/\1/p'; }
+
+# 5a-b, 5d: a container with the tunnel and the kill switch (the policy's default).
+bundle ks kernel sleep.sh
+start ks
+pid=$(container_pid ks)
+table=$(nsenter -t "$pid" -n nft list table inet wg-oci-hook 2>&1); echo "$table" | show
+chains_drop() {
+  for chain in input forward output; do
+    echo "$table" | grep -A 1 "chain $chain {" | grep -q 'policy drop;' || return 1
+  done
+  echo "$table" | grep -q 'fib saddr type != local drop'
+}
+check kernel_killswitch_table "no input/forward/output chains with policy drop in the container's netns" chains_drop
+lan_attach "$pid" yes
+probe_outside
+sleep 3 # the kernel's own IPv6 on c9: DAD, MLD reports, router solicitations (the control below sees them)
+lan_rx1=$(lan_stat rx_packets); lan_tx=$(lan_stat tx_packets); seen=$(watched)
+echo "late veth: $late; l9 rx_packets $lan_rx0 -> $lan_rx1, tx_packets $lan_tx; lan saw: $seen" | show
+check kernel_killswitch_late_default_route "$late" [ "$late" = ok ]
+# Not vacuous: the veth was up in the container with its routes, and carried the lan's own packets to it.
+no_leak() { [ "$late" = ok ] && [ "$lan_tx" -gt 0 ] && [ "$lan_rx0" -ge 0 ] && [ "$lan_rx1" = "$lan_rx0" ]; }
+check kernel_killswitch_no_leak_on_late_veth "the container side sent $((lan_rx1 - lan_rx0)) packets to lan (late veth: $late, lan sent $lan_tx): $seen" no_leak
+tunnel=$(ip netns exec ctr sh -c 'ping -c 1 -W 5 10.77.0.1 >/dev/null && echo PING-OK; ping6 -c 1 -W 5 fd77::1 >/dev/null && echo PING6-OK
+  printf "GET / HTTP/1.0\r\n\r\n" | nc -w 5 10.77.0.1 8080 | tail -n 1' 2>&1); echo "$tunnel" | show
+check kernel_killswitch_tunnel_still_works "the tunnel failed beside the late veth: $tunnel" sh -c "echo \"\$0\" | grep -q PING-OK && echo \"\$0\" | grep -q PING6-OK && echo \"\$0\" | grep -q hello-via-kernel-wg" "$tunnel"
+spoof
+check kernel_killswitch_antispoof "reply=$spoof_reply, received $spoof_in, sent $spoof_out: $spoof_seen" [ "$spoof_reply" = no -a "$spoof_in" -ge 2 -a "$spoof_out" = 0 ]
+lan_detach
+runc_ delete -f ks >/dev/null 2>&1
+
+# 5d without the kill switch: the anti-spoofing rule alone keeps the tunnel's address from answering the lan.
+# No IPv6 on c9, so that nothing the kernel sends by itself is counted.
+bundle noks noks sleep.sh
+start noks
+lan_attach "$(container_pid noks)" no
+spoof
+check kernel_killswitch_antispoof_without_kill_switch "reply=$spoof_reply, received $spoof_in, sent $spoof_out: $spoof_seen" [ "$spoof_reply" = no -a "$spoof_in" -ge 2 -a "$spoof_out" = 0 ]
+# And it is that rule: without the anti-spoof chain the same container answers.
+ip netns exec ctr nft delete chain inet wg-oci-hook anti-spoof
+spoof
+check kernel_killswitch_antispoof_rule_is_what_stops_it "without the anti-spoof chain: reply=$spoof_reply, sent $spoof_out: $spoof_seen" [ "$spoof_reply" = yes -a "$spoof_out" -gt 0 ]
+lan_detach
+runc_ delete -f noks >/dev/null 2>&1
+
+# 5c, the control: the same veth and probes on a container without wg.enable. The counters must see it all.
+bundle open kernel sleep.sh "" '{}'
+start open
+lan_attach "$(container_pid open)" yes
+probe_outside
+sleep 3
+lan_rx1=$(lan_stat rx_packets); seen=$(watched)
+echo "control: l9 rx_packets $lan_rx0 -> $lan_rx1; lan saw: $seen" | show
+check kernel_killswitch_control_sees_leaks "the lan side received only $((lan_rx1 - lan_rx0)) packets without a tunnel: $seen" [ "$lan_rx1" -gt "$lan_rx0" ]
+# The kernel's own IPv6 (no probe sends these) got out within the same window: the window is long enough.
+check kernel_killswitch_control_sees_kernel_ipv6 "no DAD NS, MLD report or RS from c9 within the window: $seen" [ "$(count dad-ns "$seen")" -gt 0 -a "$(count mld-report "$seen")" -gt 0 -a "$(count rs "$seen")" -gt 0 ]
+check kernel_killswitch_control_lan_answers "no ping reply from 172.31.9.1" ip netns exec ctr ping -c 1 -W 2 172.31.9.1
+ip -n ctr addr add 10.77.0.2/32 dev lo
+spoof
+check kernel_killswitch_antispoof_control "without our table the address did not answer: reply=$spoof_reply, sent $spoof_out" [ "$spoof_reply" = yes -a "$spoof_out" -gt 0 ]
+lan_detach
+runc_ delete -f open >/dev/null 2>&1
+
+# The whole ruleset (allow_local in both families, a port map) loads, and the port map works.
+# An unprivileged inner port: the container has CAP_NET_RAW only.
+cat > /rootfs/t/listen.sh <<'SH'
+ping -c 1 -W 5 10.77.0.1 >/dev/null
+nc -l -p 8081 -e echo portmap-ok
+SH
+bundle pm full listen.sh
+start pm
+table=$(nsenter -t "$(container_pid pm)" -n nft list table inet wg-oci-hook 2>&1); echo "$table" | show
+full_ok() {
+  for rule in 'ct original ip daddr 192.0.2.0/24 ct state established,related accept' \
+    'ct original ip6 daddr fd99::/64 ct state established,related accept' 'nd-neighbor-solicit' \
+    'fib saddr type != local drop' 'iif "wg0" tcp dport 8080 redirect to :8081'; do
+    echo "$table" | grep -qF "$rule" || return 1
+  done
+}
+check kernel_killswitch_full_ruleset "the table lacks allow_local, ND or port-map rules" full_ok
+for try in 1 2 3 4 5 6; do
+  got=$(ip netns exec srv nc -w 2 10.77.0.2 8080 </dev/null 2>&1)
+  [ "$got" = portmap-ok ] && break; sleep 0.5
+done
+check kernel_killswitch_port_map "10.77.0.2:8080 through the tunnel said: $got" [ "$got" = portmap-ok ]
+runc_ delete -f pm >/dev/null 2>&1
+check kernel_killswitch_teardown "a link, record or netns is left" sh -c "! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(ls -A /run/wgoh 2>/dev/null)\" ] && ! /usr/bin/ip netns list | grep -qE '^(lan|ctr)'"
+
+at done
 say DONE
 poweroff -f

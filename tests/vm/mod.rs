@@ -1,11 +1,13 @@
 //! The kernel-backend test VM: Debian's kernel under `qemu-system-x86_64 -accel tcg -cpu max` (KVM does not
 //! work on these machines), booting an initramfs this harness builds: busybox, runc, iproute2's `ip`, `wg`,
-//! wireguard-go and the hook under test, with the shared libraries they link, the kernel modules WireGuard
-//! needs (resolved from modules.dep, in load order), a busybox rootfs for containers, and `tests/vm/init.sh`
-//! as /init. The guest reports on its serial console; `boot` returns what it said.
+//! wireguard-go, `nft` and the hook under test, with the shared libraries they link, the kernel modules
+//! WireGuard and the hook's nftables table need (resolved as modprobe would, in load order), a busybox rootfs
+//! for containers, and `tests/vm/init.sh` as /init. The guest reports on its serial console; `boot` returns
+//! what it said.
 //!
 //! The kernel comes from Debian's linux-image-amd64, downloaded and unpacked (not installed) by
 //! `tests/vm/fetch-kernel.sh` into /var/cache/wg-oci-hook-vm/kernel (or $WG_OCI_HOOK_VM_KERNEL).
+//! `WG_OCI_HOOK_VM_SERIAL=FILE` keeps a copy of the guest's console (failures print it anyway).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -17,15 +19,38 @@ use std::time::{Duration, Instant};
 
 pub const HOOK_BIN: &str = env!("CARGO_BIN_EXE_wg-oci-hook");
 const DEFAULT_KERNEL_DIR: &str = "/var/cache/wg-oci-hook-vm/kernel";
-/// The whole guest run, boot to poweroff. TCG boots in about 5 s; the scenarios take well under a minute.
+/// The whole guest run, boot to poweroff. TCG boots in about 5 s; the scenarios take about 70 s on 2 cores.
 const VM_TIMEOUT: Duration = Duration::from_secs(420);
-const MODULES: &[&str] = &["wireguard", "veth", "tun"];
+/// What the guest loads, with what they need (`module_load_order`; a module built into the kernel is skipped).
+/// The nftables ones are what the hook's table (`firewall::Rules::render`) needs: nf_tables itself (meta,
+/// payload, cmp, sets: `iif`, `oif`, `icmpv6 type { .. }`, and the netdev family the guest script counts
+/// with), `ct state` and `ct original`, `fib saddr type` in the inet family, the inet nat chain type and
+/// `redirect` (port maps). Their dependencies bring nfnetlink, nf_defrag_ipv4/6, libcrc32c and, by
+/// libcrc32c's soft dependency, crc32c_generic.
+const MODULES: &[&str] = &[
+    "wireguard",
+    "veth",
+    "tun",
+    "nf_tables",
+    "nf_conntrack",
+    "nft_ct",
+    "nft_fib",
+    "nft_fib_ipv4",
+    "nft_fib_ipv6",
+    "nft_fib_inet",
+    "nf_nat",
+    "nft_chain_nat",
+    "nft_redir",
+];
 /// Host binaries the guest needs besides busybox, found through this PATH.
 const GUEST_TOOLS: &[(&str, &str)] = &[
     ("runc", "runc"),
     ("ip", "iproute2"),
     ("wg", "wireguard-tools"),
     ("wireguard-go", "wireguard-go"),
+    // The hook loads its table with it; runc passes the hook init's PATH (/usr/bin:/bin), `env -i` leaves the
+    // hook its default PATH, which also holds /usr/bin.
+    ("nft", "nftables"),
 ];
 const SEARCH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -100,38 +125,96 @@ fn io<T>(what: impl std::fmt::Display, r: std::io::Result<T>) -> Result<T, Strin
     r.map_err(|e| format!("{what}: {e}"))
 }
 
-/// The modules and everything they depend on, dependencies first, from modules.dep.
+/// A module's name from its path in modules.dep or modules.builtin
+/// (`kernel/arch/x86/crypto/crc32c-intel.ko.xz` -> `crc32c_intel`: the kernel reads `-` as `_`).
+fn module_name(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    file.split('.').next().unwrap_or(file).replace('-', "_")
+}
+
+/// The modules and everything they need, in load order: what modprobe would load (the guest has only insmod),
+/// from modules.dep, the `pre:` soft dependencies in modules.softdep (names or modules.alias aliases) and
+/// modules.builtin (built-in modules need no loading).
 fn module_load_order(modules_dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let dep = io(
-        "modules.dep",
-        fs::read_to_string(modules_dir.join("modules.dep")),
-    )?;
+    let read = |file: &str| io(file, fs::read_to_string(modules_dir.join(file)));
+    let dep = read("modules.dep")?;
+    // Optional: without modules.builtin a module missing from modules.dep is an error, as it should be.
+    let builtin = read("modules.builtin").unwrap_or_default();
+    let softdep = read("modules.softdep").unwrap_or_default();
+    let alias = read("modules.alias").unwrap_or_default();
     let deps: BTreeMap<&str, Vec<&str>> = dep
         .lines()
         .filter_map(|l| l.split_once(':'))
         .map(|(m, d)| (m, d.split_whitespace().collect()))
         .collect();
-    let by_name = |name: &str| {
-        deps.keys()
-            .find(|p| {
-                let file = p.rsplit('/').next().unwrap_or(p);
-                file.split('.').next() == Some(name)
+    let by_name: BTreeMap<String, &str> = deps.keys().map(|p| (module_name(p), *p)).collect();
+    let is_builtin = |name: &str| builtin.lines().any(|l| module_name(l.trim()) == name);
+    // `softdep libcrc32c pre: crc32c`: libcrc32c's init fails (ENOENT) unless a crc32c is loaded first.
+    // `crc32c` is an alias of crc32c_intel and crc32c_generic: of several, the generic one, which runs on
+    // any CPU. A soft dependency that is built in, or missing, is left out.
+    let soft_target = |name: &str| -> Option<&str> {
+        if let Some(module) = by_name.get(&module_name(name)) {
+            return Some(module);
+        }
+        let targets: Vec<String> = alias
+            .lines()
+            .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+                ["alias", a, target] if a == name => Some(module_name(target)),
+                _ => None,
             })
-            .copied()
-            .ok_or_else(|| format!("module {name} not in modules.dep"))
+            .collect();
+        let pick = targets
+            .iter()
+            .find(|t| t.ends_with("_generic"))
+            .or(targets.first())?;
+        by_name.get(pick).copied()
     };
-    fn visit<'a>(m: &'a str, deps: &BTreeMap<&'a str, Vec<&'a str>>, out: &mut Vec<&'a str>) {
+    let mut pre: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for line in softdep.lines() {
+        let mut words = line.split_whitespace();
+        let (Some("softdep"), Some(module)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let mut in_pre = false;
+        for word in words {
+            match word {
+                "pre:" => in_pre = true,
+                "post:" => in_pre = false,
+                name if in_pre => pre
+                    .entry(module_name(module))
+                    .or_default()
+                    .extend(soft_target(name)),
+                _ => {}
+            }
+        }
+    }
+    let needs = |m: &str| -> Vec<&str> {
+        let soft = pre.get(&module_name(m)).into_iter().flatten();
+        soft.chain(deps.get(m).into_iter().flatten())
+            .copied()
+            .collect()
+    };
+    fn visit<'a>(m: &'a str, needs: &dyn Fn(&str) -> Vec<&'a str>, out: &mut Vec<&'a str>) {
         if out.contains(&m) {
             return;
         }
-        for d in deps.get(m).into_iter().flatten() {
-            visit(d, deps, out);
+        for d in needs(m) {
+            visit(d, needs, out);
         }
         out.push(m);
     }
     let mut order = Vec::new();
     for name in MODULES {
-        visit(by_name(name)?, &deps, &mut order);
+        match by_name.get(*name) {
+            Some(module) => visit(module, &needs, &mut order),
+            None if is_builtin(name) => {}
+            None => {
+                return Err(format!(
+                    "module {name} is neither in modules.dep nor in modules.builtin of {}",
+                    modules_dir.display()
+                ))
+            }
+        }
     }
     Ok(order.into_iter().map(|m| modules_dir.join(m)).collect())
 }
@@ -290,6 +373,13 @@ fn run_qemu(qemu: &Path, vmlinuz: &Path, initrd: &Path, work: &Path) -> Result<V
         let _ = e.read_to_string(&mut qemu_err);
     }
     let log = fs::read_to_string(&serial).unwrap_or_default();
+    // The console of a passing run, for reading: WG_OCI_HOOK_VM_SERIAL=/some/file.
+    if let Some(copy) = std::env::var_os("WG_OCI_HOOK_VM_SERIAL") {
+        io(
+            format!("writing the console to {}", Path::new(&copy).display()),
+            fs::write(&copy, &log),
+        )?;
+    }
     let mut run = VmRun {
         log,
         results: BTreeMap::new(),
