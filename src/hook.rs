@@ -234,6 +234,10 @@ impl Setup<'_> {
             .run(Netlink::connect)
             .map_err(self.err("opening netlink in the container"))?;
         let container = &*self.container_nl.insert(container);
+        if spec.addresses.iter().any(|a| a.is_ipv6()) {
+            enable_ipv6(container_ns, &self.policy.interface, self.id)
+                .map_err(step_err(self.id, "enabling IPv6 on the interface"))?;
+        }
         let index = bring_up(container, &self.policy.interface, spec)
             .map_err(|(step, e)| step_err(self.id, step)(e))?;
         // The kill switch goes in before any route leads into the tunnel.
@@ -372,6 +376,24 @@ impl Setup<'_> {
             }
         }
     }
+}
+
+/// Docker (20.10 with `--network none`, and any network without IPv6) disables IPv6 in the container's netns, so
+/// the tunnel would come up there without IPv6 too (the kernel refuses its addresses with EACCES). The profile's
+/// IPv6 addresses are the tunnel's business, and the kill switch still keeps IPv6 off every other interface:
+/// enable it on the tunnel alone.
+fn enable_ipv6(ns: &NetNs, interface: &str, id: &str) -> io::Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{interface}/disable_ipv6");
+    ns.run(|| {
+        // /proc/sys/net answers for the netns of the thread that opens it: this one.
+        let current = std::fs::read_to_string(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e} (is IPv6 disabled in this kernel?)")))?;
+        if current.trim() != "0" {
+            std::fs::write(&path, "0").map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+            info!("container {id}: IPv6 was disabled in the container's netns; enabled it on {interface} for the profile's IPv6 addresses");
+        }
+        Ok(())
+    })
 }
 
 /// lo up, the tunnel's addresses, the tunnel up; returns its index in the container.
