@@ -7,7 +7,9 @@ set -euo pipefail
 with_recommends=(podman netavark aardvark-dns iptables runc conmon wireguard-go busybox-static iproute2 nftables tcpdump)
 # wireguard-tools recommends a whole kernel image (wireguard-modules): only the `wg` tool is needed.
 # qemu, cpio, xz and kmod build and boot the kernel-backend test VM (tests/vm).
-without_recommends=(wireguard-tools qemu-system-x86 cpio xz-utils kmod)
+# docker.io (20.10; pulls containerd, runc, tini) for the Docker lab (tests/lab/docker.rs), which starts its own
+# dockerd and containerd inside a lab netns: its recommends (apparmor, git, needrestart, ...) are not needed.
+without_recommends=(wireguard-tools qemu-system-x86 cpio xz-utils kmod docker.io)
 missing() {
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
@@ -17,6 +19,13 @@ need_a=$(missing "${with_recommends[@]}")
 need_b=$(missing "${without_recommends[@]}")
 if [ -n "$need_a$need_b" ]; then
   export DEBIAN_FRONTEND=noninteractive
+  # Packages must not start their services (docker.io and containerd would start daemons in the machine's
+  # netns): deny that for the install, unless a policy is in place already.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get update -qq
   # shellcheck disable=SC2086
   [ -z "$need_a" ] || apt-get install -y -qq $need_a >/dev/null

@@ -302,9 +302,8 @@ fn a_peer_stopped_mid_run_leaks_nothing() {
 /// default routes appears in the container's netns. Returns what the workload then put on that veth and the
 /// workload's second tunnel check.
 fn late_network(lab: &Lab, opts: RunOpts) -> (Packets, String, RunOutput) {
-    let late_targets = ["172.31.9.1", "fd31:9::1", PUBLIC_V4, PUBLIC_V6];
     let opts = RunOpts {
-        script: handshake_script(&leak_probe_script(&late_targets)),
+        script: handshake_script(&leak_probe_script(&LATE_TARGETS)),
         ..opts
     };
     let run = lab.podman_run(&opts.detached());
@@ -312,54 +311,7 @@ fn late_network(lab: &Lab, opts: RunOpts) -> (Packets, String, RunOutput) {
     let tmp = run.rootfs.join("tmp");
     wait_for_file(&tmp.join("ready"), "the workload's first tunnel check");
     let pid = container_pid(lab, run.cid());
-    let (outer, inner) = (format!("vlo{}", lab.id), format!("vli{}", lab.id));
-    let h = lab.host_ns.clone();
-    for argv in [
-        vec![
-            "ip", "-n", &h, "link", "add", &outer, "type", "veth", "peer", "name", &inner,
-        ],
-        vec![
-            "ip",
-            "-n",
-            &h,
-            "addr",
-            "add",
-            "172.31.9.1/24",
-            "dev",
-            &outer,
-        ],
-        vec![
-            "ip",
-            "-n",
-            &h,
-            "addr",
-            "add",
-            "fd31:9::1/64",
-            "dev",
-            &outer,
-            "nodad",
-        ],
-        vec!["ip", "-n", &h, "link", "set", &outer, "up"],
-    ] {
-        lab.run(&argv)
-            .assert_success("the late network's host side");
-    }
-    let capture = Capture::start(lab, &h, &outer);
-    lab.run(&["ip", "-n", &h, "link", "set", &inner, "netns", &pid])
-        .assert_success("moving the late link into the container");
-    let netns = format!("--net=/proc/{pid}/ns/net");
-    for args in [
-        vec!["ip", "addr", "add", "172.31.9.2/24", "dev", &inner],
-        vec!["ip", "addr", "add", "fd31:9::2/64", "dev", &inner, "nodad"],
-        vec!["ip", "link", "set", &inner, "up"],
-        vec!["ip", "route", "add", "default", "via", "172.31.9.1"],
-        vec!["ip", "-6", "route", "add", "default", "via", "fd31:9::1"],
-    ] {
-        let mut argv = vec!["nsenter", netns.as_str()];
-        argv.extend(args);
-        lab.run(&argv)
-            .assert_success("configuring the late link as libnetwork does");
-    }
+    let capture = lab.attach_late_network(&pid);
     fs::write(tmp.join("go"), "").unwrap();
     wait_for_file(&tmp.join("done"), "the workload's probes");
     let after = read(&tmp.join("tunnel-after"));
@@ -391,7 +343,7 @@ fn a_network_attached_after_the_hook_carries_nothing() {
 fn a_network_attached_later_does_carry_probes_without_the_tunnel() {
     let lab = Lab::new("leak_late_network_control");
     let (packets, _, run) = late_network(&lab, RunOpts::plain(""));
-    for target in ["172.31.9.1", "fd31:9::1", PUBLIC_V4, PUBLIC_V6] {
+    for target in LATE_TARGETS {
         assert!(
             packets.to_addr(target).has_kind("icmp"),
             "no ping to {target} on the late network: the check above could not see a leak\n{packets}\n{run}"

@@ -238,6 +238,71 @@ fn alive(pid: u32) -> bool {
 
 // ----- probes ---------------------------------------------------------------------------------------------------
 
+/// Probe targets for [`Lab::attach_late_network`]: its gateway (v4, v6) and the public-looking pair behind it.
+pub const LATE_TARGETS: [&str; 4] = ["172.31.9.1", "fd31:9::1", PUBLIC_V4, PUBLIC_V6];
+
+impl Lab {
+    /// What Docker 28's libnetwork does after the runtime's create (so after our hook): a veth appears in the
+    /// netns of `pid` with 172.31.9.2/24 and fd31:9::2/64 and default routes (in main) via its gateways, whose
+    /// end is in the lab's host netns. Returns a capture on that host end, started before the link was moved, so
+    /// it sees everything the container ever sends on it.
+    pub fn attach_late_network(&self, pid: &str) -> Capture {
+        let (outer, inner) = (format!("vlo{}", self.id), format!("vli{}", self.id));
+        let h = self.host_ns.clone();
+        for argv in [
+            vec![
+                "ip", "-n", &h, "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+            ],
+            vec![
+                "ip",
+                "-n",
+                &h,
+                "addr",
+                "add",
+                "172.31.9.1/24",
+                "dev",
+                &outer,
+            ],
+            vec![
+                "ip",
+                "-n",
+                &h,
+                "addr",
+                "add",
+                "fd31:9::1/64",
+                "dev",
+                &outer,
+                "nodad",
+            ],
+            vec!["ip", "-n", &h, "link", "set", &outer, "up"],
+        ] {
+            self.run(&argv)
+                .assert_success("the late network's host side");
+        }
+        let capture = Capture::start(self, &h, &outer);
+        self.run(&["ip", "-n", &h, "link", "set", &inner, "netns", pid])
+            .assert_success("moving the late link into the container");
+        let netns = format!("--net=/proc/{pid}/ns/net");
+        // An engine that attaches an IPv6 network enables IPv6 on its link (Docker disables it in the netns
+        // otherwise); /proc/sys/net answers for the netns of whoever opens it.
+        let enable_v6 = format!("echo 0 > /proc/sys/net/ipv6/conf/{inner}/disable_ipv6");
+        for args in [
+            vec!["sh", "-c", &enable_v6],
+            vec!["ip", "addr", "add", "172.31.9.2/24", "dev", &inner],
+            vec!["ip", "addr", "add", "fd31:9::2/64", "dev", &inner, "nodad"],
+            vec!["ip", "link", "set", &inner, "up"],
+            vec!["ip", "route", "add", "default", "via", "172.31.9.1"],
+            vec!["ip", "-6", "route", "add", "default", "via", "fd31:9::1"],
+        ] {
+            let mut argv = vec!["nsenter", netns.as_str()];
+            argv.extend(args);
+            self.run(&argv)
+                .assert_success("configuring the late link as libnetwork does");
+        }
+        capture
+    }
+}
+
 /// The targets of a lab leak test on `net`: the public-looking pair (local to the host netns) and the LAN pair
 /// (the bridge gateways, where aardvark-dns listens on port 53).
 pub fn lab_probe_targets(net: &BridgeNet) -> Vec<String> {

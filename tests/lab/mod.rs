@@ -37,8 +37,11 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 mod bridge;
+mod docker;
 
 pub use bridge::*;
+#[allow(unused_imports)] // only the Docker tests use it
+pub use docker::*;
 pub use wg_oci_hook::names::host_link_name;
 
 /// The hook under test.
@@ -434,7 +437,12 @@ pub struct Lab {
     networks: Mutex<Vec<String>>,
     /// The bridge networks, whose bridge `podman_run` re-creates with its fixed MAC when netavark deleted it.
     bridges: Mutex<Vec<BridgeNet>>,
+    /// Run first at drop, last registered first (a dockerd's teardown, see `docker.rs`).
+    teardown_hooks: Mutex<Vec<TeardownHook>>,
 }
+
+/// Teardown work registered with a lab; returns the problems it met.
+type TeardownHook = Box<dyn FnOnce() -> Vec<String> + Send>;
 
 impl Lab {
     pub fn new(test: &str) -> Lab {
@@ -485,6 +493,7 @@ impl Lab {
                 netns_created: Vec::new(),
                 networks: Mutex::new(Vec::new()),
                 bridges: Mutex::new(Vec::new()),
+                teardown_hooks: Mutex::new(Vec::new()),
             };
             let (h, s) = (lab.host_ns.clone(), lab.server_ns.clone());
             if !run_cmd(&["ip", "netns", "add", &h]).success() {
@@ -1241,6 +1250,11 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         let mut problems = Vec::new();
+        // 0. Registered teardowns (dockerd: its containers, daemons, shims), while the netns still exist.
+        let hooks: Vec<TeardownHook> = self.teardown_hooks.lock().unwrap().drain(..).collect();
+        for hook in hooks.into_iter().rev() {
+            problems.extend(hook());
+        }
         // 1. Containers (this also runs our poststop hooks for any still there).
         if self.podman_dir.join("root").exists() {
             let out = self.podman(&["rm", "-fa", "-t", "0"]);
