@@ -9,8 +9,7 @@
 
 use serde_json::{json, Map, Value};
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::{Path, PathBuf};
 
 const USAGE: &str = "usage:
@@ -173,28 +172,6 @@ fn beside_me(name: &str) -> io::Result<PathBuf> {
     Ok(std::env::current_exe()?.with_file_name(name))
 }
 
-fn write_file_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let tmp = path.with_file_name(format!(
-        ".{}.wg-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
 fn install(args: &InstallArgs) -> Result<String, String> {
     let io = |what: &str| {
         let what = what.to_owned();
@@ -221,7 +198,7 @@ fn install(args: &InstallArgs) -> Result<String, String> {
                 ))
                 .expect("serializable")
                     + "\n";
-                write_file_atomically(&path, text.as_bytes(), 0o644)
+                crate::atomic_file::write(&path, text.as_bytes(), 0o644)
                     .map_err(io(&path.display().to_string()))?;
                 written.push(path.display().to_string());
             }
@@ -251,7 +228,7 @@ fn install(args: &InstallArgs) -> Result<String, String> {
                 fs::create_dir_all(dir).map_err(io(&dir.display().to_string()))?;
             }
             let text = serde_json::to_string_pretty(&daemon).expect("serializable") + "\n";
-            write_file_atomically(&path, text.as_bytes(), 0o644).map_err(io(&shown))?;
+            crate::atomic_file::write(&path, text.as_bytes(), 0o644).map_err(io(&shown))?;
             Ok(format!(
                 "{} runtime {name:?} in {shown}; restart dockerd, then: docker run --runtime {name} ...",
                 if replaced { "replaced" } else { "added" }

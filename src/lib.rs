@@ -2,6 +2,7 @@
 //! workload starts, and takes it away when the container stops. See DESIGN.md for the flow.
 
 pub mod annotations;
+pub mod atomic_file;
 pub mod cli;
 pub mod command;
 pub mod dns;

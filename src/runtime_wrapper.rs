@@ -278,27 +278,9 @@ pub fn rewrite_bundle_config(bundle: &Path, call: &HookCall) -> Result<bool, Str
         return Ok(false);
     }
     let out = serde_json::to_vec(&config).map_err(|e| format!("{shown}: {e}"))?;
-    write_atomically(&path, &out, meta.permissions().mode() & 0o7777)
+    crate::atomic_file::write(&path, &out, meta.permissions().mode() & 0o7777)
         .map_err(|e| format!("{shown}: {e}"))?;
     Ok(true)
-}
-
-fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let tmp = path.with_file_name(format!(".config.json.wg-{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// Log lines go to stderr and, since shims swallow stderr, to the `--log` file runc was given, in its format.
