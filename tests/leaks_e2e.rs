@@ -542,17 +542,11 @@ fn allow_local_lets_exactly_that_cidr_through() {
             obs.run
         );
     }
-    let gateway4: std::net::IpAddr = net.gateway4.parse().unwrap();
-    let others: Vec<&Packet> = seen.iter().filter(|p| p.dst_ip != Some(gateway4)).collect();
+    let others = seen.not_to_addr(&net.gateway4);
     assert!(
         others.is_empty(),
-        "packets to other than the allowed CIDR {}:\n{}",
-        net.subnet4,
-        others
-            .iter()
-            .map(|p| p.line.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
+        "packets to other than the allowed CIDR {}:\n{others}",
+        net.subnet4
     );
     lab.assert_nothing_left(obs.run.cid());
 }
@@ -607,16 +601,10 @@ fn a_split_tunnel_keeps_the_bridge_default_and_tunnels_only_its_subnets() {
         "the allowed address was not reached over the bridge\n{seen}\n{}",
         obs.run
     );
-    let public: std::net::IpAddr = PUBLIC_V4.parse().unwrap();
-    let others: Vec<&Packet> = seen.iter().filter(|p| p.dst_ip != Some(public)).collect();
+    let others = seen.not_to_addr(PUBLIC_V4);
     assert!(
         others.is_empty(),
-        "packets to other than the allowed address:\n{}",
-        others
-            .iter()
-            .map(|p| p.line.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
+        "packets to other than the allowed address:\n{others}"
     );
     lab.assert_nothing_left(obs.run.cid());
 }

@@ -735,6 +735,14 @@ impl Packets {
         self.filter(&format!("to {want}"), |p| p.dst_ip == Some(want))
     }
 
+    /// Packets to any address but `addr`.
+    pub fn not_to_addr(&self, addr: &str) -> Packets {
+        let not: IpAddr = addr
+            .parse()
+            .unwrap_or_else(|_| panic!("{addr:?} is not an IP address"));
+        self.filter(&format!("not to {not}"), |p| p.dst_ip != Some(not))
+    }
+
     /// Packets that are the probe `kind` (see [`Packet::probe_kind`]; case and spaces are ignored, so
     /// `"ICMP"` and `"tcp 80"` work too).
     pub fn probe_kind(&self, kind: &str) -> Packets {
