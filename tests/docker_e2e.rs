@@ -9,6 +9,7 @@ use lab::*;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -41,26 +42,42 @@ fn read_cid(lab: &Lab, path: &PathBuf) -> String {
     cid
 }
 
+/// `docker run (--rm | -d) --cidfile ... --runtime RUNTIME --network none IMAGE COMMAND...`, which must succeed;
+/// returns its output and the container id.
+fn docker_run(
+    lab: &Lab,
+    d: &Dockerd,
+    image: &str,
+    runtime: &str,
+    detach: bool,
+    command: &[&str],
+) -> (CmdOutput, String) {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let cidf = cidfile(lab, &format!("run-{}", RUNS.fetch_add(1, Ordering::SeqCst)));
+    let cidf_arg = cidf.to_string_lossy().into_owned();
+    let mut args = vec![
+        "run",
+        if detach { "-d" } else { "--rm" },
+        "--cidfile",
+        &cidf_arg,
+        "--runtime",
+        runtime,
+        "--network",
+        "none",
+        image,
+    ];
+    args.extend_from_slice(command);
+    let out = d.docker(&args);
+    out.assert_success(&format!("docker run --runtime {runtime}"));
+    let cid = read_cid(lab, &cidf);
+    (out, cid)
+}
+
 #[test]
 fn docker_run_with_a_profile_bound_runtime_gets_the_tunnel_from_its_first_command() {
     let lab = Lab::new("docker_first_packet");
     let (d, image) = dockerd(&lab);
-    let cidf = cidfile(&lab, "first");
-    let out = d.docker(&[
-        "run",
-        "--rm",
-        "--cidfile",
-        &cidf.to_string_lossy(),
-        "--runtime",
-        "wg-lab",
-        "--network",
-        "none",
-        &image,
-        "/bin/sh",
-        "-c",
-        PROBE,
-    ]);
-    out.assert_success("docker run --runtime wg-lab");
+    let (out, cid) = docker_run(&lab, &d, &image, "wg-lab", false, &["/bin/sh", "-c", PROBE]);
     assert!(
         out.stdout.contains(MARKER.trim_end()),
         "no answer through the tunnel\n{out}"
@@ -75,29 +92,14 @@ fn docker_run_with_a_profile_bound_runtime_gets_the_tunnel_from_its_first_comman
         [CLIENT_TUNNEL_V4],
         "the server saw the container's tunnel address"
     );
-    lab.assert_nothing_left(&read_cid(&lab, &cidf));
+    lab.assert_nothing_left(&cid);
 }
 
 #[test]
 fn docker_rm_f_tears_the_tunnel_down() {
     let lab = Lab::new("docker_rm_f");
     let (d, image) = dockerd(&lab);
-    let cidf = cidfile(&lab, "long");
-    let out = d.docker(&[
-        "run",
-        "-d",
-        "--cidfile",
-        &cidf.to_string_lossy(),
-        "--runtime",
-        "wg-lab",
-        "--network",
-        "none",
-        &image,
-        "sleep",
-        "600",
-    ]);
-    out.assert_success("docker run -d");
-    let cid = read_cid(&lab, &cidf);
+    let (_, cid) = docker_run(&lab, &d, &image, "wg-lab", true, &["sleep", "600"]);
     d.docker(&["exec", &cid, "/bin/sh", "-c", PROBE])
         .assert_success("the tunnel of a running container");
     assert!(
@@ -116,26 +118,17 @@ fn docker_rm_f_tears_the_tunnel_down() {
 fn docker_runtime_without_a_profile_leaves_unannotated_containers_alone() {
     let lab = Lab::new("docker_untouched");
     let (d, image) = dockerd(&lab);
-    let cidf = cidfile(&lab, "plain");
-    let out = d.docker(&[
-        "run",
-        "--rm",
-        "--cidfile",
-        &cidf.to_string_lossy(),
-        "--runtime",
-        "wg",
-        "--network",
-        "none",
+    let (out, cid) = docker_run(
+        &lab,
+        &d,
         &image,
-        "/bin/sh",
-        "-c",
-        "ip -o link; echo BEGIN; ls /sys/class/net",
-    ]);
-    out.assert_success("docker run --runtime wg without the annotation");
+        "wg",
+        false,
+        &["/bin/sh", "-c", "ip -o link; echo BEGIN; ls /sys/class/net"],
+    );
     let after = out.stdout.split("BEGIN").nth(1).unwrap_or_default();
     let links: Vec<&str> = after.split_whitespace().collect();
     assert_eq!(links, ["lo"], "the container got more than lo\n{out}");
-    let cid = read_cid(&lab, &cidf);
     assert!(!lab.record_path(&cid).exists());
     lab.assert_nothing_left(&cid);
 }
@@ -146,22 +139,7 @@ fn docker_runtime_without_a_profile_leaves_unannotated_containers_alone() {
 fn docker_network_attached_after_the_hook_carries_nothing() {
     let lab = Lab::new("docker_late_network");
     let (d, image) = dockerd(&lab);
-    let cidf = cidfile(&lab, "late");
-    d.docker(&[
-        "run",
-        "-d",
-        "--cidfile",
-        &cidf.to_string_lossy(),
-        "--runtime",
-        "wg-lab",
-        "--network",
-        "none",
-        &image,
-        "sleep",
-        "600",
-    ])
-    .assert_success("docker run -d");
-    let cid = read_cid(&lab, &cidf);
+    let (_, cid) = docker_run(&lab, &d, &image, "wg-lab", true, &["sleep", "600"]);
     let pid = d.docker(&["inspect", "-f", "{{.State.Pid}}", &cid]);
     pid.assert_success("docker inspect");
     let capture = lab.attach_late_network(pid.stdout.trim());
