@@ -7,6 +7,8 @@ use std::collections::HashMap;
 pub const ENABLE: &str = "wg.enable";
 pub const PROFILE: &str = "wg.profile";
 pub const PORTS: &str = "wg.ports";
+/// A provider profile's region, chosen by the container (if the policy lets it).
+pub const REGION: &str = "wg.region";
 /// More port maps than this in one annotation is not a port list but an attempt at something else.
 const MAX_PORT_MAPS: usize = 64;
 const PREFIX: &str = "wg.";
@@ -19,6 +21,8 @@ pub struct Request {
     pub profile: Option<String>,
     /// `wg.ports`: comma-separated port maps, added to the profile's (if the policy allows it).
     pub ports: Option<Vec<PortMap>>,
+    /// `wg.region`: the provider region to register in, instead of the profile's list.
+    pub region: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +58,15 @@ pub fn parse(annotations: &HashMap<String, String>) -> Result<Request, Annotatio
                 }
                 request.profile = Some(value.clone());
             }
+            REGION => {
+                if !is_valid_name(value) {
+                    return Err(AnnotationError(format!(
+                        "annotation {REGION}: invalid value {:?} (expected a region id such as ca_vancouver)",
+                        quote(value)
+                    )));
+                }
+                request.region = Some(value.clone());
+            }
             PORTS => {
                 let items: Vec<&str> = value.split(',').collect();
                 if items.len() > MAX_PORT_MAPS {
@@ -67,7 +80,7 @@ pub fn parse(annotations: &HashMap<String, String>) -> Result<Request, Annotatio
             }
             other => {
                 return Err(AnnotationError(format!(
-                    "annotation {:?}: unknown wg.* annotation (known: {ENABLE}, {PROFILE}, {PORTS})",
+                    "annotation {:?}: unknown wg.* annotation (known: {ENABLE}, {PROFILE}, {PORTS}, {REGION})",
                     quote(other)
                 )));
             }

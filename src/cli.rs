@@ -3,6 +3,8 @@
 use crate::annotations;
 use crate::hook;
 use crate::policy::{Policy, DEFAULT_POLICY_PATH};
+use crate::provider::pia::port_forward;
+use crate::record::StateDir;
 use crate::state::ContainerState;
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,15 +13,20 @@ use std::process::ExitCode;
 pub const POLICY_ENV: &str = "WG_OCI_HOOK_POLICY";
 
 const USAGE: &str = "usage: wg-oci-hook [--policy PATH] [--profile NAME] <create-runtime|poststop>
+       wg-oci-hook [--policy PATH] status [CONTAINER-ID]
        wg-oci-hook install <hooks|docker|containerd> [...]   (see wg-oci-hook install --help)
   Run by an OCI runtime (runc, crun) as a createRuntime or poststop hook, with the container state on stdin.
   --policy PATH   policy file (default: $WG_OCI_HOOK_POLICY, else /etc/wg-oci-hook/policy.toml)
-  --profile NAME  the profile for containers that name none (set by wg-oci-runtime --wg-profile)";
+  --profile NAME  the profile for containers that name none (set by wg-oci-runtime --wg-profile)
+  status          the live tunnels of the policy's state dir (PIA: region, server, forwarded port)";
 
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
     CreateRuntime,
     Poststop,
+    Status(Option<String>),
+    /// The PIA port-forwarding helper of a container (started by create-runtime, not by people).
+    PortForward(String),
     Help,
     Version,
 }
@@ -35,11 +42,16 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let mut command = None;
     let mut policy = None;
     let mut profile = None;
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
     while let Some(arg) = args.next() {
         let found = match arg.as_str() {
             "create-runtime" | "createRuntime" => Command::CreateRuntime,
             "poststop" => Command::Poststop,
+            "status" => Command::Status(args.next_if(|a| !a.starts_with('-'))),
+            port_forward::SUBCOMMAND => Command::PortForward(
+                args.next()
+                    .ok_or(format!("{} needs a container id", port_forward::SUBCOMMAND))?,
+            ),
             "-h" | "--help" | "help" => Command::Help,
             "-V" | "--version" => Command::Version,
             "--policy" => {
@@ -123,6 +135,24 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
             println!("wg-oci-hook {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
+        Command::Status(id) => {
+            let policy = match Policy::load(&policy_path(args.policy)) {
+                Ok(policy) => policy,
+                Err(e) => return fail(&e),
+            };
+            return status(&policy, id.as_deref());
+        }
+        Command::PortForward(id) => {
+            let policy = match Policy::load(&policy_path(args.policy)) {
+                Ok(policy) => policy,
+                Err(e) => return fail(&e),
+            };
+            init_logging(Some(policy.log_level.unwrap_or(log::LevelFilter::Info)));
+            return match port_forward::run(&policy, &id) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&format!("container {id}: port forwarding: {e}")),
+            };
+        }
         Command::CreateRuntime => true,
         Command::Poststop => false,
     };
@@ -134,15 +164,7 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
     if !annotations::is_enabled(&state.annotations) {
         return ExitCode::SUCCESS;
     }
-    let policy_path = args
-        .policy
-        .or_else(|| {
-            std::env::var_os(POLICY_ENV)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        })
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_POLICY_PATH));
-    let policy = match Policy::load(&policy_path) {
+    let policy = match Policy::load(&policy_path(args.policy)) {
         Ok(policy) => policy,
         Err(e) => return fail(&format!("container {}: reading the policy: {e}", state.id)),
     };
@@ -161,6 +183,64 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
         }
         Err(e) => fail(&e),
     }
+}
+
+/// --policy, else $WG_OCI_HOOK_POLICY, else the default path.
+fn policy_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| {
+        std::env::var_os(POLICY_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+    .unwrap_or_else(|| PathBuf::from(DEFAULT_POLICY_PATH))
+}
+
+/// One line per live tunnel, `key=value` words after the container id, so scripts can read it.
+fn status(policy: &Policy, only: Option<&str>) -> ExitCode {
+    let records = match StateDir::new(&policy.state_dir).list() {
+        Ok(records) => records,
+        Err(e) => return fail(&format!("{}: {e}", policy.state_dir.display())),
+    };
+    let mut out = String::new();
+    let mut found = false;
+    for r in records
+        .iter()
+        .filter(|r| only.map_or(true, |id| id == r.container_id))
+    {
+        found = true;
+        out += &format!(
+            "{} profile={} interface={} backend={}",
+            r.container_id, r.profile, r.interface, r.backend
+        );
+        if let Some(pia) = &r.pia {
+            out += &format!(
+                " region={} server={} server_ip={} address={}",
+                pia.region, pia.server_cn, pia.server_ip, pia.peer_ip
+            );
+            if let Some(pf) = &pia.port_forward {
+                let port = port_forward::current_port(&policy.state_dir, &r.container_id)
+                    .unwrap_or(pf.port);
+                let helper = if crate::process::has_arg(pf.helper_pid, &r.container_id) {
+                    "running"
+                } else {
+                    "gone"
+                };
+                out += &format!(
+                    " port={port} port_file={} helper={}:{helper}",
+                    pf.port_file, pf.helper_pid
+                );
+            }
+        }
+        out.push('\n');
+    }
+    print!("{out}");
+    if let (Some(id), false) = (only, found) {
+        return fail(&format!(
+            "no live tunnel for container {id} in {}",
+            policy.state_dir.display()
+        ));
+    }
+    ExitCode::SUCCESS
 }
 
 fn fail(e: &dyn std::fmt::Display) -> ExitCode {

@@ -6,8 +6,10 @@ use crate::firewall::{self, Nft, Rules};
 use crate::link::Netlink;
 use crate::names::host_link_name;
 use crate::netns::NetNs;
-use crate::policy::{BackendChoice, Policy};
+use crate::policy::{BackendChoice, Policy, ProfileSource};
+use crate::process;
 use crate::profile::{self, TunnelSpec};
+use crate::provider::pia::{self, port_forward, PiaRecord, PortForwardRecord};
 use crate::record::{Record, StateDir, RECORD_VERSION};
 use crate::state::{Bundle, ContainerState};
 use crate::wg::{self, userspace::Daemon, BackendKind};
@@ -73,23 +75,20 @@ pub fn create_runtime(
     let profile = policy
         .select_profile_or(request.profile.as_deref(), runtime_profile)
         .map_err(step_err(id, "choosing a profile"))?;
-    let mut spec = profile::tunnel_spec(profile).map_err(step_err(id, "reading the profile"))?;
-    if let Some(ports) = &request.ports {
-        if !policy.allows(annotations::PORTS) {
+    if let Some(region) = &request.region {
+        if !policy.allows(annotations::REGION) {
             return Err(step_err(id, "reading annotations")(format!(
-                "annotation {}: the policy {} does not let containers map ports (allowed_annotations)",
-                annotations::PORTS,
+                "annotation {}={region:?}: the policy {} does not let containers choose a region (allowed_annotations)",
+                annotations::REGION,
                 policy.path.display()
             )));
         }
-        for map in ports {
-            firewall::add_port_map(&mut spec.port_maps, *map).map_err(|e| {
-                step_err(id, "reading annotations")(format!(
-                    "annotation {} against profile {}'s port_maps: {e}",
-                    annotations::PORTS,
-                    profile.name
-                ))
-            })?;
+        if profile.pia().is_none() {
+            return Err(step_err(id, "reading annotations")(format!(
+                "annotation {}={region:?}: profile {} is not a provider profile",
+                annotations::REGION,
+                profile.name
+            )));
         }
     }
     let nft = Nft::locate(&policy.nft_command).map_err(step_err(id, "finding nft"))?;
@@ -110,7 +109,59 @@ pub fn create_runtime(
             "the container shares the runtime's network namespace (--network host); refusing to move a tunnel there",
         ));
     }
+    // Last of the checks, since a provider registers a key: nothing before this may still refuse the start.
+    let (mut spec, pia_record) = match &profile.source {
+        ProfileSource::WgQuick(path) => (
+            profile::from_wg_quick(profile, path).map_err(step_err(id, "reading the profile"))?,
+            None,
+        ),
+        ProfileSource::Pia(settings) => {
+            let registered =
+                pia::register(settings, &policy.state_dir, request.region.as_deref(), id)
+                    .map_err(step_err(id, "registering with PIA"))?;
+            let record = PiaRecord {
+                region: registered.region.clone(),
+                server_cn: registered.server.cn.clone(),
+                server_ip: registered.server.ip,
+                server_vip: registered.registration.server_vip,
+                peer_ip: registered.registration.peer_ip,
+                meta: registered
+                    .meta
+                    .iter()
+                    .map(|h| pia::HostRecord {
+                        ip: h.ip,
+                        cn: h.cn.clone(),
+                    })
+                    .collect(),
+                container_pid: pid,
+                rootfs: bundle.rootfs.clone(),
+                port_forward: None,
+            };
+            (
+                profile::from_pia(profile, &settings.credentials, registered),
+                Some(record),
+            )
+        }
+    };
 
+    if let Some(ports) = &request.ports {
+        if !policy.allows(annotations::PORTS) {
+            return Err(step_err(id, "reading annotations")(format!(
+                "annotation {}: the policy {} does not let containers map ports (allowed_annotations)",
+                annotations::PORTS,
+                policy.path.display()
+            )));
+        }
+        for map in ports {
+            firewall::add_port_map(&mut spec.port_maps, *map).map_err(|e| {
+                step_err(id, "reading annotations")(format!(
+                    "annotation {} against profile {}'s port_maps: {e}",
+                    annotations::PORTS,
+                    profile.name
+                ))
+            })?;
+        }
+    }
     let mut setup = Setup {
         id,
         policy,
@@ -124,6 +175,7 @@ pub fn create_runtime(
             backend: BackendKind::Userspace,
             daemon_pid: None,
             resolv_conf: None,
+            pia: pia_record,
         },
         host_nl: None,
         container_nl: None,
@@ -134,8 +186,9 @@ pub fn create_runtime(
         record_saved: false,
         firewall_loaded: false,
         rules_added: Vec::new(),
+        port_forward_helper: None,
     };
-    match setup.run(&spec, &bundle) {
+    match setup.run(&spec, &bundle, profile.pia()) {
         Ok(()) => {
             info!(
                 "container {id}: {} up ({} backend, profile {}, {} peer(s))",
@@ -170,6 +223,8 @@ struct Setup<'a> {
     firewall_loaded: bool,
     /// (ipv6, priority) of the policy rules added in the container.
     rules_added: Vec<(bool, u32)>,
+    /// The PIA port-forwarding helper's pid, once started.
+    port_forward_helper: Option<u32>,
 }
 
 impl Setup<'_> {
@@ -177,7 +232,12 @@ impl Setup<'_> {
         step_err(self.id, step)
     }
 
-    fn run(&mut self, spec: &TunnelSpec, bundle: &Bundle) -> Result<(), HookError> {
+    fn run(
+        &mut self,
+        spec: &TunnelSpec,
+        bundle: &Bundle,
+        pia: Option<&pia::settings::PiaSettings>,
+    ) -> Result<(), HookError> {
         let container_ns = self.container_ns;
         let host = Netlink::connect().map_err(self.err("opening netlink"))?;
         let tmp = self.record.host_link.clone();
@@ -274,6 +334,20 @@ impl Setup<'_> {
             let change = dns::write(bundle, &content).map_err(self.err("writing resolv.conf"))?;
             self.record.resolv_conf = Some(change);
         }
+        if let Some(settings) = pia.filter(|s| s.port_forwarding) {
+            // The helper reads its registration from the record.
+            self.save_record()?;
+            let helper = port_forward::start(self.policy, self.id, settings.api_deadline)
+                .map_err(self.err("forwarding a port (PIA)"))?;
+            self.port_forward_helper = Some(helper.pid);
+            if let Some(record) = self.record.pia.as_mut() {
+                record.port_forward = Some(PortForwardRecord {
+                    helper_pid: helper.pid,
+                    port: helper.port,
+                    port_file: settings.port_file.clone(),
+                });
+            }
+        }
         self.save_record()
     }
 
@@ -337,6 +411,13 @@ impl Setup<'_> {
 
     /// Takes back, in reverse, whatever `run` made. Best effort: every step is tried.
     fn undo(&mut self) {
+        if self.record.pia.is_some() {
+            stop_port_forwarding(
+                &self.policy.state_dir,
+                self.id,
+                self.port_forward_helper.take(),
+            );
+        }
         if let Some(change) = self.record.resolv_conf.take() {
             if let Err(e) = dns::restore(&change) {
                 warn!(
@@ -512,6 +593,21 @@ fn sweep_unrecorded(id: &str) -> io::Result<()> {
     wg::userspace::remove_socket(&name)
 }
 
+/// Stops the port-forwarding helper (found by its arguments when no pid was recorded: a create killed between
+/// starting it and saving the record) and removes its host-side files.
+fn stop_port_forwarding(state_dir: &std::path::Path, id: &str, pid: Option<u32>) {
+    let args = [port_forward::SUBCOMMAND, id];
+    if let Some(pid) = pid.or_else(|| process::find_with_args(&args)) {
+        process::stop(pid, &args);
+    }
+    for path in [
+        port_forward::port_file(state_dir, id),
+        port_forward::log_file(state_dir, id),
+    ] {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// Tears down what createRuntime recorded. Idempotent: no record, nothing of ours left. Works when the container's
 /// netns is already gone (podman runs poststop after removing it) and after a failed create. The record is
 /// removed even when a step fails, and the failure is reported.
@@ -525,6 +621,10 @@ pub fn poststop(state: &ContainerState, policy: &Policy) -> Result<(), HookError
         return sweep_unrecorded(id).map_err(step_err(id, "tearing down"));
     };
     let mut failures: Vec<String> = Vec::new();
+    if let Some(pia) = &record.pia {
+        let pid = pia.port_forward.as_ref().map(|pf| pf.helper_pid);
+        stop_port_forwarding(&policy.state_dir, id, pid);
+    }
     if let Some(change) = &record.resolv_conf {
         if let Err(e) = dns::restore(change) {
             failures.push(format!("restoring {}: {e}", change.path.display()));

@@ -13,7 +13,8 @@ pub fn host_link_name(container_id: &str) -> String {
     )
 }
 
-fn fnv1a64(bytes: &[u8]) -> u64 {
+/// 64-bit FNV-1a: stable across builds and platforms, for names that a later binary must find again.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
         hash ^= u64::from(b);

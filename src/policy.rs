@@ -3,6 +3,8 @@
 
 use crate::annotations;
 use crate::firewall::{self, PortMap};
+use crate::provider::pia::api::{check_cn, PiaHost};
+use crate::provider::pia::settings::{self as pia, PiaSettings};
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -13,7 +15,11 @@ use toml::Spanned;
 
 pub const DEFAULT_POLICY_PATH: &str = "/etc/wg-oci-hook/policy.toml";
 /// The annotations a policy may let containers set (besides wg.enable, which every container may set).
-pub const KNOWN_CHOOSABLE: &[&str] = &[annotations::PROFILE, annotations::PORTS];
+pub const KNOWN_CHOOSABLE: &[&str] = &[
+    annotations::PROFILE,
+    annotations::PORTS,
+    annotations::REGION,
+];
 const MAX_POLICY_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -44,14 +50,39 @@ pub struct Policy {
 #[derive(Debug, Clone)]
 pub struct Profile {
     pub name: String,
-    /// The wg-quick file, absolute.
-    pub config: PathBuf,
+    /// Where the tunnel comes from.
+    pub source: ProfileSource,
     /// Drop everything that does not go through the tunnel, to lo, or to `allow_local` (default on).
     pub kill_switch: bool,
     /// CIDRs allowed outside the tunnel; None when the policy does not say (which means none).
     pub allow_local: Option<Vec<IpNetwork>>,
     /// Inbound connections on the tunnel, redirected to the container's ports.
     pub port_maps: Vec<PortMap>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ProfileSource {
+    /// A wg-quick file, absolute.
+    WgQuick(PathBuf),
+    /// A Private Internet Access registration per container.
+    Pia(Box<PiaSettings>),
+}
+
+impl Profile {
+    /// The wg-quick file of a static profile.
+    pub fn wg_quick(&self) -> Option<&Path> {
+        match &self.source {
+            ProfileSource::WgQuick(path) => Some(path),
+            ProfileSource::Pia(_) => None,
+        }
+    }
+
+    pub fn pia(&self) -> Option<&PiaSettings> {
+        match &self.source {
+            ProfileSource::Pia(settings) => Some(settings),
+            ProfileSource::WgQuick(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +114,74 @@ struct RawProfile {
     allow_local: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     port_maps: Vec<Spanned<String>>,
+    provider: Option<Spanned<String>>,
+    // The keys of a `provider = "pia"` profile (refused on other profiles).
+    credentials: Option<Spanned<PathBuf>>,
+    regions: Option<Spanned<Vec<Spanned<String>>>>,
+    ca: Option<Spanned<PathBuf>>,
+    regions_key: Option<Spanned<PathBuf>>,
+    server: Option<Spanned<RawServer>>,
+    token_via_meta: Option<Spanned<bool>>,
+    port_forwarding: Option<Spanned<bool>>,
+    port_file: Option<Spanned<String>>,
+    bind_interval: Option<Spanned<u64>>,
+    server_list_ttl: Option<Spanned<u64>>,
+    api_timeout: Option<Spanned<u64>>,
+    api_deadline: Option<Spanned<u64>>,
+    api_ca: Option<Spanned<PathBuf>>,
+    token_url: Option<Spanned<String>>,
+    server_list_url: Option<Spanned<String>>,
+    dedicated_ip_url: Option<Spanned<String>>,
+}
+
+/// A profile's PIA keys, taken out of it (serde's flatten would lose the spans and deny_unknown_fields).
+struct RawPia {
+    credentials: Option<Spanned<PathBuf>>,
+    regions: Option<Spanned<Vec<Spanned<String>>>>,
+    ca: Option<Spanned<PathBuf>>,
+    regions_key: Option<Spanned<PathBuf>>,
+    server: Option<Spanned<RawServer>>,
+    token_via_meta: Option<Spanned<bool>>,
+    port_forwarding: Option<Spanned<bool>>,
+    port_file: Option<Spanned<String>>,
+    bind_interval: Option<Spanned<u64>>,
+    server_list_ttl: Option<Spanned<u64>>,
+    api_timeout: Option<Spanned<u64>>,
+    api_deadline: Option<Spanned<u64>>,
+    api_ca: Option<Spanned<PathBuf>>,
+    token_url: Option<Spanned<String>>,
+    server_list_url: Option<Spanned<String>>,
+    dedicated_ip_url: Option<Spanned<String>>,
+}
+
+impl RawProfile {
+    fn take_pia(&mut self) -> RawPia {
+        RawPia {
+            credentials: self.credentials.take(),
+            regions: self.regions.take(),
+            ca: self.ca.take(),
+            regions_key: self.regions_key.take(),
+            server: self.server.take(),
+            token_via_meta: self.token_via_meta.take(),
+            port_forwarding: self.port_forwarding.take(),
+            port_file: self.port_file.take(),
+            bind_interval: self.bind_interval.take(),
+            server_list_ttl: self.server_list_ttl.take(),
+            api_timeout: self.api_timeout.take(),
+            api_deadline: self.api_deadline.take(),
+            api_ca: self.api_ca.take(),
+            token_url: self.token_url.take(),
+            server_list_url: self.server_list_url.take(),
+            dedicated_ip_url: self.dedicated_ip_url.take(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    ip: String,
+    cn: String,
 }
 
 impl Policy {
@@ -194,27 +293,22 @@ impl Policy {
         };
         let base = path.parent().unwrap_or(Path::new("/"));
         let mut profiles = BTreeMap::new();
-        for (name, profile) in raw.profiles {
+        for (name, mut profile) in raw.profiles {
             let span = name.span();
             let name = name.into_inner();
             if !annotations::is_valid_name(&name) {
                 let msg = format!("profile name {name:?}: expected 1-64 characters of A-Z a-z 0-9 _ . -, not starting with . or -");
                 return Err(at(span, &msg));
             }
-            let config = profile
-                .config
-                .ok_or_else(|| {
-                    at(
-                        span.clone(),
-                        &format!("profile {name:?}: missing config (the wg-quick file)"),
-                    )
-                })?
-                .into_inner();
-            let config = if config.is_absolute() {
-                config
-            } else {
-                base.join(config)
-            };
+            let source = profile_source(
+                &name,
+                span.clone(),
+                profile.config.take(),
+                profile.provider.take(),
+                profile.take_pia(),
+                base,
+                &at,
+            )?;
             let allow_local = match profile.allow_local {
                 Some(list) => {
                     let mut nets = Vec::with_capacity(list.len());
@@ -251,7 +345,7 @@ impl Policy {
                 name.clone(),
                 Profile {
                     name,
-                    config,
+                    source,
                     kill_switch: profile.kill_switch.unwrap_or(true),
                     allow_local,
                     port_maps,
@@ -343,6 +437,243 @@ impl Policy {
     }
 }
 
+type At<'a> = dyn Fn(Range<usize>, &str) -> PolicyError + 'a;
+
+/// A static profile's wg-quick file, or a provider's settings; keys of the one kind are refused on the other.
+fn profile_source(
+    name: &str,
+    span: Range<usize>,
+    config: Option<Spanned<PathBuf>>,
+    provider: Option<Spanned<String>>,
+    raw: RawPia,
+    base: &Path,
+    at: &At,
+) -> Result<ProfileSource, PolicyError> {
+    let absolute = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+    let Some(provider) = provider else {
+        let config = config.ok_or_else(|| {
+            at(
+                span.clone(),
+                &format!("profile {name:?}: missing config (the wg-quick file) or provider"),
+            )
+        })?;
+        if let Some(span) = raw.first_span() {
+            return Err(at(
+                span,
+                &format!("profile {name:?}: this key is only for provider = \"pia\" profiles"),
+            ));
+        }
+        return Ok(ProfileSource::WgQuick(absolute(config.into_inner())));
+    };
+    if provider.get_ref() != "pia" {
+        let msg = format!(
+            "profile {name:?}: unknown provider {:?} (known: pia)",
+            provider.get_ref()
+        );
+        return Err(at(provider.span(), &msg));
+    }
+    if let Some(config) = config {
+        let msg = format!("profile {name:?}: a provider profile has no config file (its tunnel comes from the provider)");
+        return Err(at(config.span(), &msg));
+    }
+    let need = |key: &str| {
+        at(
+            span.clone(),
+            &format!("profile {name:?}: provider = \"pia\" needs {key}"),
+        )
+    };
+    let credentials = absolute(
+        raw.credentials
+            .ok_or_else(|| need("credentials (the file with username and password)"))?
+            .into_inner(),
+    );
+    let ca = absolute(
+        raw.ca
+            .ok_or_else(|| need("ca (PIA's CA certificate, ca.rsa.4096.crt)"))?
+            .into_inner(),
+    );
+    let server = match raw.server {
+        Some(server) => {
+            let span = server.span();
+            let RawServer { ip, cn } = server.into_inner();
+            let ip = ip.parse().map_err(|_| {
+                at(
+                    span.clone(),
+                    &format!("profile {name:?}: server.ip {ip:?} is not an IP address"),
+                )
+            })?;
+            check_cn(&cn)
+                .map_err(|e| at(span.clone(), &format!("profile {name:?}: server.cn: {e}")))?;
+            Some(PiaHost { ip, cn })
+        }
+        None => None,
+    };
+    let mut regions = Vec::new();
+    if let Some(list) = raw.regions {
+        let list_span = list.span();
+        for region in list.into_inner() {
+            if !annotations::is_valid_name(region.get_ref()) {
+                let msg = format!(
+                    "profile {name:?}: regions: {:?} is not a region id such as \"ca_vancouver\"",
+                    region.get_ref()
+                );
+                return Err(at(region.span(), &msg));
+            }
+            regions.push(region.into_inner());
+        }
+        if regions.is_empty() && server.is_none() {
+            return Err(at(
+                list_span,
+                &format!("profile {name:?}: regions is empty"),
+            ));
+        }
+    } else if server.is_none() {
+        return Err(need("regions (PIA region ids, tried in order) or server"));
+    }
+    let regions_key = match raw.regions_key {
+        Some(key) => Some(absolute(key.into_inner())),
+        None if server.is_none() => {
+            return Err(need("regions_key (PIA's regions-list public key)"))
+        }
+        None => None,
+    };
+    let token_via_meta = raw.token_via_meta.map(Spanned::into_inner).unwrap_or(false);
+    if token_via_meta && server.is_some() {
+        return Err(at(span.clone(), &format!("profile {name:?}: token_via_meta needs the regions' meta servers, which a fixed server has not")));
+    }
+    let port_forwarding = raw
+        .port_forwarding
+        .map(Spanned::into_inner)
+        .unwrap_or(false);
+    let port_file = match raw.port_file {
+        Some(file) if !port_forwarding => {
+            return Err(at(
+                file.span(),
+                &format!("profile {name:?}: port_file without port_forwarding = true"),
+            ));
+        }
+        Some(file) => {
+            let ok = file.get_ref().starts_with('/')
+                && file.get_ref().len() <= 1024
+                && !file.get_ref().ends_with('/')
+                && !file.get_ref().split('/').any(|c| c == "..")
+                && !file.get_ref().contains('\0');
+            if !ok {
+                return Err(at(file.span(), &format!("profile {name:?}: port_file must be an absolute path of a file inside the container, without ..")));
+            }
+            file.into_inner()
+        }
+        None => pia::DEFAULT_PORT_FILE.to_owned(),
+    };
+    let seconds = |value: Option<Spanned<u64>>,
+                   key: &str,
+                   range: std::ops::RangeInclusive<u64>,
+                   default: std::time::Duration| match value {
+        Some(v) if !range.contains(v.get_ref()) => Err(at(
+            v.span(),
+            &format!(
+                "profile {name:?}: {key} must be {} to {} seconds",
+                range.start(),
+                range.end()
+            ),
+        )),
+        Some(v) => Ok(std::time::Duration::from_secs(v.into_inner())),
+        None => Ok(default),
+    };
+    let bind_interval = seconds(
+        raw.bind_interval,
+        "bind_interval",
+        1..=900,
+        pia::DEFAULT_BIND_INTERVAL,
+    )?;
+    let server_list_ttl = seconds(
+        raw.server_list_ttl,
+        "server_list_ttl",
+        0..=7 * 86400,
+        pia::DEFAULT_SERVER_LIST_TTL,
+    )?;
+    let api_timeout = seconds(
+        raw.api_timeout,
+        "api_timeout",
+        1..=60,
+        pia::DEFAULT_API_TIMEOUT,
+    )?;
+    let api_deadline = seconds(
+        raw.api_deadline,
+        "api_deadline",
+        1..=120,
+        pia::DEFAULT_API_DEADLINE,
+    )?;
+    let url = |value: Option<Spanned<String>>, key: &str, default: &str| match value {
+        Some(u) => match reqwest::Url::parse(u.get_ref()) {
+            Ok(parsed) if parsed.scheme() == "https" && parsed.host_str().is_some() => {
+                Ok(u.into_inner())
+            }
+            _ => Err(at(
+                u.span(),
+                &format!("profile {name:?}: {key} must be an https:// URL"),
+            )),
+        },
+        None => Ok(default.to_owned()),
+    };
+    Ok(ProfileSource::Pia(Box::new(PiaSettings {
+        credentials,
+        regions,
+        ca,
+        regions_key,
+        server,
+        token_via_meta,
+        port_forwarding,
+        port_file,
+        bind_interval,
+        server_list_ttl,
+        api_timeout,
+        api_deadline,
+        api_ca: raw.api_ca.map(|p| absolute(p.into_inner())),
+        token_url: url(raw.token_url, "token_url", pia::DEFAULT_TOKEN_URL)?,
+        server_list_url: url(
+            raw.server_list_url,
+            "server_list_url",
+            pia::DEFAULT_SERVER_LIST_URL,
+        )?,
+        dedicated_ip_url: url(
+            raw.dedicated_ip_url,
+            "dedicated_ip_url",
+            pia::DEFAULT_DEDICATED_IP_URL,
+        )?,
+    })))
+}
+
+impl RawPia {
+    /// Where the first PIA key of a non-PIA profile stands.
+    fn first_span(&self) -> Option<Range<usize>> {
+        fn s<T>(v: &Option<Spanned<T>>) -> Option<Range<usize>> {
+            v.as_ref().map(Spanned::span)
+        }
+        [
+            s(&self.credentials),
+            s(&self.regions),
+            s(&self.ca),
+            s(&self.regions_key),
+            s(&self.server),
+            s(&self.token_via_meta),
+            s(&self.port_forwarding),
+            s(&self.port_file),
+            s(&self.bind_interval),
+            s(&self.server_list_ttl),
+            s(&self.api_timeout),
+            s(&self.api_deadline),
+            s(&self.api_ca),
+            s(&self.token_url),
+            s(&self.server_list_url),
+            s(&self.dedicated_ip_url),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|r| r.start)
+    }
+}
+
 /// Stricter than the kernel (which takes any byte but / : and whitespace): the name is also written into
 /// nft rules, where a quote must never appear.
 fn is_valid_ifname(name: &str) -> bool {
@@ -391,8 +722,8 @@ mod tests {
         assert_eq!(p.userspace_command, vec!["wireguard-go"]);
         assert!(p.allowed_annotations.is_empty());
         assert_eq!(
-            p.profiles["vpn"].config,
-            PathBuf::from("/etc/wg-oci-hook/vpn.conf")
+            p.profiles["vpn"].wg_quick(),
+            Some(Path::new("/etc/wg-oci-hook/vpn.conf"))
         );
     }
 
@@ -422,8 +753,8 @@ config = "work.conf"
         assert_eq!(p.backend, BackendChoice::Userspace);
         assert_eq!(p.log_level, Some(log::LevelFilter::Debug));
         assert_eq!(
-            p.profiles["work-eu.2"].config,
-            PathBuf::from("/etc/wg-oci-hook/work.conf")
+            p.profiles["work-eu.2"].wg_quick(),
+            Some(Path::new("/etc/wg-oci-hook/work.conf"))
         );
     }
 
@@ -530,6 +861,98 @@ config = "work.conf"
         let e = err("[profiles.vpn]\nconfig = \"a\"\nkill_switch = \"yes\"\n");
         assert!(e.contains(":3:15: "), "{e}");
         assert!(err(&format!("nft_command = \"\"\n{MINIMAL}")).contains("nft_command"));
+    }
+
+    const PIA: &str = "[profiles.pia]\nprovider = \"pia\"\ncredentials = \"pia/credentials\"\n\
+                       ca = \"pia/ca.rsa.4096.crt\"\nregions_key = \"pia/regions.pem\"\n\
+                       regions = [\"ca_vancouver\", \"swiss\"]\n";
+
+    #[test]
+    fn a_pia_profile_gets_defaults_and_absolute_paths() {
+        let p = parse(PIA).unwrap();
+        let pia = p.profiles["pia"].pia().unwrap();
+        assert_eq!(
+            pia.credentials,
+            PathBuf::from("/etc/wg-oci-hook/pia/credentials")
+        );
+        assert_eq!(
+            pia.ca,
+            PathBuf::from("/etc/wg-oci-hook/pia/ca.rsa.4096.crt")
+        );
+        assert_eq!(pia.regions, ["ca_vancouver", "swiss"]);
+        assert_eq!(pia.token_url, pia::DEFAULT_TOKEN_URL);
+        assert_eq!(pia.server_list_url, pia::DEFAULT_SERVER_LIST_URL);
+        assert_eq!(pia.bind_interval, std::time::Duration::from_secs(900));
+        assert_eq!(pia.api_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(pia.port_file, "/run/pia-port");
+        assert!(!pia.port_forwarding && !pia.token_via_meta && pia.server.is_none());
+        assert!(p.profiles["pia"].kill_switch);
+        assert!(p.profiles["pia"].wg_quick().is_none());
+
+        let p = parse(&format!(
+            "{PIA}port_forwarding = true\nport_file = \"/tmp/port\"\nbind_interval = 2\napi_timeout = 1\n\
+             token_url = \"https://198.18.1.1/api/client/v2/token\"\nserver = {{ ip = \"198.18.1.11\", cn = \"laba401\" }}\n"
+        ))
+        .unwrap();
+        let pia = p.profiles["pia"].pia().unwrap();
+        assert!(pia.port_forwarding);
+        assert_eq!(pia.port_file, "/tmp/port");
+        assert_eq!(pia.bind_interval, std::time::Duration::from_secs(2));
+        assert_eq!(pia.server.as_ref().unwrap().cn, "laba401");
+        assert_eq!(pia.token_url, "https://198.18.1.1/api/client/v2/token");
+    }
+
+    #[test]
+    fn pia_profiles_are_checked_with_line_numbers() {
+        let e = err("[profiles.pia]\nprovider = \"nordvpn\"\n");
+        assert!(
+            e.contains(":2:12: profile \"pia\": unknown provider \"nordvpn\""),
+            "{e}"
+        );
+        let e = err("[profiles.pia]\nprovider = \"pia\"\nca = \"/ca\"\n");
+        assert!(e.contains("needs credentials"), "{e}");
+        let e = err("[profiles.pia]\nprovider = \"pia\"\ncredentials = \"/c\"\nca = \"/ca\"\nregions_key = \"/k\"\n");
+        assert!(e.contains("needs regions"), "{e}");
+        let e = err(&format!("{PIA}config = \"/etc/x.conf\"\n"));
+        assert!(
+            e.contains(":7:10: ") && e.contains("has no config file"),
+            "{e}"
+        );
+        let e = err(&format!("{PIA}port_file = \"/run/p\"\n"));
+        assert!(
+            e.contains(":7:13: ") && e.contains("without port_forwarding"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{PIA}port_forwarding = true\nport_file = \"../etc/shadow\"\n"
+        ));
+        assert!(e.contains(":8:13: ") && e.contains("absolute path"), "{e}");
+        let e = err(&format!("{PIA}bind_interval = 3600\n"));
+        assert!(
+            e.contains(":7:17: ") && e.contains("bind_interval must be 1 to 900 seconds"),
+            "{e}"
+        );
+        let e = err(&format!("{PIA}token_url = \"http://198.18.1.1/token\"\n"));
+        assert!(e.contains("token_url must be an https:// URL"), "{e}");
+        let e = err(&format!("{PIA}server = {{ ip = \"nope\", cn = \"x\" }}\n"));
+        assert!(e.contains("server.ip \"nope\""), "{e}");
+        let e = err(&format!("{PIA}regions_typo = []\n"));
+        assert!(e.contains(":7:1: "), "{e}");
+        let e = err(&format!("{PIA}regions = [\"../x\"]\n").replacen(
+            "regions = [\"ca_vancouver\", \"swiss\"]\n",
+            "",
+            1,
+        ));
+        assert!(e.contains("is not a region id"), "{e}");
+        let e = err("[profiles.vpn]\nconfig = \"a\"\nregions = [\"swiss\"]\n");
+        assert!(
+            e.contains(":3:11: ") && e.contains("only for provider = \"pia\""),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{PIA}server = {{ ip = \"192.0.2.1\", cn = \"x\" }}\ntoken_via_meta = true\n"
+        ));
+        assert!(e.contains("token_via_meta"), "{e}");
     }
 
     #[test]

@@ -1,13 +1,17 @@
-//! Turning a policy profile into a complete, checked plan (`TunnelSpec`) before anything is touched.
-//! Today a profile is a static wg-quick file; pools and providers will produce the same plan.
+//! Turning a policy profile into a complete, checked plan (`TunnelSpec`) before anything is touched: from a
+//! static wg-quick file, or from a provider's registration (`provider::pia`).
 
 use crate::firewall::PortMap;
 use crate::policy::Profile;
+use crate::provider::pia::Registered;
 use crate::wg::{DeviceConfig, PeerConfig};
 use crate::wgquick;
 use ipnetwork::IpNetwork;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// PIA's registered keys expire after some hours without traffic.
+const PIA_KEEPALIVE: u16 = 25;
 
 pub struct TunnelSpec {
     pub source: PathBuf,
@@ -31,8 +35,8 @@ impl TunnelSpec {
 
 /// Loads the profile's wg-quick file and resolves peer endpoints here, in the runtime's netns, where the
 /// encrypted UDP socket will live.
-pub fn tunnel_spec(profile: &Profile) -> Result<TunnelSpec, String> {
-    let config = wgquick::load(&profile.config).map_err(|e| e.to_string())?;
+pub fn from_wg_quick(profile: &Profile, path: &Path) -> Result<TunnelSpec, String> {
+    let config = wgquick::load(path).map_err(|e| e.to_string())?;
     let iface = config.interface;
     let mut routes: Vec<IpNetwork> = Vec::new();
     let mut peers = Vec::with_capacity(config.peers.len());
@@ -44,12 +48,7 @@ pub fn tunnel_spec(profile: &Profile) -> Result<TunnelSpec, String> {
         }
         let endpoint = match &peer.endpoint {
             Some(ep) => Some(resolve(&ep.host, ep.port).map_err(|e| {
-                format!(
-                    "{}: Endpoint {}:{}: {e}",
-                    profile.config.display(),
-                    ep.host,
-                    ep.port
-                )
+                format!("{}: Endpoint {}:{}: {e}", path.display(), ep.host, ep.port)
             })?),
             None => None,
         };
@@ -61,11 +60,11 @@ pub fn tunnel_spec(profile: &Profile) -> Result<TunnelSpec, String> {
             persistent_keepalive: peer.persistent_keepalive,
         });
     }
-    check_split_tunnel(profile, &routes)?;
+    check_split_tunnel(profile, path, &routes)?;
     let routes = routes_for_table(iface.table.as_deref(), routes)
-        .map_err(|e| format!("{}: {e}", profile.config.display()))?;
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(TunnelSpec {
-        source: profile.config.clone(),
+        source: path.to_owned(),
         device: DeviceConfig {
             private_key: iface.private_key,
             listen_port: iface.listen_port,
@@ -86,7 +85,11 @@ pub fn tunnel_spec(profile: &Profile) -> Result<TunnelSpec, String> {
 /// A split tunnel (AllowedIPs without a default route of either family) keeps the bridge's default route, but
 /// the kill switch would drop everything that takes it. The policy must say what that is, even if nothing:
 /// silence here is more likely a mistake than a wish for a container that only reaches the remote subnets.
-fn check_split_tunnel(profile: &Profile, allowed_ips: &[IpNetwork]) -> Result<(), String> {
+fn check_split_tunnel(
+    profile: &Profile,
+    path: &Path,
+    allowed_ips: &[IpNetwork],
+) -> Result<(), String> {
     let full = allowed_ips.iter().any(|n| n.prefix() == 0);
     if full || !profile.kill_switch || profile.allow_local.is_some() {
         return Ok(());
@@ -96,8 +99,38 @@ fn check_split_tunnel(profile: &Profile, allowed_ips: &[IpNetwork]) -> Result<()
          the kill switch would drop everything else: list what may leave outside the tunnel in allow_local \
          (allow_local = [] for nothing), or set kill_switch = false",
         profile.name,
-        profile.config.display()
+        path.display()
     ))
+}
+
+/// A PIA registration as wg-quick would write it: Address = peer_ip, the server as the one peer with
+/// AllowedIPs = 0.0.0.0/0 (PIA is IPv4 only: the kill switch keeps IPv6 off), DNS = dns_servers, keepalive 25 s.
+pub fn from_pia(profile: &Profile, credentials: &Path, registered: Registered) -> TunnelSpec {
+    let r = registered.registration;
+    let default_v4: IpNetwork = "0.0.0.0/0".parse().expect("literal");
+    TunnelSpec {
+        source: credentials.to_owned(),
+        device: DeviceConfig {
+            private_key: registered.private_key,
+            listen_port: None,
+            fwmark: None,
+            peers: vec![PeerConfig {
+                public_key: r.server_key,
+                preshared_key: None,
+                endpoint: Some(r.endpoint),
+                allowed_ips: vec![default_v4],
+                persistent_keepalive: Some(PIA_KEEPALIVE),
+            }],
+        },
+        addresses: vec![IpNetwork::from(r.peer_ip)],
+        mtu: None,
+        dns_servers: r.dns_servers,
+        dns_search: Vec::new(),
+        routes: vec![default_v4],
+        kill_switch: profile.kill_switch,
+        allow_local: profile.allow_local.clone().unwrap_or_default(),
+        port_maps: profile.port_maps.clone(),
+    }
 }
 
 /// wg-quick's `Table`: `off` adds no routes; `auto` (the default) and `main` route AllowedIPs in the main
@@ -148,10 +181,12 @@ mod tests {
             .contains("Table = \"1234\""));
     }
 
+    const SITE: &str = "/etc/wg-oci-hook/site.conf";
+
     fn profile(kill_switch: bool, allow_local: Option<Vec<IpNetwork>>) -> Profile {
         Profile {
             name: "site".into(),
-            config: "/etc/wg-oci-hook/site.conf".into(),
+            source: crate::policy::ProfileSource::WgQuick("/etc/wg-oci-hook/site.conf".into()),
             kill_switch,
             allow_local,
             port_maps: Vec::new(),
@@ -161,16 +196,18 @@ mod tests {
     #[test]
     fn a_split_tunnel_with_a_kill_switch_must_say_what_else_is_allowed() {
         let subnets: Vec<IpNetwork> = vec!["10.20.0.0/16".parse().unwrap()];
-        let e = check_split_tunnel(&profile(true, None), &subnets).unwrap_err();
+        let e = check_split_tunnel(&profile(true, None), Path::new(SITE), &subnets).unwrap_err();
         assert!(
             e.starts_with("profile \"site\": /etc/wg-oci-hook/site.conf routes only some subnets"),
             "{e}"
         );
         assert!(e.contains("allow_local"), "{e}");
-        assert!(check_split_tunnel(&profile(true, Some(vec![])), &subnets).is_ok());
-        assert!(check_split_tunnel(&profile(false, None), &subnets).is_ok());
+        assert!(
+            check_split_tunnel(&profile(true, Some(vec![])), Path::new(SITE), &subnets).is_ok()
+        );
+        assert!(check_split_tunnel(&profile(false, None), Path::new(SITE), &subnets).is_ok());
         let full: Vec<IpNetwork> = vec!["10.20.0.0/16".parse().unwrap(), "::/0".parse().unwrap()];
-        assert!(check_split_tunnel(&profile(true, None), &full).is_ok());
+        assert!(check_split_tunnel(&profile(true, None), Path::new(SITE), &full).is_ok());
     }
 
     #[test]

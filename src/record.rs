@@ -3,6 +3,7 @@
 //! Records hold names and pids, never keys.
 
 use crate::dns::ResolvConfChange;
+use crate::provider::pia::PiaRecord;
 use crate::wg::BackendKind;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
@@ -26,6 +27,9 @@ pub struct Record {
     pub daemon_pid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolv_conf: Option<ResolvConfChange>,
+    /// A PIA profile's registration and port-forwarding helper.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pia: Option<PiaRecord>,
 }
 
 pub struct StateDir {
@@ -79,6 +83,27 @@ impl StateDir {
         }
     }
 
+    /// Every record in the directory, by container id (for `status`); unreadable ones are skipped.
+    pub fn list(&self) -> io::Result<Vec<Record>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut records: Vec<Record> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let id = name
+                    .strip_suffix(".json")
+                    .filter(|id| !id.starts_with('.'))?;
+                self.load(id).ok().flatten()
+            })
+            .collect();
+        records.sort_by(|a, b| a.container_id.cmp(&b.container_id));
+        Ok(records)
+    }
+
     pub fn remove(&self, container_id: &str) -> io::Result<()> {
         match fs::remove_file(self.record_path(container_id)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
@@ -105,6 +130,7 @@ mod tests {
             backend: BackendKind::Userspace,
             daemon_pid: Some(42),
             resolv_conf: None,
+            pia: None,
         };
         state.save(&record).unwrap();
         let mode = fs::metadata(state.record_path("c1"))

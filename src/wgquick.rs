@@ -6,10 +6,9 @@
 //! they would run as root on the host. No error ever quotes a key or a whole line.
 
 use crate::key::Key;
+use crate::private_file;
 use ipnetwork::IpNetwork;
-use std::io::Read;
 use std::net::IpAddr;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 const MAX_CONFIG_BYTES: u64 = 64 * 1024;
@@ -58,34 +57,10 @@ pub struct WgQuickError {
 
 /// Reads a config file: a regular file of at most 64 KiB that neither group nor others can access.
 pub fn load(path: &Path) -> Result<WgQuickConfig, WgQuickError> {
-    let file_err = |message: String| WgQuickError {
+    let text = private_file::read(path, MAX_CONFIG_BYTES).map_err(|message| WgQuickError {
         location: path.display().to_string(),
         message,
-    };
-    // Checked before opening: opening a FIFO would block the hook until runc's timeout kills it.
-    let kind = std::fs::metadata(path).map_err(|e| file_err(e.to_string()))?;
-    if !kind.is_file() {
-        return Err(file_err("not a regular file".into()));
-    }
-    let file = std::fs::File::open(path).map_err(|e| file_err(e.to_string()))?;
-    let meta = file.metadata().map_err(|e| file_err(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(file_err("not a regular file".into()));
-    }
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(file_err(format!(
-            "is accessible by group or others (mode {mode:04o}); run chmod 600 {}",
-            path.display()
-        )));
-    }
-    if meta.size() > MAX_CONFIG_BYTES {
-        return Err(file_err("larger than 64 KiB".into()));
-    }
-    let mut text = String::new();
-    file.take(MAX_CONFIG_BYTES)
-        .read_to_string(&mut text)
-        .map_err(|e| file_err(e.to_string()))?;
+    })?;
     parse(&text, path)
 }
 
@@ -629,7 +604,8 @@ mod tests {
         let path =
             std::env::temp_dir().join(format!("wgoh-wgquick-{tag}-{}.conf", std::process::id()));
         std::fs::write(&path, text).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .unwrap();
         path
     }
 

@@ -2,14 +2,13 @@
 
 use super::uapi;
 use crate::command::{resolve_program, DEFAULT_PATH};
+use crate::process;
 use std::io;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SOCKET_WAIT: Duration = Duration::from_secs(5);
-const STOP_WAIT: Duration = Duration::from_secs(2);
 
 /// A freshly started daemon. Dropping it leaves the daemon running (that is the point: it outlives the hook).
 pub struct Daemon {
@@ -51,11 +50,7 @@ impl Daemon {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .current_dir("/");
-        // SAFETY: setsid is async-signal-safe; it detaches the daemon from the hook's session so that
-        // signals meant for the hook (runc's timeout kill) do not reach it.
-        unsafe {
-            cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(io::Error::from));
-        }
+        process::detach(&mut cmd);
         let child = cmd.spawn().map_err(|e| {
             io::Error::new(e.kind(), format!("starting {}: {e}", program.display()))
         })?;
@@ -104,19 +99,7 @@ impl Daemon {
 /// Stops a daemon started by an earlier hook run: only if `pid` still runs our command for `interface`
 /// (a pid can be reused), SIGTERM, then SIGKILL after a grace period. Removes a socket it left behind.
 pub fn stop(pid: u32, interface: &str) -> io::Result<()> {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
-    if serves_interface(pid, interface) {
-        let pid = Pid::from_raw(pid as i32);
-        let _ = kill(pid, Signal::SIGTERM);
-        let start = Instant::now();
-        while is_running(pid.as_raw() as u32) && start.elapsed() < STOP_WAIT {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        if is_running(pid.as_raw() as u32) {
-            let _ = kill(pid, Signal::SIGKILL);
-        }
-    }
+    process::stop(pid, &[interface]);
     remove_socket(interface)
 }
 
@@ -131,27 +114,5 @@ pub fn remove_socket(interface: &str) -> io::Result<()> {
 /// A daemon whose argv names `interface`, found by scanning /proc: for the case where no record holds its pid
 /// (runc killed create-runtime between starting it and saving the record).
 pub fn find_daemon(interface: &str) -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|&pid| pid != std::process::id() && serves_interface(pid, interface))
-}
-
-fn serves_interface(pid: u32, interface: &str) -> bool {
-    match std::fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(cmdline) => cmdline
-            .split(|&b| b == 0)
-            .any(|arg| arg == interface.as_bytes()),
-        Err(_) => false,
-    }
-}
-
-/// Alive and not a zombie (a zombie waits for a parent that is not us).
-fn is_running(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
-        Err(_) => false,
-    }
+    process::find_with_args(&[interface])
 }

@@ -1,0 +1,149 @@
+//! Writing a small file inside a running container's filesystem, from the host, safely.
+//!
+//! The container's files are reached through `/proc/PID/root`, which sees the container's own mounts. At
+//! createRuntime runc has not yet done pivot_root: that root is still the host's `/` (in the container's mount
+//! namespace), and the container's tree is under the bundle's rootfs path. Paths are resolved with openat2's
+//! RESOLVE_IN_ROOT, so a symlink planted in the image resolves inside the container, never to a host file.
+
+use nix::fcntl::{openat2, renameat, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// Replaces `path` (absolute, as the container sees it) with `content`, mode 0644, by rename, so readers see
+/// the old file or the new one. The directory must exist.
+pub fn write(pid: u32, rootfs: &Path, path: &str, content: &[u8]) -> io::Result<()> {
+    let root = container_root(pid, rootfs)?;
+    let relative = path.trim_start_matches('/');
+    let (dir, name) = match relative.rsplit_once('/') {
+        Some((dir, name)) => (dir, name),
+        None => (".", relative),
+    };
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{path}: not a file path"),
+        ));
+    }
+    let in_root = ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS;
+    let dir_fd = openat2(
+        &root,
+        dir,
+        OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+            .resolve(in_root),
+    )
+    .map_err(|e| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("{path}: its directory: {e}"),
+        )
+    })?;
+    let tmp = format!(".{name}.wg-oci-hook");
+    let _ = nix::unistd::unlinkat(
+        &dir_fd,
+        tmp.as_str(),
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    );
+    let file = openat2(
+        &dir_fd,
+        tmp.as_str(),
+        OpenHow::new()
+            .flags(
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+            )
+            .mode(Mode::from_bits_truncate(0o644))
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS),
+    )
+    .map_err(|e| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("{path}: creating it: {e}"),
+        )
+    })?;
+    let written = File::from(file)
+        .write_all(content)
+        .and_then(|()| renameat(&dir_fd, tmp.as_str(), &dir_fd, name).map_err(io::Error::from));
+    if let Err(e) = written {
+        let _ = nix::unistd::unlinkat(
+            &dir_fd,
+            tmp.as_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+        return Err(io::Error::new(e.kind(), format!("{path}: {e}")));
+    }
+    Ok(())
+}
+
+/// The directory that is `/` for the container's workload: `/proc/PID/root` after pivot_root, the rootfs
+/// under it before.
+fn container_root(pid: u32, rootfs: &Path) -> io::Result<OwnedFd> {
+    let proc_root = nix::fcntl::open(
+        format!("/proc/{pid}/root").as_str(),
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let theirs = nix::sys::stat::fstat(&proc_root)?;
+    let ours = std::fs::metadata("/")?;
+    if theirs.st_dev as u64 != ours.dev() || theirs.st_ino as u64 != ours.ino() {
+        return Ok(proc_root);
+    }
+    let relative = rootfs.strip_prefix("/").map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("rootfs {} is not absolute", rootfs.display()),
+        )
+    })?;
+    openat2(
+        &proc_root,
+        relative,
+        OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_NO_MAGICLINKS),
+    )
+    .map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Our own process has not pivoted: its rootfs is a directory of the host, as at createRuntime.
+    #[test]
+    fn writes_inside_the_rootfs_and_symlinks_stay_inside() {
+        let base = std::env::temp_dir().join(format!("wgoh-cfile-{}", std::process::id()));
+        let rootfs = base.join("rootfs");
+        std::fs::create_dir_all(rootfs.join("run")).unwrap();
+        let outside = base.join("outside");
+        std::fs::write(&outside, "host file\n").unwrap();
+        write(std::process::id(), &rootfs, "/run/pia-port", b"47001\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("run/pia-port")).unwrap(),
+            "47001\n"
+        );
+        write(std::process::id(), &rootfs, "/run/pia-port", b"47002\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("run/pia-port")).unwrap(),
+            "47002\n"
+        );
+
+        // A symlinked directory that points at an absolute host path resolves inside the rootfs.
+        std::os::unix::fs::symlink(&base, rootfs.join("escape")).unwrap();
+        let e = write(std::process::id(), &rootfs, "/escape/outside", b"pwned\n").unwrap_err();
+        assert!(e.to_string().contains("/escape/outside"), "{e}");
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "host file\n");
+        // A symlink as the file itself is replaced, not followed.
+        std::os::unix::fs::symlink(&outside, rootfs.join("run/link")).unwrap();
+        write(std::process::id(), &rootfs, "/run/link", b"1\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "host file\n");
+        assert!(write(std::process::id(), &rootfs, "/missing/dir/file", b"1").is_err());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}

@@ -1,0 +1,307 @@
+//! PIA port forwarding: a helper process per container (`wg-oci-hook pia-port-forward ID`), started by the
+//! hook once the tunnel is up and stopped at poststop. Through the tunnel (its HTTP calls run on a thread
+//! inside the container's netns) it gets a signature, binds the port every `bind_interval`, renews the
+//! signature before it expires, and writes the port to `port_file` inside the container and to
+//! `<state_dir>/<id>.port`. It never gives up on a passing error (it retries), and ends by itself when the
+//! container's init is gone.
+//!
+//! The hook waits for the first bind, so the workload can read the port from its first instruction; a first
+//! bind that fails fails the start. The helper holds none of the hook's stdio: its stdout is a pipe the hook
+//! reads one line from, then /dev/null; its stderr is `<state_dir>/<id>.pf.log`.
+
+use super::api::{Api, ApiError, Signature};
+use super::cache::Cache;
+use super::credentials::Credentials;
+use super::{runtime, PiaRecord, Tokens};
+use crate::container_file;
+use crate::netns::NetNs;
+use crate::policy::Policy;
+use crate::process;
+use crate::record::StateDir;
+use log::{info, warn};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+pub const SUBCOMMAND: &str = "pia-port-forward";
+/// After a failed round, try again this soon (or at the bind interval, if that is shorter).
+const RETRY: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(250);
+
+pub fn port_file(state_dir: &Path, container: &str) -> PathBuf {
+    state_dir.join(format!("{container}.port"))
+}
+
+pub fn log_file(state_dir: &Path, container: &str) -> PathBuf {
+    state_dir.join(format!("{container}.pf.log"))
+}
+
+/// The forwarded port as the helper last bound it, from the host-side file.
+pub fn current_port(state_dir: &Path, container: &str) -> Option<u16> {
+    std::fs::read_to_string(port_file(state_dir, container))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A started helper that has bound its first port.
+pub struct Helper {
+    pub pid: u32,
+    pub port: u16,
+}
+
+/// Starts the helper for `container` (whose record, with its `pia` part, is saved already) and waits up to
+/// `wait` for its first bind. On failure the helper is gone.
+pub fn start(policy: &Policy, container: &str, wait: Duration) -> Result<Helper, String> {
+    let exe =
+        std::fs::read_link("/proc/self/exe").map_err(|e| format!("finding our own binary: {e}"))?;
+    let log_path = log_file(&policy.state_dir, container);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&log_path)
+        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let mut cmd = Command::new(&exe);
+    cmd.arg("--policy")
+        .arg(&policy.path)
+        .args([SUBCOMMAND, container])
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .current_dir("/");
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        cmd.env("RUST_LOG", filter);
+    }
+    process::detach(&mut cmd);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", exe.display()))?;
+    let pid = child.id();
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    // A thread, so the wait is bounded; it ends at the helper's first line or when the pipe closes.
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let answer = rx.recv_timeout(wait);
+    let fail = |child: &mut std::process::Child, e: String| {
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_file(port_file(&policy.state_dir, container));
+        Err(e)
+    };
+    match answer {
+        Ok(line) => {
+            let line = line.trim_end();
+            if let Some(port) = line.strip_prefix("port ").and_then(|p| p.parse().ok()) {
+                info!("container {container}: port {port} forwarded (helper pid {pid})");
+                Ok(Helper { pid, port })
+            } else if let Some(e) = line.strip_prefix("error ") {
+                fail(&mut child, e.to_owned())
+            } else {
+                let status = child.try_wait().ok().flatten();
+                let e = format!(
+                    "the helper ended without a port ({}); see {}",
+                    status.map_or("still running".into(), |s| s.to_string()),
+                    log_path.display()
+                );
+                fail(&mut child, e)
+            }
+        }
+        Err(_) => fail(
+            &mut child,
+            format!("no port forwarded within {} s", wait.as_secs()),
+        ),
+    }
+}
+
+/// The helper's life: `wg-oci-hook pia-port-forward ID`.
+pub fn run(policy: &Policy, container: &str) -> Result<(), String> {
+    let record = StateDir::new(&policy.state_dir)
+        .load(container)
+        .map_err(|e| format!("reading the record: {e}"))?
+        .ok_or("no record for this container")?;
+    let pia = record
+        .pia
+        .clone()
+        .ok_or("the record has no PIA registration")?;
+    let settings = policy
+        .profiles
+        .get(&record.profile)
+        .and_then(|p| p.pia())
+        .ok_or_else(|| {
+            format!(
+                "profile {:?} is not a PIA profile of {}",
+                record.profile,
+                policy.path.display()
+            )
+        })?;
+    let mut forwarder = Forwarder {
+        policy,
+        container,
+        credentials: Credentials::load(&settings.credentials)?,
+        cache: Cache::new(&policy.state_dir),
+        ns: NetNs::of_pid(pia.container_pid).map_err(|e| format!("the container's netns: {e}"))?,
+        init_started: process::start_time(pia.container_pid)
+            .ok_or("the container's init is gone")?,
+        settings,
+        pia,
+        signature: None,
+    };
+    let mut ready = Some(io::stdout());
+    let mut bound: Option<u16> = None;
+    loop {
+        let pause = match forwarder.round() {
+            Ok(port) => {
+                if bound != Some(port) {
+                    if let Err(e) = forwarder.publish(port) {
+                        if let Some(out) = ready.take() {
+                            return report(out, Err(e));
+                        }
+                        warn!("container {container}: {e}");
+                    }
+                    bound = Some(port);
+                }
+                if let Some(out) = ready.take() {
+                    report(out, Ok(port))?;
+                }
+                settings.bind_interval
+            }
+            Err(e) => {
+                if let Some(out) = ready.take() {
+                    return report(out, Err(e));
+                }
+                warn!("container {container}: {e}; trying again");
+                settings.bind_interval.min(RETRY)
+            }
+        };
+        if !forwarder.sleep_while_alive(pause) {
+            info!("container {container}: its init is gone; stopping");
+            return Ok(());
+        }
+    }
+}
+
+/// The one line the hook waits for; afterwards stdout is /dev/null, so no pipe of the hook's stays open.
+fn report(mut out: io::Stdout, result: Result<u16, String>) -> Result<(), String> {
+    let line = match &result {
+        Ok(port) => format!("port {port}\n"),
+        Err(e) => format!("error {}\n", e.replace('\n', " ")),
+    };
+    let _ = out.write_all(line.as_bytes());
+    let _ = out.flush();
+    if let Ok(null) = std::fs::File::options().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(null);
+    }
+    result.map(drop)
+}
+
+struct Forwarder<'a> {
+    policy: &'a Policy,
+    container: &'a str,
+    settings: &'a super::settings::PiaSettings,
+    credentials: Credentials,
+    cache: Cache,
+    pia: PiaRecord,
+    ns: NetNs,
+    init_started: u64,
+    signature: Option<Signature>,
+}
+
+impl Forwarder<'_> {
+    /// One bindPort (with a new signature first when there is none or it expires within two intervals).
+    fn round(&mut self) -> Result<u16, String> {
+        let api = Api::new(self.settings, Instant::now() + self.settings.api_deadline)?;
+        let host = self.pia.server();
+        let renew_before =
+            SystemTime::now() + (2 * self.settings.bind_interval).max(Duration::from_secs(60));
+        if self
+            .signature
+            .as_ref()
+            .map_or(true, |s| s.expires_at < renew_before)
+        {
+            let tokens = Tokens {
+                api: &api,
+                cache: &self.cache,
+                credentials: &self.credentials,
+                via_meta: self.settings.token_via_meta,
+            };
+            let meta = self.pia.meta_hosts();
+            let rt = runtime()?;
+            let token = rt.block_on(tokens.get(&meta))?;
+            let signature =
+                match self.in_container(|rt| rt.block_on(api.get_signature(&host, &token)))? {
+                    Err(ApiError::LoginFailed) => {
+                        let token = rt.block_on(tokens.renew(&meta))?;
+                        self.in_container(|rt| rt.block_on(api.get_signature(&host, &token)))?
+                    }
+                    other => other,
+                }
+                .map_err(|e| e.to_string())?;
+            info!(
+                "container {}: signature for port {} until {}",
+                self.container,
+                signature.port,
+                humantime::format_rfc3339_seconds(signature.expires_at)
+            );
+            self.signature = Some(signature);
+        }
+        let signature = self.signature.as_ref().expect("set above");
+        let bound = self.in_container(|rt| rt.block_on(api.bind_port(&host, signature)))?;
+        if let Err(e) = bound {
+            // A refused signature is not worth keeping: get a new one next round.
+            self.signature = None;
+            return Err(e);
+        }
+        Ok(signature.port)
+    }
+
+    /// Runs `work` on a thread inside the container's netns, with a runtime of its own there.
+    fn in_container<T: Send>(
+        &self,
+        work: impl FnOnce(&tokio::runtime::Runtime) -> T + Send,
+    ) -> Result<T, String> {
+        self.ns
+            .run(|| {
+                let rt = runtime().map_err(io::Error::other)?;
+                Ok(work(&rt))
+            })
+            .map_err(|e| format!("entering the container's netns: {e}"))
+    }
+
+    fn publish(&self, port: u16) -> Result<(), String> {
+        let text = format!("{port}\n");
+        container_file::write(
+            self.pia.container_pid,
+            &self.pia.rootfs,
+            &self.settings.port_file,
+            text.as_bytes(),
+        )
+        .map_err(|e| format!("writing the port inside the container: {e}"))?;
+        let host = port_file(&self.policy.state_dir, self.container);
+        crate::atomic_file::write(&host, text.as_bytes(), 0o644)
+            .map_err(|e| format!("{}: {e}", host.display()))
+    }
+
+    /// Sleeps `pause`; false as soon as the container's init is gone.
+    fn sleep_while_alive(&self, pause: Duration) -> bool {
+        let until = Instant::now() + pause;
+        loop {
+            if process::start_time(self.pia.container_pid) != Some(self.init_started) {
+                return false;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            std::thread::sleep(left.min(POLL));
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! A `provider = "pia"` profile's settings, as the policy gives them (checked there, with line numbers).
+
+use super::api::PiaHost;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_TOKEN_URL: &str = "https://www.privateinternetaccess.com/api/client/v2/token";
+pub const DEFAULT_SERVER_LIST_URL: &str = "https://serverlist.piaservers.net/vpninfo/servers/v6";
+pub const DEFAULT_DEDICATED_IP_URL: &str =
+    "https://www.privateinternetaccess.com/api/client/v2/dedicated_ip";
+pub const DEFAULT_PORT_FILE: &str = "/run/pia-port";
+/// PIA wants bindPort at least every 15 minutes.
+pub const DEFAULT_BIND_INTERVAL: Duration = Duration::from_secs(15 * 60);
+pub const DEFAULT_SERVER_LIST_TTL: Duration = Duration::from_secs(6 * 3600);
+pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(5);
+/// Inside the 30 s the shipped hooks.d entries give the hook, with room for the rest of the start.
+pub const DEFAULT_API_DEADLINE: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone)]
+pub struct PiaSettings {
+    /// TOML with username, password and optionally dedicated_ip_token; mode 0600.
+    pub credentials: PathBuf,
+    /// Region ids, tried in order.
+    pub regions: Vec<String>,
+    /// PIA's CA (ca.rsa.4096.crt): the only root for meta, WireGuard API and port-forwarding servers.
+    pub ca: PathBuf,
+    /// PIA's regions-list public key (PEM SPKI); needed unless `server` is fixed.
+    pub regions_key: Option<PathBuf>,
+    /// A fixed WireGuard server instead of the list's regions.
+    pub server: Option<PiaHost>,
+    /// Get the token from the region's meta server (by IP, PIA's CA) instead of the web API.
+    pub token_via_meta: bool,
+    pub port_forwarding: bool,
+    /// Where the forwarded port is written inside the container.
+    pub port_file: String,
+    pub bind_interval: Duration,
+    pub server_list_ttl: Duration,
+    /// Bound on each HTTP call.
+    pub api_timeout: Duration,
+    /// Bound on all of a start's HTTP calls together.
+    pub api_deadline: Duration,
+    /// Roots for the web API instead of the system's (a private mirror, or the test lab).
+    pub api_ca: Option<PathBuf>,
+    pub token_url: String,
+    pub server_list_url: String,
+    pub dedicated_ip_url: String,
+}
