@@ -92,7 +92,12 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
 
 fn init_logging(policy_level: Option<log::LevelFilter>) {
     let mut builder = env_logger::Builder::new();
-    builder.filter_level(policy_level.unwrap_or(log::LevelFilter::Warn));
+    let level = policy_level.unwrap_or(log::LevelFilter::Warn);
+    // Our own messages at the policy's level; the HTTP and TLS crates' at warn at most: their debug and trace
+    // output is theirs to word, and could carry a URL with a token in it. RUST_LOG can still ask for it.
+    builder
+        .filter_level(level.min(log::LevelFilter::Warn))
+        .filter_module("wg_oci_hook", level);
     if let Ok(spec) = std::env::var("RUST_LOG") {
         builder.parse_filters(&spec);
     }

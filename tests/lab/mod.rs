@@ -38,10 +38,13 @@ use std::time::{Duration, Instant};
 
 mod bridge;
 mod docker;
+mod pia;
 
 pub use bridge::*;
 #[allow(unused_imports)] // only the Docker tests use it
 pub use docker::*;
+#[allow(unused_imports)] // only the PIA tests use it
+pub use pia::*;
 pub use wg_oci_hook::names::host_link_name;
 
 /// The hook under test.
@@ -190,6 +193,11 @@ impl LabProfile {
         }
     }
 
+    /// A profile `name` without a config file, whose tunnel comes from `provider` (`provider = "pia"`).
+    pub fn provider(name: &str, provider: &str) -> Self {
+        LabProfile::new(name, PathBuf::new()).with("provider", &toml_str(provider))
+    }
+
     /// Adds `key = raw_value` to this profile (`raw_value` is TOML value text, written verbatim).
     pub fn with(mut self, key: &str, raw_value: &str) -> Self {
         self.extra.push((key.to_owned(), raw_value.to_owned()));
@@ -221,11 +229,11 @@ impl Policy {
             s += &format!("{key} = {value}\n");
         }
         for profile in &self.profiles {
-            s += &format!(
-                "\n[profiles.{}]\nconfig = {}\n",
-                profile.name,
-                toml_str(&profile.config.to_string_lossy())
-            );
+            s += &format!("\n[profiles.{}]\n", profile.name);
+            // A provider profile has no config file (see `LabProfile::provider`).
+            if !profile.config.as_os_str().is_empty() {
+                s += &format!("config = {}\n", toml_str(&profile.config.to_string_lossy()));
+            }
             for (key, value) in &profile.extra {
                 s += &format!("{key} = {value}\n");
             }
@@ -1109,6 +1117,9 @@ impl Lab {
         for (pid, argv) in processes_mentioning(&name) {
             found.push(format!("process {pid}: {argv}"));
         }
+        for (pid, argv) in port_forward_helpers(cid) {
+            found.push(format!("port-forwarding helper {pid}: {argv}"));
+        }
         let sock = Path::new("/var/run/wireguard").join(format!("{name}.sock"));
         if sock.exists() {
             found.push(format!("UAPI socket {}", sock.display()));
@@ -1306,7 +1317,8 @@ impl Drop for Lab {
         // 4. Whatever the hook left for containers of this lab (their tests have failed already if so).
         for cid in self.seen_cids.lock().unwrap().iter() {
             let name = host_link_name(cid);
-            for (pid, _) in processes_mentioning(&name) {
+            let helpers = port_forward_helpers(cid);
+            for (pid, _) in processes_mentioning(&name).into_iter().chain(helpers) {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid as i32),
                     nix::sys::signal::Signal::SIGKILL,
@@ -1622,6 +1634,14 @@ fn stop_child(what: &str, child: &mut Child) {
 }
 
 /// (pid, argv) of every process with an argument containing `needle`.
+/// The hook's PIA port-forwarding helpers for container `cid` (`wg-oci-hook ... pia-port-forward CID`).
+pub fn port_forward_helpers(cid: &str) -> Vec<(u32, String)> {
+    processes_mentioning(cid)
+        .into_iter()
+        .filter(|(_, argv)| argv.split(' ').any(|a| a == "pia-port-forward"))
+        .collect()
+}
+
 pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
     let mut found = Vec::new();
     let me = std::process::id();

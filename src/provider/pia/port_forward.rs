@@ -9,7 +9,7 @@
 //! bind that fails fails the start. The helper holds none of the hook's stdio: its stdout is a pipe the hook
 //! reads one line from, then /dev/null; its stderr is `<state_dir>/<id>.pf.log`.
 
-use super::api::{Api, ApiError, Signature};
+use super::api::{Api, ApiError, PiaHost, Signature};
 use super::cache::Cache;
 use super::credentials::Credentials;
 use super::{runtime, PiaRecord, Tokens};
@@ -219,7 +219,11 @@ impl Forwarder<'_> {
     /// One bindPort (with a new signature first when there is none or it expires within two intervals).
     fn round(&mut self) -> Result<u16, String> {
         let api = Api::new(self.settings, Instant::now() + self.settings.api_deadline)?;
-        let host = self.pia.server();
+        // The port-forwarding API answers on the server's tunnel address, under the server's name.
+        let host = PiaHost {
+            ip: self.pia.server_vip,
+            cn: self.pia.server_cn.clone(),
+        };
         let renew_before =
             SystemTime::now() + (2 * self.settings.bind_interval).max(Duration::from_secs(60));
         if self
