@@ -6,10 +6,10 @@ use crate::firewall::{self, Nft, Rules};
 use crate::link::Netlink;
 use crate::names::host_link_name;
 use crate::netns::NetNs;
-use crate::policy::{BackendChoice, Policy, ProfileSource};
+use crate::policy::{BackendChoice, Policy, Profile, ProfileSource};
 use crate::process;
 use crate::profile::{self, TunnelSpec};
-use crate::provider::pia::{self, port_forward, PiaRecord, PortForwardRecord};
+use crate::provider::pia::{self, port_forward, PortForwardRecord};
 use crate::record::{Record, StateDir, RECORD_VERSION};
 use crate::state::{Bundle, ContainerState};
 use crate::wg::{self, userspace::Daemon, BackendKind};
@@ -17,6 +17,7 @@ use log::{debug, info, warn};
 use std::fmt::Display;
 use std::io;
 use std::os::fd::AsFd;
+use std::time::Instant;
 
 /// wg-quick's fallback when nothing tells it the path MTU, and its WireGuard overhead (IPv6 + UDP + WG).
 const FALLBACK_UNDERLAY_MTU: u32 = 1500;
@@ -30,6 +31,64 @@ const TUNNEL_TABLE: u32 = 51820;
 const RULE_MAIN_WITHOUT_DEFAULTS: u32 = 32764;
 const RULE_TUNNEL_TABLE: u32 = 32765;
 const EEXIST: i32 = 17;
+
+/// The profile's port maps and the container's `wg.ports`, if the policy lets it add some.
+fn port_maps(
+    policy: &Policy,
+    profile: &Profile,
+    request: &annotations::Request,
+) -> Result<Vec<firewall::PortMap>, String> {
+    let mut maps = profile.port_maps.clone();
+    let Some(ports) = &request.ports else {
+        return Ok(maps);
+    };
+    if !policy.allows(annotations::PORTS) {
+        return Err(format!(
+            "annotation {}: the policy {} does not let containers map ports (allowed_annotations)",
+            annotations::PORTS,
+            policy.path.display()
+        ));
+    }
+    for map in ports {
+        firewall::add_port_map(&mut maps, *map).map_err(|e| {
+            format!(
+                "annotation {} against profile {}'s port_maps: {e}",
+                annotations::PORTS,
+                profile.name
+            )
+        })?;
+    }
+    Ok(maps)
+}
+
+/// `wg.region` only where the policy allows it, and only for a provider profile that picks servers by region.
+fn check_region(
+    policy: &Policy,
+    profile: &Profile,
+    request: &annotations::Request,
+) -> Result<(), String> {
+    let Some(region) = &request.region else {
+        return Ok(());
+    };
+    let annotation = format!("annotation {}={region:?}", annotations::REGION);
+    if !policy.allows(annotations::REGION) {
+        return Err(format!(
+            "{annotation}: the policy {} does not let containers choose a region (allowed_annotations)",
+            policy.path.display()
+        ));
+    }
+    match profile.pia() {
+        None => Err(format!(
+            "{annotation}: profile {} is not a provider profile",
+            profile.name
+        )),
+        Some(pia) if pia.server.is_some() => Err(format!(
+            "{annotation}: profile {} uses a fixed server, not regions",
+            profile.name
+        )),
+        Some(_) => Ok(()),
+    }
+}
 
 /// One line for the engine's error output: which container, which step, why.
 #[derive(Debug)]
@@ -75,22 +134,9 @@ pub fn create_runtime(
     let profile = policy
         .select_profile_or(request.profile.as_deref(), runtime_profile)
         .map_err(step_err(id, "choosing a profile"))?;
-    if let Some(region) = &request.region {
-        if !policy.allows(annotations::REGION) {
-            return Err(step_err(id, "reading annotations")(format!(
-                "annotation {}={region:?}: the policy {} does not let containers choose a region (allowed_annotations)",
-                annotations::REGION,
-                policy.path.display()
-            )));
-        }
-        if profile.pia().is_none() {
-            return Err(step_err(id, "reading annotations")(format!(
-                "annotation {}={region:?}: profile {} is not a provider profile",
-                annotations::REGION,
-                profile.name
-            )));
-        }
-    }
+    let port_maps =
+        port_maps(policy, profile, &request).map_err(step_err(id, "reading annotations"))?;
+    check_region(policy, profile, &request).map_err(step_err(id, "reading annotations"))?;
     let nft = Nft::locate(&policy.nft_command).map_err(step_err(id, "finding nft"))?;
     let pid = state
         .live_pid()
@@ -110,58 +156,24 @@ pub fn create_runtime(
         ));
     }
     // Last of the checks, since a provider registers a key: nothing before this may still refuse the start.
-    let (mut spec, pia_record) = match &profile.source {
-        ProfileSource::WgQuick(path) => (
-            profile::from_wg_quick(profile, path).map_err(step_err(id, "reading the profile"))?,
-            None,
-        ),
+    let (mut spec, pia_record, deadline) = match &profile.source {
+        ProfileSource::WgQuick(path) => {
+            let spec = profile::from_wg_quick(profile, path)
+                .map_err(step_err(id, "reading the profile"))?;
+            (spec, None, None)
+        }
         ProfileSource::Pia(settings) => {
-            let registered =
-                pia::register(settings, &policy.state_dir, request.region.as_deref(), id)
-                    .map_err(step_err(id, "registering with PIA"))?;
-            let record = PiaRecord {
-                region: registered.region.clone(),
-                server_cn: registered.server.cn.clone(),
-                server_ip: registered.server.ip,
-                server_vip: registered.registration.server_vip,
-                peer_ip: registered.registration.peer_ip,
-                meta: registered
-                    .meta
-                    .iter()
-                    .map(|h| pia::HostRecord {
-                        ip: h.ip,
-                        cn: h.cn.clone(),
-                    })
-                    .collect(),
-                container_pid: pid,
-                rootfs: bundle.rootfs.clone(),
-                port_forward: None,
-            };
-            (
-                profile::from_pia(profile, &settings.credentials, registered),
-                Some(record),
-            )
+            // Its HTTP calls and the wait for a forwarded port share one deadline.
+            let deadline = Instant::now() + settings.api_deadline;
+            let region = request.region.as_deref();
+            let registered = pia::register(settings, &policy.state_dir, region, id, deadline)
+                .map_err(step_err(id, "registering with PIA"))?;
+            let record = registered.record(pid, &bundle.rootfs);
+            let spec = profile::from_pia(profile, &settings.credentials, registered);
+            (spec, Some(record), Some(deadline))
         }
     };
-
-    if let Some(ports) = &request.ports {
-        if !policy.allows(annotations::PORTS) {
-            return Err(step_err(id, "reading annotations")(format!(
-                "annotation {}: the policy {} does not let containers map ports (allowed_annotations)",
-                annotations::PORTS,
-                policy.path.display()
-            )));
-        }
-        for map in ports {
-            firewall::add_port_map(&mut spec.port_maps, *map).map_err(|e| {
-                step_err(id, "reading annotations")(format!(
-                    "annotation {} against profile {}'s port_maps: {e}",
-                    annotations::PORTS,
-                    profile.name
-                ))
-            })?;
-        }
-    }
+    spec.port_maps = port_maps;
     let mut setup = Setup {
         id,
         policy,
@@ -187,6 +199,7 @@ pub fn create_runtime(
         firewall_loaded: false,
         rules_added: Vec::new(),
         port_forward_helper: None,
+        deadline,
     };
     match setup.run(&spec, &bundle, profile.pia()) {
         Ok(()) => {
@@ -225,6 +238,8 @@ struct Setup<'a> {
     rules_added: Vec<(bool, u32)>,
     /// The PIA port-forwarding helper's pid, once started.
     port_forward_helper: Option<u32>,
+    /// A provider profile's deadline for its API calls, the first port binding included.
+    deadline: Option<Instant>,
 }
 
 impl Setup<'_> {
@@ -337,7 +352,10 @@ impl Setup<'_> {
         if let Some(settings) = pia.filter(|s| s.port_forwarding) {
             // The helper reads its registration from the record.
             self.save_record()?;
-            let helper = port_forward::start(self.policy, self.id, settings.api_deadline)
+            let wait = self.deadline.map_or(settings.api_deadline, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            let helper = port_forward::start(self.policy, self.id, wait)
                 .map_err(self.err("forwarding a port (PIA)"))?;
             self.port_forward_helper = Some(helper.pid);
             if let Some(record) = self.record.pia.as_mut() {

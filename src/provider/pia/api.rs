@@ -101,10 +101,6 @@ impl<'a> Api<'a> {
         })
     }
 
-    pub fn extend_deadline(&mut self, deadline: Instant) {
-        self.deadline = deadline;
-    }
-
     fn timeout(&self, what: &str) -> Result<Duration, String> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left < Duration::from_millis(50) {

@@ -56,13 +56,6 @@ pub struct PortForwardRecord {
 }
 
 impl PiaRecord {
-    pub fn server(&self) -> PiaHost {
-        PiaHost {
-            ip: self.server_ip,
-            cn: self.server_cn.clone(),
-        }
-    }
-
     pub fn meta_hosts(&self) -> Vec<PiaHost> {
         self.meta
             .iter()
@@ -81,6 +74,30 @@ pub struct Registered {
     pub region: String,
     pub server: PiaHost,
     pub meta: Vec<PiaHost>,
+}
+
+impl Registered {
+    /// What the container's record keeps of it.
+    pub fn record(&self, container_pid: u32, rootfs: &Path) -> PiaRecord {
+        PiaRecord {
+            region: self.region.clone(),
+            server_cn: self.server.cn.clone(),
+            server_ip: self.server.ip,
+            server_vip: self.registration.server_vip,
+            peer_ip: self.registration.peer_ip,
+            meta: self
+                .meta
+                .iter()
+                .map(|h| HostRecord {
+                    ip: h.ip,
+                    cn: h.cn.clone(),
+                })
+                .collect(),
+            container_pid,
+            rootfs: rootfs.to_owned(),
+            port_forward: None,
+        }
+    }
 }
 
 /// One WireGuard server to try.
@@ -155,9 +172,16 @@ pub fn register(
     state_dir: &Path,
     region: Option<&str>,
     container: &str,
+    deadline: Instant,
 ) -> Result<Registered, String> {
     let credentials = Credentials::load(&settings.credentials)?;
-    let api = Api::new(settings, Instant::now() + settings.api_deadline)?;
+    if let (Some(region), Some(_)) = (region, &credentials.dedicated_ip_token) {
+        return Err(format!(
+            "wg.region={region:?}: {} holds a dedicated IP, whose server is fixed",
+            settings.credentials.display()
+        ));
+    }
+    let api = Api::new(settings, deadline)?;
     let cache = Cache::new(state_dir);
     let tokens = Tokens {
         api: &api,
