@@ -7,9 +7,10 @@ set -euo pipefail
 with_recommends=(podman netavark aardvark-dns iptables runc conmon wireguard-go busybox-static iproute2 nftables tcpdump)
 # wireguard-tools recommends a whole kernel image (wireguard-modules): only the `wg` tool is needed.
 # qemu, cpio, xz and kmod build and boot the kernel-backend test VM (tests/vm).
+# openssl makes the lab PIA server's regions-list RSA key (tests/lab/pia.rs).
 # docker.io (20.10; pulls containerd, runc, tini) for the Docker lab (tests/lab/docker.rs), which starts its own
 # dockerd and containerd inside a lab netns: its recommends (apparmor, git, needrestart, ...) are not needed.
-without_recommends=(wireguard-tools qemu-system-x86 cpio xz-utils kmod docker.io)
+without_recommends=(wireguard-tools qemu-system-x86 cpio xz-utils kmod docker.io openssl)
 missing() {
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"

@@ -573,6 +573,52 @@ mod tests {
         assert!(decode_payload(&no_port).is_err());
     }
 
+    /// Without `api_ca` the web API trusts the system's roots (what subscribers use): that client must build,
+    /// with our ring provider installed as the process default.
+    #[test]
+    fn the_web_client_builds_with_the_system_roots_and_with_api_ca() {
+        let dir = std::env::temp_dir().join(format!("wgoh-api-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        std::fs::write(&ca, params.self_signed(&key).unwrap().pem()).unwrap();
+        let policy = crate::policy::Policy::parse(
+            &format!(
+                "[profiles.pia]\nprovider = \"pia\"\ncredentials = \"/c\"\nca = {ca:?}\n\
+                 server = {{ ip = \"192.0.2.1\", cn = \"x\" }}\n"
+            ),
+            std::path::Path::new("/etc/wg-oci-hook/policy.toml"),
+        )
+        .unwrap();
+        let mut settings = policy.profiles["pia"].pia().unwrap().clone();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let api = Api::new(&settings, deadline).unwrap();
+        api.web_client(Duration::from_secs(1)).unwrap();
+        api.pia_client(
+            &PiaHost {
+                ip: "192.0.2.1".parse().unwrap(),
+                cn: "x".into(),
+            },
+            1337,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        settings.api_ca = Some(ca.clone());
+        Api::new(&settings, deadline)
+            .unwrap()
+            .web_client(Duration::from_secs(1))
+            .unwrap();
+        settings.api_ca = Some(dir.join("missing.pem"));
+        let e = Api::new(&settings, deadline)
+            .unwrap()
+            .web_client(Duration::from_secs(1))
+            .unwrap_err();
+        assert!(e.starts_with("api_ca "), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn server_names_must_be_host_names() {
         assert!(check_cn("vancouver402").is_ok());
