@@ -19,12 +19,32 @@ const PROBE: &str = "ping -c 1 -W 2 10.77.0.1 && nc -w 2 10.77.0.1 8080 </dev/nu
 /// A dockerd with two wrapper runtimes: `wg-lab` binds the lab's profile (for Docker before 24, which has no
 /// `--annotation`), `wg` enables only annotated containers.
 fn dockerd(lab: &Lab) -> (Dockerd, String) {
+    dockerd_with(lab, &[("wg-lab", "lab")])
+}
+
+/// A dockerd with, for each (runtime name, profile) of `bound`, a wrapper runtime with runtimeArgs
+/// `--wg-profile=PROFILE` (what `wg-oci-hook install docker --profile PROFILE` registers), then `wg`, which
+/// enables only annotated containers; all with the lab's policy and the built hook. Returns it and the lab's
+/// busybox image.
+fn dockerd_with(lab: &Lab, bound: &[(&str, &str)]) -> (Dockerd, String) {
     let policy = format!("--wg-policy={}", lab.policy_path.display());
     let hook = format!("--wg-hook={HOOK_BIN}");
-    let profile = "--wg-profile=lab";
-    let bound = [profile, policy.as_str(), hook.as_str()];
+    let profiles: Vec<String> = bound
+        .iter()
+        .map(|(_, profile)| format!("--wg-profile={profile}"))
+        .collect();
+    let bound_args: Vec<[&str; 3]> = profiles
+        .iter()
+        .map(|profile| [profile.as_str(), policy.as_str(), hook.as_str()])
+        .collect();
     let plain = [policy.as_str(), hook.as_str()];
-    let d = lab.start_dockerd(&[("wg-lab", WRAPPER, &bound), ("wg", WRAPPER, &plain)]);
+    let mut runtimes: Vec<(&str, &str, &[&str])> = bound
+        .iter()
+        .zip(&bound_args)
+        .map(|((name, _), args)| (*name, WRAPPER, &args[..]))
+        .collect();
+    runtimes.push(("wg", WRAPPER, &plain));
+    let d = lab.start_dockerd(&runtimes);
     let image = d.import_busybox(lab);
     (d, image)
 }
@@ -130,6 +150,83 @@ fn docker_runtime_without_a_profile_leaves_unannotated_containers_alone() {
     let links: Vec<&str> = after.split_whitespace().collect();
     assert_eq!(links, ["lo"], "the container got more than lo\n{out}");
     assert!(!lab.record_path(&cid).exists());
+    lab.assert_nothing_left(&cid);
+}
+
+/// The README's Docker setup with a PIA profile: a runtime registered with `--wg-profile=pia` (as `wg-oci-hook
+/// install docker --profile pia` would add it), a policy whose `pia` profile points at the lab's PIA-compatible
+/// server. The hook, run by runc under dockerd's containerd, gets a token and the signed server list and
+/// registers a key with addKey before the workload starts; its first instruction goes through that tunnel.
+#[test]
+fn docker_container_on_a_pia_profile_reaches_the_lab_through_its_registered_tunnel() {
+    const PIA_PROBE: &str = "set -e
+ping -c 1 -W 2 10.77.0.1
+nc -w 2 10.77.0.1 8080 </dev/null
+echo BEGIN addr; ip -o -4 addr show dev wg0; echo END addr";
+    let lab = Lab::new("docker_pia");
+    let pia = PiaLab::start(&lab);
+    lab.write_policy(&pia.policy(&lab, &[]));
+    let (d, image) = dockerd_with(&lab, &[("wg-pia", "pia")]);
+    let (out, cid) = docker_run(
+        &lab,
+        &d,
+        &image,
+        "wg-pia",
+        false,
+        &["/bin/sh", "-c", PIA_PROBE],
+    );
+    assert!(
+        out.stdout.contains(MARKER.trim_end()),
+        "no answer through the PIA tunnel\n{out}"
+    );
+    let stats = pia.stats();
+    assert_eq!(
+        stats.add_key,
+        [("laba401".to_owned(), true)],
+        "one addKey, on lab_a's server\n{stats:?}\n{out}"
+    );
+    assert_eq!(
+        (stats.token_requests, stats.list_requests),
+        (1, 1),
+        "{stats:?}"
+    );
+    assert_eq!(stats.registered.len(), 1, "one registered key\n{stats:?}");
+    let peer_ip = stats.registered[0].1.clone();
+    assert!(
+        out.stdout.contains(&format!("inet {peer_ip}/32")),
+        "wg0 carries the registered peer_ip {peer_ip}\n{out}"
+    );
+    let peers: Vec<String> = lab
+        .responder_peers()
+        .iter()
+        .map(|p| p.ip().to_string())
+        .collect();
+    assert_eq!(
+        peers,
+        std::slice::from_ref(&peer_ip),
+        "the server saw the registered address"
+    );
+    for (what, text) in [
+        (
+            "docker run's output",
+            format!("{}\n{}", out.stdout, out.stderr),
+        ),
+        ("dockerd's log", d.log()),
+    ] {
+        assert!(
+            !text.contains(PIA_PASSWORD),
+            "{what} holds the PIA password"
+        );
+        for token in pia.tokens_issued() {
+            assert!(!text.contains(&token), "{what} holds a PIA token");
+        }
+    }
+    // `--rm`: docker removed the container; should it still be listed, remove it by force.
+    let listed = d.docker(&["ps", "-aq", "--no-trunc", "--filter", &format!("id={cid}")]);
+    listed.assert_success("docker ps -a");
+    if listed.stdout.contains(&cid) {
+        d.docker(&["rm", "-f", &cid]).assert_success("docker rm -f");
+    }
     lab.assert_nothing_left(&cid);
 }
 

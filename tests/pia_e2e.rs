@@ -11,45 +11,11 @@ use std::time::{Duration, Instant};
 
 /// A TOML string (JSON's escaping is TOML's for these paths and URLs).
 fn q(s: impl AsRef<str>) -> String {
-    serde_json::to_string(s.as_ref()).unwrap()
+    toml_quote(s.as_ref())
 }
 
 fn q_path(p: &Path) -> String {
     q(p.to_string_lossy())
-}
-
-/// The lab's policy with a default profile `pia` pointed at the lab's PIA server, `extra` added to it.
-fn pia_policy(lab: &Lab, pia: &PiaLab, extra: &[(&str, &str)]) -> Policy {
-    let credentials = lab.write_file(
-        "pia.cred",
-        &format!(
-            "username = {}\npassword = {}\n",
-            q(PIA_USERNAME),
-            q(PIA_PASSWORD)
-        ),
-        0o600,
-    );
-    let mut profile = LabProfile::provider("pia", "pia")
-        .with("credentials", &q_path(&credentials))
-        .with("ca", &q_path(&pia.ca_path()))
-        .with("api_ca", &q_path(&pia.ca_path()))
-        .with("regions_key", &q_path(&pia.regions_key_path()))
-        .with("token_url", &q(pia.token_url()))
-        .with("server_list_url", &q(pia.server_list_url()))
-        .with("dedicated_ip_url", &q(pia.dedicated_ip_url()));
-    let mut has_regions = false;
-    for (key, value) in extra {
-        has_regions |= *key == "regions";
-        profile = profile.with(key, value);
-    }
-    if !has_regions {
-        profile = profile.with("regions", "[\"lab_a\", \"lab_b\"]");
-    }
-    let mut policy = lab.policy();
-    policy.default_profile = "pia".into();
-    policy.allowed_annotations = vec!["wg.profile".into(), "wg.region".into()];
-    policy.profiles.push(profile);
-    policy
 }
 
 fn start(test: &str) -> (Lab, PiaLab) {
@@ -113,7 +79,7 @@ echo BEGIN resolv; cat /etc/resolv.conf; echo END resolv";
 #[test]
 fn pia_container_reaches_the_lab_through_its_registered_tunnel_on_first_try() {
     let (lab, pia) = start("pia_first_try");
-    lab.write_policy(&pia_policy(&lab, &pia, &[]));
+    lab.write_policy(&pia.policy(&lab, &[]));
     let run = lab.podman_run(&RunOpts::wg(THROUGH_THE_TUNNEL));
     run.assert_success("a PIA container");
     assert!(
@@ -179,11 +145,7 @@ fn pia_container_reaches_the_lab_through_its_registered_tunnel_on_first_try() {
 #[test]
 fn a_region_whose_addkey_fails_falls_back_to_the_next() {
     let (lab, pia) = start("pia_fallback");
-    lab.write_policy(&pia_policy(
-        &lab,
-        &pia,
-        &[("regions", "[\"lab_off\", \"lab_a\", \"lab_b\"]")],
-    ));
+    lab.write_policy(&pia.policy(&lab, &[("regions", "[\"lab_off\", \"lab_a\", \"lab_b\"]")]));
     pia.set_behaviour(|b| {
         b.fail_add_key_cns.insert("laba401".into());
     });
@@ -210,7 +172,7 @@ fn a_region_whose_addkey_fails_falls_back_to_the_next() {
     );
     assert!(!line.contains("labb402"), "{line}");
     // And a region the policy does not let containers choose is refused before any API call.
-    let mut policy = pia_policy(&lab, &pia, &[]);
+    let mut policy = pia.policy(&lab, &[]);
     policy.allowed_annotations = vec!["wg.profile".into()];
     lab.write_policy(&policy);
     let before = pia.stats().add_key.len();
@@ -225,7 +187,7 @@ fn a_region_whose_addkey_fails_falls_back_to_the_next() {
 #[test]
 fn an_expired_token_is_renewed_once() {
     let (lab, pia) = start("pia_token_renewal");
-    lab.write_policy(&pia_policy(&lab, &pia, &[]));
+    lab.write_policy(&pia.policy(&lab, &[]));
     let run = lab.podman_run(&RunOpts::wg(THROUGH_THE_TUNNEL));
     run.assert_success("first container, first token");
     assert_eq!(pia.stats().token_requests, 1);
@@ -270,7 +232,7 @@ fn an_expired_token_is_renewed_once() {
 #[test]
 fn a_server_list_with_a_bad_signature_is_refused() {
     let (lab, pia) = start("pia_bad_signature");
-    lab.write_policy(&pia_policy(&lab, &pia, &[]));
+    lab.write_policy(&pia.policy(&lab, &[]));
     pia.set_behaviour(|b| b.bad_list_signature = true);
     assert_refused(
         &lab,
@@ -280,7 +242,7 @@ fn a_server_list_with_a_bad_signature_is_refused() {
     // A genuine list checked against another key is refused the same way.
     pia.set_behaviour(|b| b.bad_list_signature = false);
     let other_key = q_path(&pia.other_regions_key_path());
-    let mut policy = pia_policy(&lab, &pia, &[]);
+    let mut policy = pia.policy(&lab, &[]);
     let profile = policy
         .profiles
         .iter_mut()
@@ -314,7 +276,7 @@ fn a_server_list_with_a_bad_signature_is_refused() {
 fn tls_with_a_wrong_ca_or_cn_is_refused() {
     let (lab, pia) = start("pia_tls");
     // PIA's CA must be the lab CA: another CA's file refuses every PIA server.
-    let mut policy = pia_policy(&lab, &pia, &[("regions", "[\"lab_a\"]")]);
+    let mut policy = pia.policy(&lab, &[("regions", "[\"lab_a\"]")]);
     let profile = policy
         .profiles
         .iter_mut()
@@ -331,7 +293,7 @@ fn tls_with_a_wrong_ca_or_cn_is_refused() {
         &["addKey on laba401 (198.18.1.11)", "UnknownIssuer"],
     );
     // The right CA, but the server presents a certificate for another name.
-    lab.write_policy(&pia_policy(&lab, &pia, &[("regions", "[\"lab_a\"]")]));
+    lab.write_policy(&pia.policy(&lab, &[("regions", "[\"lab_a\"]")]));
     pia.set_behaviour(|b| {
         b.wrong_cert_cn.insert("laba401".into());
     });
@@ -366,11 +328,7 @@ fn tls_with_a_wrong_ca_or_cn_is_refused() {
 #[test]
 fn a_hanging_api_fails_the_start_within_the_deadline_leaving_nothing() {
     let (lab, pia) = start("pia_hang");
-    lab.write_policy(&pia_policy(
-        &lab,
-        &pia,
-        &[("regions", "[\"lab_a\"]"), ("api_timeout", "2")],
-    ));
+    lab.write_policy(&pia.policy(&lab, &[("regions", "[\"lab_a\"]"), ("api_timeout", "2")]));
     pia.set_behaviour(|b| {
         b.hang.insert(PiaEndpoint::AddKey);
     });
@@ -392,9 +350,8 @@ fn a_hanging_api_fails_the_start_within_the_deadline_leaving_nothing() {
     assert_eq!(pia.stats().registered.len(), 0);
 
     // A hanging token endpoint under an overall deadline shorter than two calls: bounded all the same.
-    lab.write_policy(&pia_policy(
+    lab.write_policy(&pia.policy(
         &lab,
-        &pia,
         &[
             ("regions", "[\"lab_a\"]"),
             ("api_timeout", "2"),
@@ -419,7 +376,7 @@ fn a_hanging_api_fails_the_start_within_the_deadline_leaving_nothing() {
     );
 
     // Malformed JSON is a clear refusal too.
-    lab.write_policy(&pia_policy(&lab, &pia, &[("regions", "[\"lab_a\"]")]));
+    lab.write_policy(&pia.policy(&lab, &[("regions", "[\"lab_a\"]")]));
     pia.set_behaviour(|b| {
         b.hang.clear();
         b.malformed.insert(PiaEndpoint::AddKey);
@@ -445,9 +402,8 @@ fn a_hanging_api_fails_the_start_within_the_deadline_leaving_nothing() {
 #[test]
 fn port_forwarding_writes_the_port_and_keeps_binding() {
     let (lab, pia) = start("pia_port_forwarding");
-    lab.write_policy(&pia_policy(
+    lab.write_policy(&pia.policy(
         &lab,
-        &pia,
         &[
             ("port_forwarding", "true"),
             ("port_file", "\"/run/pia-port\""),
@@ -536,11 +492,7 @@ fn port_forwarding_writes_the_port_and_keeps_binding() {
 #[test]
 fn a_port_forwarding_start_fails_when_the_first_bind_fails() {
     let (lab, pia) = start("pia_pf_refused");
-    lab.write_policy(&pia_policy(
-        &lab,
-        &pia,
-        &[("port_forwarding", "true"), ("api_timeout", "2")],
-    ));
+    lab.write_policy(&pia.policy(&lab, &[("port_forwarding", "true"), ("api_timeout", "2")]));
     pia.set_behaviour(|b| {
         b.hang.insert(PiaEndpoint::BindPort);
     });
@@ -558,11 +510,7 @@ fn a_port_forwarding_start_fails_when_the_first_bind_fails() {
 #[test]
 fn credentials_never_appear_in_logs_records_or_process_arguments() {
     let (lab, pia) = start("pia_secrets");
-    let mut policy = pia_policy(
-        &lab,
-        &pia,
-        &[("port_forwarding", "true"), ("bind_interval", "1")],
-    );
+    let mut policy = pia.policy(&lab, &[("port_forwarding", "true"), ("bind_interval", "1")]);
     policy.log_level = "trace".into();
     lab.write_policy(&policy);
     let pid = lab.spawn_netns_sleeper();
@@ -626,7 +574,7 @@ fn credentials_never_appear_in_logs_records_or_process_arguments() {
 fn dedicated_ip_and_meta_token_routes_register_where_they_should() {
     let (lab, pia) = start("pia_dip_meta");
     // A dedicated IP: its own server, with its own basic-auth addKey.
-    lab.write_policy(&pia_policy(&lab, &pia, &[]));
+    lab.write_policy(&pia.policy(&lab, &[]));
     lab.write_file(
         "pia.cred",
         &format!(
@@ -649,7 +597,7 @@ fn dedicated_ip_and_meta_token_routes_register_where_they_should() {
     lab.assert_nothing_left(run.cid());
 
     // The meta route: the token from the region's meta server, by IP, under PIA's CA.
-    let mut policy = pia_policy(&lab, &pia, &[("token_via_meta", "true")]);
+    let mut policy = pia.policy(&lab, &[("token_via_meta", "true")]);
     policy
         .profiles
         .push(LabProfile::new("unused", &lab.config_path));

@@ -17,7 +17,10 @@
 //!
 //! HTTP is a minimal HTTP/1.1: one request per connection (`Connection: close`), Content-Length bodies.
 
-use super::{bind_in_netns, netns_path, run_cmd, write_file, Lab, DNS_SERVER, SERVER_PORT};
+use super::{
+    bind_in_netns, netns_path, run_cmd, write_file, Lab, LabProfile, Policy, DNS_SERVER,
+    SERVER_PORT,
+};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -320,6 +323,44 @@ impl PiaLab {
 
     pub fn dedicated_ip_url(&self) -> String {
         format!("https://{PIA_WWW_IP}/api/client/v2/dedicated_ip")
+    }
+
+    /// `lab`'s policy with a default profile `pia` pointed at this server, `extra` (key, raw TOML value text)
+    /// added to it: credentials `<lab>/pia.cred` (mode 0600, [`PIA_USERNAME`] and [`PIA_PASSWORD`], written
+    /// now), `ca` and `api_ca` the lab CA, `regions_key`, the three URLs, and `regions = ["lab_a", "lab_b"]`
+    /// unless `extra` names `regions`; `wg.profile` and `wg.region` allowed as annotations.
+    pub fn policy(&self, lab: &Lab, extra: &[(&str, &str)]) -> Policy {
+        let credentials = lab.write_file(
+            "pia.cred",
+            &format!(
+                "username = {}\npassword = {}\n",
+                toml_quote(PIA_USERNAME),
+                toml_quote(PIA_PASSWORD)
+            ),
+            0o600,
+        );
+        let path = |p: &std::path::Path| toml_quote(&p.to_string_lossy());
+        let mut profile = LabProfile::provider("pia", "pia")
+            .with("credentials", &path(&credentials))
+            .with("ca", &path(&self.ca_path()))
+            .with("api_ca", &path(&self.ca_path()))
+            .with("regions_key", &path(&self.regions_key_path()))
+            .with("token_url", &toml_quote(&self.token_url()))
+            .with("server_list_url", &toml_quote(&self.server_list_url()))
+            .with("dedicated_ip_url", &toml_quote(&self.dedicated_ip_url()));
+        let mut has_regions = false;
+        for (key, value) in extra {
+            has_regions |= *key == "regions";
+            profile = profile.with(key, value);
+        }
+        if !has_regions {
+            profile = profile.with("regions", "[\"lab_a\", \"lab_b\"]");
+        }
+        let mut policy = lab.policy();
+        policy.default_profile = "pia".into();
+        policy.allowed_annotations = vec!["wg.profile".into(), "wg.region".into()];
+        policy.profiles.push(profile);
+        policy
     }
 
     /// (ip, cn) of the dedicated IP's server (region `lab_a`).
@@ -1237,4 +1278,9 @@ fn bind_port(shared: &Shared, req: &Request) -> (u16, Value) {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A TOML basic string for `s` (JSON's escaping is TOML's for the lab's paths, URLs and credentials).
+pub fn toml_quote(s: &str) -> String {
+    serde_json::to_string(s).expect("a string serializes")
 }
