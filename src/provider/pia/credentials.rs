@@ -121,7 +121,10 @@ mod tests {
 
     #[test]
     fn the_shipped_example_parses() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/pia-credentials.example"));
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/etc/pia-credentials.example"
+        ));
         let c = Credentials::parse(&std::fs::read_to_string(path).unwrap(), path).unwrap();
         assert_eq!(c.username, "p1234567");
         assert!(c.dedicated_ip_token.is_none());
