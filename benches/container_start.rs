@@ -4,14 +4,18 @@
 //! - the hook alone: wall time of `wg-oci-hook create-runtime` and of `poststop` for a process in its own
 //!   netns (userspace backend), run from a thread inside the lab's host netns;
 //! - a whole container: `podman run --rm ... true` with and without `wg.enable=true`, interleaved so that
-//!   drift hits both alike; medians and their ratio.
+//!   drift hits both alike; medians and their ratio;
+//! - the same two with a PIA profile against the lab's PIA server (`tests/lab/pia.rs`), token and server list
+//!   cached as they are after the first start: what each start adds is one addKey over HTTPS; and the hook
+//!   alone with port forwarding (the first getSignature and bindPort through the tunnel, and the helper).
 //!
-//! Set WG_BENCH_ROUNDS to change the number of rounds (default 21).
+//! Set WG_BENCH_ROUNDS to change the number of rounds (default 21). Set WG_BENCH_BASELINE_HOOK to another
+//! build of wg-oci-hook to time it on the static profile too, interleaved with this one.
 
 #[path = "../tests/lab/mod.rs"]
 mod lab;
 
-use lab::{Lab, RunOpts, HOOK_BIN};
+use lab::{Lab, PiaLab, RunOpts, HOOK_BIN};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,23 +39,87 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(21);
     let lab = Lab::new("bench");
-    let (create, poststop) = hook_alone(&lab, rounds);
+    let baseline = std::env::var_os("WG_BENCH_BASELINE_HOOK").map(std::path::PathBuf::from);
+    let hooks: Vec<&std::path::Path> = std::iter::once(std::path::Path::new(HOOK_BIN))
+        .chain(baseline.as_deref())
+        .collect();
+    let static_hook = hook_alone(&lab, rounds, &hooks);
     let (plain, tunnel) = podman_runs(&lab, rounds);
+
+    let pia = PiaLab::start(&lab);
+    lab.write_policy(&pia.policy(&lab, &[]));
+    let pia_hook = hook_alone(&lab, rounds, &hooks[..1]);
+    let (pia_plain, pia_tunnel) = podman_runs(&lab, rounds);
+    let forwarding = pia.policy(&lab, &[("port_forwarding", "true")]);
+    lab.write_policy(&forwarding);
+    let pf_hook = hook_alone(&lab, rounds, &hooks[..1]);
+    let stats = pia.stats();
+
     println!("rounds: {rounds} (one run; medians)");
-    println!("hook create-runtime (userspace backend): {}", ms(create));
-    println!("hook poststop:                           {}", ms(poststop));
-    println!("podman run --rm without the hook:        {}", ms(plain));
-    println!("podman run --rm with wg.enable=true:     {}", ms(tunnel));
+    println!("static profile (userspace backend):");
     println!(
-        "ratio with/without: {:.2} (+{})",
+        "  hook create-runtime:                   {}",
+        ms(static_hook[0].0)
+    );
+    println!(
+        "  hook poststop:                         {}",
+        ms(static_hook[0].1)
+    );
+    if let Some((create, poststop)) = static_hook.get(1) {
+        println!(
+            "  baseline hook create-runtime:          {} (this build / baseline: {:.2})",
+            ms(*create),
+            static_hook[0].0.as_secs_f64() / create.as_secs_f64()
+        );
+        println!("  baseline hook poststop:                {}", ms(*poststop));
+    }
+    println!("  podman run --rm without the hook:      {}", ms(plain));
+    println!("  podman run --rm with wg.enable=true:   {}", ms(tunnel));
+    println!(
+        "  ratio with/without: {:.2} (+{})",
         tunnel.as_secs_f64() / plain.as_secs_f64(),
         ms(tunnel.saturating_sub(plain))
+    );
+    println!("PIA profile (token and server list cached; one addKey per start):");
+    println!(
+        "  hook create-runtime:                   {}",
+        ms(pia_hook[0].0)
+    );
+    println!(
+        "  hook poststop:                         {}",
+        ms(pia_hook[0].1)
+    );
+    println!("  podman run --rm without the hook:      {}", ms(pia_plain));
+    println!(
+        "  podman run --rm with wg.enable=true:   {}",
+        ms(pia_tunnel)
+    );
+    println!(
+        "  ratio with/without: {:.2} (+{})",
+        pia_tunnel.as_secs_f64() / pia_plain.as_secs_f64(),
+        ms(pia_tunnel.saturating_sub(pia_plain))
+    );
+    println!(
+        "  with port forwarding, hook create-runtime: {}",
+        ms(pf_hook[0].0)
+    );
+    println!(
+        "  with port forwarding, hook poststop:       {}",
+        ms(pf_hook[0].1)
+    );
+    println!(
+        "  lab server saw: {} token, {} list, {} addKey, {} getSignature requests",
+        stats.token_requests,
+        stats.list_requests,
+        stats.add_key.len(),
+        stats.get_signature
     );
 }
 
 /// Runs the hook binary the way runc does (state on stdin, empty environment) against a process that has
 /// a netns of its own, from a thread that entered the lab's host netns (so no nsenter is timed).
-fn hook_alone(lab: &Lab, rounds: usize) -> (Duration, Duration) {
+/// Returns (create-runtime, poststop) medians for each of `hooks`, run in turn on every round.
+fn hook_alone(lab: &Lab, rounds: usize, hooks: &[&std::path::Path]) -> Vec<(Duration, Duration)> {
     let host_ns =
         std::fs::File::open(format!("/var/run/netns/{}", lab.host_ns)).expect("lab host netns");
     let policy = lab.policy_path.clone();
@@ -59,24 +127,40 @@ fn hook_alone(lab: &Lab, rounds: usize) -> (Duration, Duration) {
         s.spawn(|| {
             nix::sched::setns(&host_ns, nix::sched::CloneFlags::CLONE_NEWNET)
                 .expect("setns into the lab");
-            let (mut create, mut poststop) = (Vec::new(), Vec::new());
+            let mut samples = vec![(Vec::new(), Vec::new()); hooks.len()];
             for round in 0..rounds {
-                let container = lab.spawn_netns_sleeper();
-                let id = format!("bench{round}");
-                let state = lab.fake_state(&id, container, &[("wg.enable", "true")]);
-                create.push(time_hook("create-runtime", &policy, &state));
-                poststop.push(time_hook("poststop", &policy, &state));
+                for (n, hook) in hooks.iter().enumerate() {
+                    let container = lab.spawn_netns_sleeper();
+                    let id = format!("bench{round}-{n}-{}", lab.id);
+                    let state = lab.fake_state(&id, container, &[("wg.enable", "true")]);
+                    std::fs::create_dir_all(lab.dir.join(format!("bundle-{id}/rootfs/run")))
+                        .unwrap();
+                    samples[n]
+                        .0
+                        .push(time_hook(hook, "create-runtime", &policy, &state));
+                    samples[n]
+                        .1
+                        .push(time_hook(hook, "poststop", &policy, &state));
+                }
             }
-            (median(&mut create), median(&mut poststop))
+            samples
+                .iter_mut()
+                .map(|(create, poststop)| (median(create), median(poststop)))
+                .collect()
         })
         .join()
         .expect("bench thread")
     })
 }
 
-fn time_hook(stage: &str, policy: &std::path::Path, state: &str) -> Duration {
+fn time_hook(
+    hook: &std::path::Path,
+    stage: &str,
+    policy: &std::path::Path,
+    state: &str,
+) -> Duration {
     let start = Instant::now();
-    let mut child = Command::new(HOOK_BIN)
+    let mut child = Command::new(hook)
         .args([stage, "--policy"])
         .arg(policy)
         .env_clear()
