@@ -429,12 +429,8 @@ impl Setup<'_> {
 
     /// Takes back, in reverse, whatever `run` made. Best effort: every step is tried.
     fn undo(&mut self) {
-        if self.record.pia.is_some() {
-            stop_port_forwarding(
-                &self.policy.state_dir,
-                self.id,
-                self.port_forward_helper.take(),
-            );
+        if let Some(pid) = self.port_forward_helper.take() {
+            stop_port_forwarding(&self.policy.state_dir, self.id, Some(pid));
         }
         if let Some(change) = self.record.resolv_conf.take() {
             if let Err(e) = dns::restore(&change) {
@@ -641,7 +637,15 @@ pub fn poststop(state: &ContainerState, policy: &Policy) -> Result<(), HookError
     let mut failures: Vec<String> = Vec::new();
     if let Some(pia) = &record.pia {
         let pid = pia.port_forward.as_ref().map(|pf| pf.helper_pid);
-        stop_port_forwarding(&policy.state_dir, id, pid);
+        // No pid but a forwarding profile: the create was killed before it could record the helper.
+        let forwarding = policy
+            .profiles
+            .get(&record.profile)
+            .and_then(|p| p.pia())
+            .is_some_and(|s| s.port_forwarding);
+        if pid.is_some() || forwarding {
+            stop_port_forwarding(&policy.state_dir, id, pid);
+        }
     }
     if let Some(change) = &record.resolv_conf {
         if let Err(e) = dns::restore(change) {

@@ -95,6 +95,7 @@ pub fn start(policy: &Policy, container: &str, wait: Duration) -> Result<Helper,
         let _ = child.kill();
         let _ = child.wait();
         let _ = std::fs::remove_file(port_file(&policy.state_dir, container));
+        let _ = std::fs::remove_file(&log_path);
         Err(e)
     };
     match answer {
