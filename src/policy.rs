@@ -134,49 +134,6 @@ struct RawProfile {
     dedicated_ip_url: Option<Spanned<String>>,
 }
 
-/// A profile's PIA keys, taken out of it (serde's flatten would lose the spans and deny_unknown_fields).
-struct RawPia {
-    credentials: Option<Spanned<PathBuf>>,
-    regions: Option<Spanned<Vec<Spanned<String>>>>,
-    ca: Option<Spanned<PathBuf>>,
-    regions_key: Option<Spanned<PathBuf>>,
-    server: Option<Spanned<RawServer>>,
-    token_via_meta: Option<Spanned<bool>>,
-    port_forwarding: Option<Spanned<bool>>,
-    port_file: Option<Spanned<String>>,
-    bind_interval: Option<Spanned<u64>>,
-    server_list_ttl: Option<Spanned<u64>>,
-    api_timeout: Option<Spanned<u64>>,
-    api_deadline: Option<Spanned<u64>>,
-    api_ca: Option<Spanned<PathBuf>>,
-    token_url: Option<Spanned<String>>,
-    server_list_url: Option<Spanned<String>>,
-    dedicated_ip_url: Option<Spanned<String>>,
-}
-
-impl RawProfile {
-    fn take_pia(&mut self) -> RawPia {
-        RawPia {
-            credentials: self.credentials.take(),
-            regions: self.regions.take(),
-            ca: self.ca.take(),
-            regions_key: self.regions_key.take(),
-            server: self.server.take(),
-            token_via_meta: self.token_via_meta.take(),
-            port_forwarding: self.port_forwarding.take(),
-            port_file: self.port_file.take(),
-            bind_interval: self.bind_interval.take(),
-            server_list_ttl: self.server_list_ttl.take(),
-            api_timeout: self.api_timeout.take(),
-            api_deadline: self.api_deadline.take(),
-            api_ca: self.api_ca.take(),
-            token_url: self.token_url.take(),
-            server_list_url: self.server_list_url.take(),
-            dedicated_ip_url: self.dedicated_ip_url.take(),
-        }
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawServer {
@@ -300,16 +257,7 @@ impl Policy {
                 let msg = format!("profile name {name:?}: expected 1-64 characters of A-Z a-z 0-9 _ . -, not starting with . or -");
                 return Err(at(span, &msg));
             }
-            let source = profile_source(
-                &name,
-                span.clone(),
-                profile.config.take(),
-                profile.provider.take(),
-                profile.take_pia(),
-                base,
-                &at,
-            )?;
-            let allow_local = match profile.allow_local {
+            let allow_local = match profile.allow_local.take() {
                 Some(list) => {
                     let mut nets = Vec::with_capacity(list.len());
                     for item in list {
@@ -329,7 +277,7 @@ impl Policy {
                 None => None,
             };
             let mut port_maps = Vec::with_capacity(profile.port_maps.len());
-            for item in profile.port_maps {
+            for item in std::mem::take(&mut profile.port_maps) {
                 let map = item
                     .get_ref()
                     .parse::<PortMap>()
@@ -341,12 +289,14 @@ impl Policy {
                     ));
                 }
             }
+            let kill_switch = profile.kill_switch.unwrap_or(true);
+            let source = profile_source(&name, span, profile, base, &at)?;
             profiles.insert(
                 name.clone(),
                 Profile {
                     name,
                     source,
-                    kill_switch: profile.kill_switch.unwrap_or(true),
+                    kill_switch,
                     allow_local,
                     port_maps,
                 },
@@ -443,26 +393,24 @@ type At<'a> = dyn Fn(Range<usize>, &str) -> PolicyError + 'a;
 fn profile_source(
     name: &str,
     span: Range<usize>,
-    config: Option<Spanned<PathBuf>>,
-    provider: Option<Spanned<String>>,
-    raw: RawPia,
+    mut raw: RawProfile,
     base: &Path,
     at: &At,
 ) -> Result<ProfileSource, PolicyError> {
     let absolute = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
-    let Some(provider) = provider else {
-        let config = config.ok_or_else(|| {
-            at(
-                span.clone(),
-                &format!("profile {name:?}: missing config (the wg-quick file) or provider"),
-            )
-        })?;
-        if let Some(span) = raw.first_span() {
+    let Some(provider) = raw.provider.take() else {
+        if let Some(span) = raw.first_pia_span() {
             return Err(at(
                 span,
                 &format!("profile {name:?}: this key is only for provider = \"pia\" profiles"),
             ));
         }
+        let config = raw.config.ok_or_else(|| {
+            at(
+                span.clone(),
+                &format!("profile {name:?}: missing config (the wg-quick file) or provider"),
+            )
+        })?;
         return Ok(ProfileSource::WgQuick(absolute(config.into_inner())));
     };
     if provider.get_ref() != "pia" {
@@ -472,7 +420,7 @@ fn profile_source(
         );
         return Err(at(provider.span(), &msg));
     }
-    if let Some(config) = config {
+    if let Some(config) = raw.config {
         let msg = format!("profile {name:?}: a provider profile has no config file (its tunnel comes from the provider)");
         return Err(at(config.span(), &msg));
     }
@@ -644,9 +592,9 @@ fn profile_source(
     })))
 }
 
-impl RawPia {
+impl RawProfile {
     /// Where the first PIA key of a non-PIA profile stands.
-    fn first_span(&self) -> Option<Range<usize>> {
+    fn first_pia_span(&self) -> Option<Range<usize>> {
         fn s<T>(v: &Option<Spanned<T>>) -> Option<Range<usize>> {
             v.as_ref().map(Spanned::span)
         }
