@@ -92,6 +92,39 @@ pub struct Api<'a> {
     pia_roots: rustls::RootCertStore,
 }
 
+/// One HTTPS call: what it is (for errors), its bound, its client and URL.
+struct Call {
+    what: String,
+    timeout: Duration,
+    client: reqwest::Client,
+    url: reqwest::Url,
+}
+
+impl Call {
+    /// Sends `request` (built from this call's client and URL) and reads at most `limit` bytes of the answer.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        limit: usize,
+    ) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
+        let fail = |e| format!("{}: {}", self.what, describe(e, self.timeout));
+        let mut response = request.timeout(self.timeout).send().await.map_err(fail)?;
+        let status = response.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(fail)? {
+            if body.len() + chunk.len() > limit {
+                return Err(format!(
+                    "{}: the answer is larger than {} KiB",
+                    self.what,
+                    limit >> 10
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, body))
+    }
+}
+
 impl<'a> Api<'a> {
     pub fn new(settings: &'a PiaSettings, deadline: Instant) -> Result<Api<'a>, String> {
         Ok(Api {
@@ -157,25 +190,40 @@ impl<'a> Api<'a> {
             .map_err(|_| format!("server name {:?} is not a host name", host.cn))
     }
 
-    async fn send(
-        request: reqwest::RequestBuilder,
-        timeout: Duration,
-        limit: usize,
-    ) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
-        let mut response = request
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| describe(e, timeout))?;
-        let status = response.status();
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| describe(e, timeout))? {
-            if body.len() + chunk.len() > limit {
-                return Err(format!("the answer is larger than {} KiB", limit >> 10));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok((status, body))
+    /// A call to the web API at `url`, bounded by what is left of the deadline.
+    fn web_call(&self, what: String, url: &str) -> Result<Call, String> {
+        let timeout = self.timeout(&what)?;
+        let client = self
+            .web_client(timeout)
+            .map_err(|e| format!("{what}: {e}"))?;
+        let url = reqwest::Url::parse(url).map_err(|e| format!("{what}: {e}"))?;
+        Ok(Call {
+            what,
+            timeout,
+            client,
+            url,
+        })
+    }
+
+    /// A call to one of PIA's own servers, `https://CN:PORT/PATH` at its IP.
+    fn pia_call(
+        &self,
+        what: String,
+        host: &PiaHost,
+        port: u16,
+        path: &str,
+    ) -> Result<Call, String> {
+        let timeout = self.timeout(&what)?;
+        let client = self
+            .pia_client(host, port, timeout)
+            .map_err(|e| format!("{what}: {e}"))?;
+        let url = Self::pia_url(host, port, path).map_err(|e| format!("{what}: {e}"))?;
+        Ok(Call {
+            what,
+            timeout,
+            client,
+            url,
+        })
     }
 
     /// A token for `credentials`: from the web API, or (token_via_meta) from a meta server by IP.
@@ -188,25 +236,21 @@ impl<'a> Api<'a> {
             Some(host) => format!("getting a token from meta server {host}"),
             None => format!("getting a token from {}", host_of(&self.settings.token_url)),
         };
-        let timeout = self.timeout(&what)?;
-        let (client, url) = match meta {
-            Some(host) => (
-                self.pia_client(host, META_PORT, timeout),
-                Self::pia_url(host, META_PORT, "/api/client/v2/token"),
-            ),
-            None => (
-                self.web_client(timeout),
-                reqwest::Url::parse(&self.settings.token_url).map_err(|e| e.to_string()),
-            ),
+        let call = match meta {
+            Some(host) => self.pia_call(what, host, META_PORT, "/api/client/v2/token")?,
+            None => self.web_call(what, &self.settings.token_url)?,
         };
-        let (client, url) = (client.map_err(|e| format!("{what}: {e}"))?, url?);
         let form = [
             ("username", credentials.username.as_str()),
             ("password", credentials.password.expose()),
         ];
-        let (status, body) = Self::send(client.post(url).form(&form), timeout, MAX_ANSWER_BYTES)
-            .await
-            .map_err(|e| format!("{what}: {e}"))?;
+        let (status, body) = call
+            .send(
+                call.client.post(call.url.clone()).form(&form),
+                MAX_ANSWER_BYTES,
+            )
+            .await?;
+        let what = &call.what;
         #[derive(Deserialize)]
         struct Answer {
             token: Option<String>,
@@ -240,14 +284,11 @@ impl<'a> Api<'a> {
             "fetching the server list from {}",
             host_of(&self.settings.server_list_url)
         );
-        let timeout = self.timeout(&what)?;
-        let client = self
-            .web_client(timeout)
-            .map_err(|e| format!("{what}: {e}"))?;
-        let url = reqwest::Url::parse(&self.settings.server_list_url).map_err(|e| e.to_string())?;
-        let (status, body) = Self::send(client.get(url), timeout, MAX_LIST_BYTES)
-            .await
-            .map_err(|e| format!("{what}: {e}"))?;
+        let call = self.web_call(what, &self.settings.server_list_url)?;
+        let (status, body) = call
+            .send(call.client.get(call.url.clone()), MAX_LIST_BYTES)
+            .await?;
+        let what = &call.what;
         if !status.is_success() {
             return Err(format!("{what}: HTTP {}", status.as_u16()));
         }
@@ -260,21 +301,16 @@ impl<'a> Api<'a> {
             "looking up the dedicated IP at {}",
             host_of(&self.settings.dedicated_ip_url)
         );
-        let timeout = self.timeout(&what)?;
-        let client = self
-            .web_client(timeout)
-            .map_err(|e| format!("{what}: {e}"))?;
-        let url =
-            reqwest::Url::parse(&self.settings.dedicated_ip_url).map_err(|e| e.to_string())?;
+        let call = self.web_call(what, &self.settings.dedicated_ip_url)?;
         let body = serde_json::json!({ "tokens": [dip.expose()] }).to_string();
-        let request = client
-            .post(url)
+        let request = call
+            .client
+            .post(call.url.clone())
             .header("Authorization", format!("Token {}", token.expose()))
             .header("Content-Type", "application/json")
             .body(body);
-        let (status, body) = Self::send(request, timeout, MAX_ANSWER_BYTES)
-            .await
-            .map_err(|e| format!("{what}: {e}"))?;
+        let (status, body) = call.send(request, MAX_ANSWER_BYTES).await?;
+        let what = &call.what;
         #[derive(Deserialize)]
         struct Entry {
             status: Option<String>,
@@ -320,30 +356,26 @@ impl<'a> Api<'a> {
         public_key: &Key,
     ) -> Result<Registration, ApiError> {
         let what = format!("addKey on {host}");
-        let timeout = self.timeout(&what)?;
-        let client = self
-            .pia_client(host, port, timeout)
-            .map_err(|e| format!("{what}: {e}"))?;
-        let mut url = Self::pia_url(host, port, "/addKey")?;
+        let mut call = self.pia_call(what, host, port, "/addKey")?;
         let ours = public_key.to_base64();
         let request = match auth {
             AddKeyAuth::Token(token) => {
-                url.query_pairs_mut()
+                call.url
+                    .query_pairs_mut()
                     .append_pair("pt", token.expose())
                     .append_pair("pubkey", &ours);
-                client.get(url)
+                call.client.get(call.url.clone())
             }
             AddKeyAuth::DedicatedIp { token, ip } => {
-                url.query_pairs_mut().append_pair("pubkey", &ours);
-                client.get(url).basic_auth(
+                call.url.query_pairs_mut().append_pair("pubkey", &ours);
+                call.client.get(call.url.clone()).basic_auth(
                     format!("dedicated_ip_{}", token.expose()),
                     Some(ip.to_string()),
                 )
             }
         };
-        let (status, body) = Self::send(request, timeout, MAX_ANSWER_BYTES)
-            .await
-            .map_err(|e| format!("{what}: {e}"))?;
+        let (status, body) = call.send(request, MAX_ANSWER_BYTES).await?;
+        let what = &call.what;
         #[derive(Deserialize, Default)]
         #[serde(default)]
         struct Answer {
@@ -406,15 +438,14 @@ impl<'a> Api<'a> {
         token: &Secret,
     ) -> Result<Signature, ApiError> {
         let what = format!("getSignature on {host}");
-        let timeout = self.timeout(&what)?;
-        let client = self
-            .pia_client(host, PORT_FORWARD_API_PORT, timeout)
-            .map_err(|e| format!("{what}: {e}"))?;
-        let mut url = Self::pia_url(host, PORT_FORWARD_API_PORT, "/getSignature")?;
-        url.query_pairs_mut().append_pair("token", token.expose());
-        let (_, body) = Self::send(client.get(url), timeout, MAX_ANSWER_BYTES)
-            .await
-            .map_err(|e| format!("{what}: {e}"))?;
+        let mut call = self.pia_call(what, host, PORT_FORWARD_API_PORT, "/getSignature")?;
+        call.url
+            .query_pairs_mut()
+            .append_pair("token", token.expose());
+        let (_, body) = call
+            .send(call.client.get(call.url.clone()), MAX_ANSWER_BYTES)
+            .await?;
+        let what = &call.what;
         #[derive(Deserialize, Default)]
         #[serde(default)]
         struct Answer {
@@ -447,17 +478,15 @@ impl<'a> Api<'a> {
     /// Binds (or keeps) the signature's port, through the tunnel.
     pub async fn bind_port(&self, host: &PiaHost, signature: &Signature) -> Result<(), String> {
         let what = format!("bindPort on {host}");
-        let timeout = self.timeout(&what)?;
-        let client = self
-            .pia_client(host, PORT_FORWARD_API_PORT, timeout)
-            .map_err(|e| format!("{what}: {e}"))?;
-        let mut url = Self::pia_url(host, PORT_FORWARD_API_PORT, "/bindPort")?;
-        url.query_pairs_mut()
+        let mut call = self.pia_call(what, host, PORT_FORWARD_API_PORT, "/bindPort")?;
+        call.url
+            .query_pairs_mut()
             .append_pair("payload", &signature.payload)
             .append_pair("signature", &signature.signature);
-        let (_, body) = Self::send(client.get(url), timeout, MAX_ANSWER_BYTES)
-            .await
-            .map_err(|e| format!("{what}: {e}"))?;
+        let (_, body) = call
+            .send(call.client.get(call.url.clone()), MAX_ANSWER_BYTES)
+            .await?;
+        let what = &call.what;
         #[derive(Deserialize, Default)]
         #[serde(default)]
         struct Answer {
