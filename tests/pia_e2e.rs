@@ -595,6 +595,17 @@ fn dedicated_ip_and_meta_token_routes_register_where_they_should() {
         "a dedicated IP needs no server list\n{stats:?}"
     );
     lab.assert_nothing_left(run.cid());
+    // A dedicated IP's server is fixed: a region annotation is refused, not ignored.
+    assert_refused(
+        &lab,
+        &RunOpts::wg("echo should-not-run").annotation("wg.region", "lab_b"),
+        &["wg.region=\"lab_b\"", "holds a dedicated IP"],
+    );
+    assert_eq!(
+        pia.stats().add_key.len(),
+        1,
+        "nothing registered for the refused start"
+    );
 
     // The meta route: the token from the region's meta server, by IP, under PIA's CA.
     let mut policy = pia.policy(&lab, &[("token_via_meta", "true")]);
