@@ -179,33 +179,7 @@ echo BEGIN addr; ip -o -4 addr show dev wg0; echo END addr";
         out.stdout.contains(MARKER.trim_end()),
         "no answer through the PIA tunnel\n{out}"
     );
-    let stats = pia.stats();
-    assert_eq!(
-        stats.add_key,
-        [("laba401".to_owned(), true)],
-        "one addKey, on lab_a's server\n{stats:?}\n{out}"
-    );
-    assert_eq!(
-        (stats.token_requests, stats.list_requests),
-        (1, 1),
-        "{stats:?}"
-    );
-    assert_eq!(stats.registered.len(), 1, "one registered key\n{stats:?}");
-    let peer_ip = stats.registered[0].1.clone();
-    assert!(
-        out.stdout.contains(&format!("inet {peer_ip}/32")),
-        "wg0 carries the registered peer_ip {peer_ip}\n{out}"
-    );
-    let peers: Vec<String> = lab
-        .responder_peers()
-        .iter()
-        .map(|p| p.ip().to_string())
-        .collect();
-    assert_eq!(
-        peers,
-        std::slice::from_ref(&peer_ip),
-        "the server saw the registered address"
-    );
+    pia.assert_registered_on_first_try(&lab, "laba401", &out.stdout);
     for (what, text) in [
         (
             "docker run's output",

@@ -27,16 +27,6 @@ fn assert_refused(lab: &Lab, opts: &RunOpts, needles: &[&str]) -> RunOutput {
     run
 }
 
-/// Script output between `BEGIN <tag>` and `END <tag>` lines.
-fn section<'a>(out: &'a str, tag: &str) -> Vec<&'a str> {
-    let (begin, end) = (format!("BEGIN {tag}"), format!("END {tag}"));
-    out.lines()
-        .skip_while(|l| *l != begin)
-        .skip(1)
-        .take_while(|l| *l != end)
-        .collect()
-}
-
 // ----- the lab itself, without the hook ---------------------------------------------------------------------------
 
 #[test]

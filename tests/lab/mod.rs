@@ -1634,6 +1634,16 @@ fn stop_child(what: &str, child: &mut Child) {
 }
 
 /// (pid, argv) of every process with an argument containing `needle`.
+/// Script output between `BEGIN <tag>` and `END <tag>` lines.
+pub fn section<'a>(out: &'a str, tag: &str) -> Vec<&'a str> {
+    let (begin, end) = (format!("BEGIN {tag}"), format!("END {tag}"));
+    out.lines()
+        .skip_while(|l| *l != begin)
+        .skip(1)
+        .take_while(|l| *l != end)
+        .collect()
+}
+
 /// The hook's PIA port-forwarding helpers for container `cid` (`wg-oci-hook ... pia-port-forward CID`).
 pub fn port_forward_helpers(cid: &str) -> Vec<(u32, String)> {
     processes_mentioning(cid)

@@ -329,6 +329,41 @@ impl PiaLab {
     /// added to it: credentials `<lab>/pia.cred` (mode 0600, [`PIA_USERNAME`] and [`PIA_PASSWORD`], written
     /// now), `ca` and `api_ca` the lab CA, `regions_key`, the three URLs, and `regions = ["lab_a", "lab_b"]`
     /// unless `extra` names `regions`; `wg.profile` and `wg.region` allowed as annotations.
+    /// A start's registration on its first try: one token, one list, one addKey (on `cn`, answered OK), one
+    /// key added to the lab's server; `output` (the container's) shows wg0 with that address, and the
+    /// responder saw it. Returns the address.
+    #[track_caller]
+    pub fn assert_registered_on_first_try(&self, lab: &Lab, cn: &str, output: &str) -> String {
+        let stats = self.stats();
+        assert_eq!(
+            stats.add_key,
+            [(cn.to_owned(), true)],
+            "one addKey, on {cn}\n{stats:?}\n{output}"
+        );
+        assert_eq!(
+            (stats.token_requests, stats.list_requests),
+            (1, 1),
+            "{stats:?}"
+        );
+        assert_eq!(stats.registered.len(), 1, "one registered key\n{stats:?}");
+        let peer_ip = stats.registered[0].1.clone();
+        assert!(
+            output.contains(&format!("inet {peer_ip}/32")),
+            "wg0 carries the registered peer_ip {peer_ip}\n{output}"
+        );
+        let peers: Vec<String> = lab
+            .responder_peers()
+            .iter()
+            .map(|p| p.ip().to_string())
+            .collect();
+        assert_eq!(
+            peers,
+            std::slice::from_ref(&peer_ip),
+            "the server saw the registered address"
+        );
+        peer_ip
+    }
+
     pub fn policy(&self, lab: &Lab, extra: &[(&str, &str)]) -> Policy {
         let credentials = lab.write_file(
             "pia.cred",

@@ -395,16 +395,7 @@ impl<'a> Api<'a> {
                 status.as_u16()
             )
         })?;
-        if a.status != "OK" {
-            if a.message == LOGIN_FAILED {
-                return Err(ApiError::LoginFailed);
-            }
-            return Err(ApiError::Other(format!(
-                "{what}: {} {:?}",
-                short_text(&a.status),
-                short_text(&a.message)
-            )));
-        }
+        check_status(what, &a.status, &a.message)?;
         let bad = |field: &str| ApiError::Other(format!("{what}: the answer has no valid {field}"));
         if a.peer_pubkey != ours {
             return Err(ApiError::Other(format!(
@@ -456,16 +447,7 @@ impl<'a> Api<'a> {
         }
         let a: Answer = serde_json::from_slice(&body)
             .map_err(|_| format!("{what}: the answer is not the expected JSON"))?;
-        if a.status != "OK" {
-            if a.message == LOGIN_FAILED {
-                return Err(ApiError::LoginFailed);
-            }
-            return Err(ApiError::Other(format!(
-                "{what}: {} {:?}",
-                short_text(&a.status),
-                short_text(&a.message)
-            )));
-        }
+        check_status(what, &a.status, &a.message)?;
         let (port, expires_at) = decode_payload(&a.payload).map_err(|e| format!("{what}: {e}"))?;
         Ok(Signature {
             payload: a.payload,
@@ -495,15 +477,24 @@ impl<'a> Api<'a> {
         }
         let a: Answer = serde_json::from_slice(&body)
             .map_err(|_| format!("{what}: the answer is not the expected JSON"))?;
-        if a.status == "OK" {
-            Ok(())
-        } else {
-            Err(format!(
-                "{what}: {} {:?}",
-                short_text(&a.status),
-                short_text(&a.message)
-            ))
-        }
+        check_status(what, &a.status, &a.message).map_err(|e| match e {
+            ApiError::LoginFailed => format!("{what}: refused (Login failed!)"),
+            ApiError::Other(e) => e,
+        })
+    }
+}
+
+/// The `status` and `message` every answer of PIA's servers carries: "OK", the expired-token refusal, or
+/// another refusal in the server's own (bounded) words.
+fn check_status(what: &str, status: &str, message: &str) -> Result<(), ApiError> {
+    match (status, message) {
+        ("OK", _) => Ok(()),
+        (_, LOGIN_FAILED) => Err(ApiError::LoginFailed),
+        _ => Err(ApiError::Other(format!(
+            "{what}: {} {:?}",
+            short_text(status),
+            short_text(message)
+        ))),
     }
 }
 
