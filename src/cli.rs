@@ -25,8 +25,12 @@ enum Command {
     CreateRuntime,
     Poststop,
     Status(Option<String>),
-    /// The PIA port-forwarding helper of a container (started by create-runtime, not by people).
-    PortForward(String),
+    /// The PIA port-forwarding helper of a container (started by create-runtime, not by people): its
+    /// supervisor, or with --worker the worker.
+    PortForward {
+        id: String,
+        worker: bool,
+    },
     Help,
     Version,
 }
@@ -48,10 +52,12 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "create-runtime" | "createRuntime" => Command::CreateRuntime,
             "poststop" => Command::Poststop,
             "status" => Command::Status(args.next_if(|a| !a.starts_with('-'))),
-            port_forward::SUBCOMMAND => Command::PortForward(
-                args.next()
+            port_forward::SUBCOMMAND => Command::PortForward {
+                id: args
+                    .next()
                     .ok_or(format!("{} needs a container id", port_forward::SUBCOMMAND))?,
-            ),
+                worker: args.next_if(|a| a == port_forward::WORKER_FLAG).is_some(),
+            },
             "-h" | "--help" | "help" => Command::Help,
             "-V" | "--version" => Command::Version,
             "--policy" => {
@@ -147,13 +153,18 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
             };
             return status(&policy, id.as_deref());
         }
-        Command::PortForward(id) => {
+        Command::PortForward { id, worker } => {
             let policy = match Policy::load(&policy_path(args.policy)) {
                 Ok(policy) => policy,
                 Err(e) => return fail(&e),
             };
             init_logging(Some(policy.log_level.unwrap_or(log::LevelFilter::Info)));
-            return match port_forward::run(&policy, &id) {
+            let result = if worker {
+                port_forward::run(&policy, &id)
+            } else {
+                port_forward::supervise(&policy, &id)
+            };
+            return match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&format!("container {id}: port forwarding: {e}")),
             };

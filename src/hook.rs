@@ -611,8 +611,16 @@ fn sweep_unrecorded(id: &str) -> io::Result<()> {
 /// starting it and saving the record) and removes its host-side files.
 fn stop_port_forwarding(state_dir: &std::path::Path, id: &str, pid: Option<u32>) {
     let args = [port_forward::SUBCOMMAND, id];
-    if let Some(pid) = pid.or_else(|| process::find_with_args(&args)) {
+    if let Some(pid) = pid {
         process::stop(pid, &args);
+    }
+    // The worker dies with its supervisor (PR_SET_PDEATHSIG); this catches one that has not yet, and a
+    // supervisor no record names. Bounded: each round stops one process.
+    for _ in 0..4 {
+        match process::find_with_args(&args) {
+            Some(pid) => process::stop(pid, &args),
+            None => break,
+        }
     }
     for path in [
         port_forward::port_file(state_dir, id),

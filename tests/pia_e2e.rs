@@ -422,7 +422,35 @@ fn port_forwarding_writes_the_port_and_keeps_binding() {
         "{status}"
     );
     assert!(line.contains(":running"), "the helper is alive\n{status}");
-    assert_eq!(port_forward_helpers(&cid).len(), 1, "one helper");
+    let helpers = port_forward_helpers(&cid);
+    assert_eq!(helpers.len(), 2, "a supervisor and its worker: {helpers:?}");
+
+    // A worker that dies is replaced, and the port keeps being bound.
+    let (worker, _) = helpers
+        .iter()
+        .find(|(_, argv)| argv.ends_with(" --worker"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no worker among {helpers:?}"));
+    let binds = pia.stats().bind_port.len();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(worker as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let helpers = port_forward_helpers(&cid);
+        let replaced = helpers.len() == 2 && helpers.iter().all(|(pid, _)| *pid != worker);
+        if replaced && pia.stats().bind_port.len() >= binds + 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed worker was not replaced: {helpers:?}, {:?}",
+            pia.stats()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // A new signature that brings another port: the files follow.
     pia.set_behaviour(|b| {
@@ -506,7 +534,7 @@ fn credentials_never_appear_in_logs_records_or_process_arguments() {
         &format!("{}\n{}", out.stdout, out.stderr),
     );
     // Every process's arguments, the helper's among them.
-    assert_eq!(port_forward_helpers(id).len(), 1);
+    assert_eq!(port_forward_helpers(id).len(), 2, "supervisor and worker");
     for (pid, argv) in processes_mentioning("") {
         assert_no_secrets(&pia, &format!("process {pid}'s arguments"), &argv);
     }

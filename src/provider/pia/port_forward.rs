@@ -1,9 +1,11 @@
-//! PIA port forwarding: a helper process per container (`wg-oci-hook pia-port-forward ID`), started by the
-//! hook once the tunnel is up and stopped at poststop. Through the tunnel (its HTTP calls run on a thread
-//! inside the container's netns) it gets a signature, binds the port every `bind_interval`, renews the
-//! signature before it expires, and writes the port to `port_file` inside the container and to
-//! `<state_dir>/<id>.port`. It never gives up on a passing error (it retries), and ends by itself when the
-//! container's init is gone.
+//! PIA port forwarding: a helper per container (`wg-oci-hook pia-port-forward ID`), started by the hook once
+//! the tunnel is up and stopped at poststop. It is a small supervisor that runs the worker
+//! (`... pia-port-forward ID --worker`) and starts it again, with a backoff, if it ever ends while the
+//! container lives; the worker dies with it (PR_SET_PDEATHSIG). Through the tunnel (its HTTP calls run on a
+//! thread inside the container's netns) the worker gets a signature, binds the port every `bind_interval`,
+//! renews the signature before it expires, and writes the port to `port_file` inside the container and to
+//! `<state_dir>/<id>.port`. It retries a failed round, and both end by themselves when the container's init
+//! is gone.
 //!
 //! The hook waits for the first bind, so the workload can read the port from its first instruction; a first
 //! bind that fails fails the start. The helper holds none of the hook's stdio: its stdout is a pipe the hook
@@ -21,11 +23,18 @@ use crate::record::StateDir;
 use log::{info, warn};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 pub const SUBCOMMAND: &str = "pia-port-forward";
+/// Marks the worker's command line (the supervisor's has none).
+pub const WORKER_FLAG: &str = "--worker";
+/// A worker that ends is started again after this, doubling up to `RETRY` while it keeps ending quickly.
+const RESTART_MIN: Duration = Duration::from_secs(1);
+/// A worker that ran this long before it ended gets the shortest restart delay again.
+const RESTART_RESET: Duration = Duration::from_secs(60);
 /// After a failed round, try again this soon (or at the bind interval, if that is shorter).
 const RETRY: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(250);
@@ -123,16 +132,16 @@ pub fn start(policy: &Policy, container: &str, wait: Duration) -> Result<Helper,
     }
 }
 
-/// The helper's life: `wg-oci-hook pia-port-forward ID`.
-pub fn run(policy: &Policy, container: &str) -> Result<(), String> {
+/// The container's registration and its profile's settings, as the helper finds them.
+fn registration<'a>(
+    policy: &'a Policy,
+    container: &str,
+) -> Result<(PiaRecord, &'a super::settings::PiaSettings), String> {
     let record = StateDir::new(&policy.state_dir)
         .load(container)
         .map_err(|e| format!("reading the record: {e}"))?
         .ok_or("no record for this container")?;
-    let pia = record
-        .pia
-        .clone()
-        .ok_or("the record has no PIA registration")?;
+    let pia = record.pia.ok_or("the record has no PIA registration")?;
     let settings = policy
         .profiles
         .get(&record.profile)
@@ -144,6 +153,88 @@ pub fn run(policy: &Policy, container: &str) -> Result<(), String> {
                 policy.path.display()
             )
         })?;
+    Ok((pia, settings))
+}
+
+/// The supervisor: `wg-oci-hook pia-port-forward ID`. Relays the first worker's one line to the hook, then
+/// keeps a worker running for as long as the container's init lives.
+pub fn supervise(policy: &Policy, container: &str) -> Result<(), String> {
+    let (pia, _) = registration(policy, container)?;
+    let init = pia.container_pid;
+    let init_started = process::start_time(init).ok_or("the container's init is gone")?;
+    let exe =
+        std::fs::read_link("/proc/self/exe").map_err(|e| format!("finding our own binary: {e}"))?;
+    let me = std::process::id();
+    let mut ready = Some(io::stdout());
+    let mut backoff = RESTART_MIN;
+    loop {
+        let mut cmd = Command::new(&exe);
+        cmd.arg("--policy")
+            .arg(&policy.path)
+            .args([SUBCOMMAND, container, WORKER_FLAG])
+            .stdin(Stdio::null())
+            .stdout(if ready.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .current_dir("/");
+        // SAFETY: prctl and getppid are async-signal-safe and touch no memory of ours.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+                // The supervisor died before the line above: do not run unsupervised.
+                if nix::unistd::getppid().as_raw() as u32 != me {
+                    return Err(io::Error::other("the supervisor is gone"));
+                }
+                Ok(())
+            });
+        }
+        let started = Instant::now();
+        let mut worker = cmd
+            .spawn()
+            .map_err(|e| format!("starting the worker: {e}"))?;
+        if let Some(out) = ready.take() {
+            let mut line = String::new();
+            if let Some(stdout) = worker.stdout.take() {
+                let _ = BufReader::new(stdout).read_line(&mut line);
+            }
+            let result = match line.trim_end().strip_prefix("port ").map(str::parse::<u16>) {
+                Some(Ok(port)) => Ok(port),
+                _ => Err(line
+                    .trim_end()
+                    .strip_prefix("error ")
+                    .unwrap_or("the worker ended without a port")
+                    .to_owned()),
+            };
+            if result.is_err() {
+                let _ = worker.wait();
+            }
+            report(out, result)?;
+        }
+        let status = worker
+            .wait()
+            .map_err(|e| format!("waiting for the worker: {e}"))?;
+        if process::start_time(init) != Some(init_started) {
+            return Ok(());
+        }
+        if started.elapsed() > RESTART_RESET {
+            backoff = RESTART_MIN;
+        }
+        warn!(
+            "container {container}: the port-forwarding worker ended ({status}); starting another in {} s",
+            backoff.as_secs()
+        );
+        if !sleep_while_alive(init, init_started, backoff) {
+            return Ok(());
+        }
+        backoff = (backoff * 2).min(RETRY);
+    }
+}
+
+/// The worker's life: `wg-oci-hook pia-port-forward ID --worker`.
+pub fn run(policy: &Policy, container: &str) -> Result<(), String> {
+    let (pia, settings) = registration(policy, container)?;
     let mut forwarder = Forwarder {
         policy,
         container,
@@ -183,7 +274,7 @@ pub fn run(policy: &Policy, container: &str) -> Result<(), String> {
                 settings.bind_interval.min(RETRY)
             }
         };
-        if !forwarder.sleep_while_alive(pause) {
+        if !sleep_while_alive(forwarder.pia.container_pid, forwarder.init_started, pause) {
             info!("container {container}: its init is gone; stopping");
             return Ok(());
         }
@@ -294,19 +385,19 @@ impl Forwarder<'_> {
         crate::atomic_file::write(&host, text.as_bytes(), 0o644)
             .map_err(|e| format!("{}: {e}", host.display()))
     }
+}
 
-    /// Sleeps `pause`; false as soon as the container's init is gone.
-    fn sleep_while_alive(&self, pause: Duration) -> bool {
-        let until = Instant::now() + pause;
-        loop {
-            if process::start_time(self.pia.container_pid) != Some(self.init_started) {
-                return false;
-            }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return true;
-            }
-            std::thread::sleep(left.min(POLL));
+/// Sleeps `pause`; false as soon as the container's init (`pid`, started at `started`) is gone.
+fn sleep_while_alive(pid: u32, started: u64, pause: Duration) -> bool {
+    let until = Instant::now() + pause;
+    loop {
+        if process::start_time(pid) != Some(started) {
+            return false;
         }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(POLL));
     }
 }
