@@ -231,6 +231,42 @@ fn an_ipv4_only_profile_sends_no_ipv6_at_all() {
     lab.assert_nothing_left(obs.run.cid());
 }
 
+/// A PIA registration (IPv4 only) with port forwarding: the workload's probes and the helper's calls through
+/// the tunnel (getSignature, bindPort every second) put nothing on the bridge, IPv6 included.
+#[test]
+fn a_pia_container_with_port_forwarding_puts_nothing_on_its_bridge() {
+    let lab = Lab::new("leak_pia");
+    let pia = PiaLab::start(&lab);
+    lab.write_policy(&pia.policy(&lab, &[("port_forwarding", "true"), ("bind_interval", "1")]));
+    let net = lab.bridge_network("leak");
+    // Long enough for a few bindPort rounds while the capture runs.
+    let script = format!(
+        "{}\n{TUNNEL_CHECK}\ncat /run/pia-port\nsleep 3",
+        probes(&net)
+    );
+    let obs = observe(&lab, &net, RunOpts::wg(&script));
+    obs.run.assert_success("a PIA container on a bridge");
+    assert!(
+        has_marker(&obs.run.out.stdout),
+        "the tunnel did not work\n{}",
+        obs.run
+    );
+    assert!(
+        obs.run.out.stdout.contains(&PIA_PF_PORT.to_string()),
+        "the forwarded port\n{}",
+        obs.run
+    );
+    let binds = pia.stats().bind_port.len();
+    assert!(
+        binds >= 3,
+        "the helper kept binding during the capture: {binds}"
+    );
+    obs.assert_no_leak("a PIA registration with port forwarding on a dual-stack bridge");
+    let v6 = obs.workload_packets().ipv6_only();
+    assert!(v6.is_empty(), "IPv6 left the container\n{v6}");
+    lab.assert_nothing_left(obs.run.cid());
+}
+
 #[test]
 fn a_peer_unreachable_from_the_start_leaks_nothing() {
     let lab = Lab::new("leak_dead_peer");
