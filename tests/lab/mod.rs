@@ -980,14 +980,17 @@ impl Lab {
     /// host netns), for running the hook directly. Returns once it is in that netns. Killed with the lab.
     pub fn spawn_netns_sleeper(&self) -> u32 {
         let pid = self.spawn_in_host_ns("netns sleeper", &["unshare", "--net", "sleep", "120"]);
-        // Namespaces compare by the inode of their nsfs file (a netns bind mount is not a symlink).
+        // Namespaces compare by the inode of their nsfs file (a netns bind mount is not a symlink). Ours, not
+        // PID 1's: in a sandbox /proc/1/ns/net may be unreadable, and the forked child starts in ours.
         let host = ns_id(&netns_path(&self.host_ns));
-        let root = ns_id("/proc/1/ns/net");
-        assert!(host.is_some(), "the lab's host netns is missing");
+        let ours = ns_id("/proc/self/ns/net");
+        assert!(host.is_some() && ours.is_some(), "the lab's host netns or ours is missing");
         let start = Instant::now();
         loop {
             let ns = ns_id(&format!("/proc/{pid}/ns/net"));
-            if ns.is_some() && ns != host && ns != root {
+            // `sleep` runs only after unshare made the netns: until then the pid is nsenter's or unshare's.
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if ns.is_some() && ns != host && ns != ours && comm.trim_end() == "sleep" {
                 return pid;
             }
             assert!(
