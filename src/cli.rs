@@ -84,6 +84,10 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         }
     }
     let command = command.ok_or("no command given")?;
+    // Container ids name files in the state dir.
+    if let Command::Status(Some(id)) | Command::PortForward { id, .. } = &command {
+        crate::state::validate_container_id(id).map_err(|e| e.to_string())?;
+    }
     if let Some(name) = &profile {
         if !annotations::is_valid_name(name) {
             return Err(format!("--profile {name:?}: not a profile name"));
@@ -294,6 +298,41 @@ mod tests {
         assert!(parse(&["start"]).is_err());
         assert!(parse(&["--profile", "../x", "create-runtime"]).is_err());
         assert!(parse(&["create-runtime", "--profile"]).is_err());
+    }
+
+    #[test]
+    fn status_and_the_port_forwarding_helper_take_a_container_id() {
+        assert_eq!(parse(&["status"]).unwrap().command, Command::Status(None));
+        let a = parse(&["status", "--policy", "/p"]).unwrap();
+        assert_eq!(
+            (a.command, a.policy.unwrap()),
+            (Command::Status(None), PathBuf::from("/p"))
+        );
+        assert_eq!(
+            parse(&["--policy=/p", "status", "c1"]).unwrap().command,
+            Command::Status(Some("c1".into()))
+        );
+        assert_eq!(
+            parse(&["pia-port-forward", "c1", "--worker"])
+                .unwrap()
+                .command,
+            Command::PortForward {
+                id: "c1".into(),
+                worker: true
+            }
+        );
+        assert_eq!(
+            parse(&["--policy", "/p", "pia-port-forward", "c1"])
+                .unwrap()
+                .command,
+            Command::PortForward {
+                id: "c1".into(),
+                worker: false
+            }
+        );
+        assert!(parse(&["pia-port-forward"]).is_err());
+        assert!(parse(&["pia-port-forward", "../../etc/x"]).is_err());
+        assert!(parse(&["status", "a/b"]).is_err());
     }
 
     #[test]

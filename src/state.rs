@@ -56,7 +56,7 @@ impl ContainerState {
 }
 
 /// runc's rule for ids (`^[\w+-\.]+$`), bounded: the id becomes a file name under the state dir.
-fn validate_container_id(id: &str) -> Result<(), StateError> {
+pub fn validate_container_id(id: &str) -> Result<(), StateError> {
     let ok = !id.is_empty()
         && id.len() <= 256
         && id != "."

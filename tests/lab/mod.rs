@@ -984,7 +984,10 @@ impl Lab {
         // PID 1's: in a sandbox /proc/1/ns/net may be unreadable, and the forked child starts in ours.
         let host = ns_id(&netns_path(&self.host_ns));
         let ours = ns_id("/proc/self/ns/net");
-        assert!(host.is_some() && ours.is_some(), "the lab's host netns or ours is missing");
+        assert!(
+            host.is_some() && ours.is_some(),
+            "the lab's host netns or ours is missing"
+        );
         let start = Instant::now();
         loop {
             let ns = ns_id(&format!("/proc/{pid}/ns/net"));
