@@ -102,11 +102,7 @@ fn docker_run_with_a_profile_bound_runtime_gets_the_tunnel_from_its_first_comman
         out.stdout.contains(MARKER.trim_end()),
         "no answer through the tunnel\n{out}"
     );
-    let peers: Vec<String> = lab
-        .responder_peers()
-        .iter()
-        .map(|p| p.ip().to_string())
-        .collect();
+    let peers = lab.responder_peer_ips();
     assert_eq!(
         peers,
         [CLIENT_TUNNEL_V4],

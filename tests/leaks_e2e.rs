@@ -130,21 +130,6 @@ fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_default()
 }
 
-/// The hook's error line for a refused container, which must contain every needle; nothing may be left.
-#[track_caller]
-fn assert_refused(lab: &Lab, opts: &RunOpts, needles: &[&str]) {
-    let run = lab.podman_run(opts);
-    assert!(!run.success(), "podman run should have failed\n{run}");
-    let line = run
-        .hook_error_line()
-        .unwrap_or_else(|| panic!("podman's stderr lacks the hook's error line\n{run}"))
-        .to_owned();
-    for needle in needles {
-        assert!(line.contains(needle), "`{needle}` not in: {line}\n{run}");
-    }
-    lab.assert_nothing_left(run.cid());
-}
-
 // ----- the positive control and the main leak tests -------------------------------------------------------------
 
 /// Without it, "no packets" would prove nothing: the same probes, from a container without the tunnel, are all

@@ -1091,6 +1091,14 @@ impl Lab {
 
     // ----- observations ------------------------------------------------------------------------------------------
 
+    /// The addresses of the peers the TCP responder accepted, in order.
+    pub fn responder_peer_ips(&self) -> Vec<String> {
+        self.responder_peers()
+            .iter()
+            .map(|p| p.ip().to_string())
+            .collect()
+    }
+
     /// Peers the TCP responder accepted, in order.
     pub fn responder_peers(&self) -> Vec<SocketAddr> {
         self.responder
@@ -1648,6 +1656,27 @@ pub fn section<'a>(out: &'a str, tag: &str) -> Vec<&'a str> {
         .skip(1)
         .take_while(|l| *l != end)
         .collect()
+}
+
+/// The hook's error line for a refused container: podman must fail, relay
+/// `wg-oci-hook: container <cid>: <step>: <cause>` containing every `needle`, and leave nothing behind.
+#[track_caller]
+pub fn assert_refused(lab: &Lab, opts: &RunOpts, needles: &[&str]) -> RunOutput {
+    let run = lab.podman_run(opts);
+    assert!(!run.success(), "podman run should have failed\n{run}");
+    let cid = run.cid().to_owned();
+    let line = run.hook_error_line().unwrap_or_else(|| {
+        panic!("podman's stderr lacks the hook's line `wg-oci-hook: container {cid}: ...`\n{run}")
+    });
+    println!("refused as expected: {line}");
+    for needle in needles {
+        assert!(
+            line.contains(needle),
+            "the hook's error line should name `{needle}`:\n  {line}\n{run}"
+        );
+    }
+    lab.assert_nothing_left(&cid);
+    run
 }
 
 /// The hook's PIA port-forwarding helpers for container `cid` (`wg-oci-hook ... pia-port-forward CID`).

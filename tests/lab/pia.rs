@@ -351,11 +351,7 @@ impl PiaLab {
             output.contains(&format!("inet {peer_ip}/32")),
             "wg0 carries the registered peer_ip {peer_ip}\n{output}"
         );
-        let peers: Vec<String> = lab
-            .responder_peers()
-            .iter()
-            .map(|p| p.ip().to_string())
-            .collect();
+        let peers = lab.responder_peer_ips();
         assert_eq!(
             peers,
             std::slice::from_ref(&peer_ip),
