@@ -251,6 +251,78 @@ mod tests {
         fs::remove_dir_all(&rootfs).unwrap();
     }
 
+    /// What a directory holds: each entry's name, and its content or symlink target.
+    fn snapshot(dir: &Path) -> Vec<(String, String)> {
+        let mut entries: Vec<(String, String)> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let path = e.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                let what = match fs::read_link(&path) {
+                    Ok(target) => format!("symlink to {}", target.display()),
+                    Err(_) => format!("file {:?}", fs::read_to_string(&path).unwrap()),
+                };
+                (name, what)
+            })
+            .collect();
+        entries.sort();
+        entries
+    }
+
+    /// The workload, between createRuntime and poststop, replaces its /etc with an absolute symlink to a host
+    /// directory (it can read its rootfs's host path in /proc/self/mountinfo). That directory holds a
+    /// resolv.conf with exactly what the hook wrote (as when a flip of the symlink wins the race between the
+    /// check and the write). Restoring must not touch the host directory.
+    fn restore_leaves_a_host_dir_alone_when_etc_became_a_symlink_to_it(
+        tag: &str,
+        image: impl Fn(&Path),
+    ) {
+        let base = tmpdir(tag);
+        let rootfs = base.join("rootfs");
+        let host = base.join("host-etc");
+        fs::create_dir_all(rootfs.join("etc")).unwrap();
+        fs::create_dir(&host).unwrap();
+        image(&rootfs.join("etc"));
+        let bundle = Bundle {
+            rootfs: rootfs.clone(),
+            resolv_conf_mount_source: None,
+        };
+        let change = write(&bundle, "nameserver 10.0.0.53\n").unwrap();
+
+        fs::rename(rootfs.join("etc"), rootfs.join("etc.moved")).unwrap();
+        std::os::unix::fs::symlink(&host, rootfs.join("etc")).unwrap();
+        fs::write(host.join("resolv.conf"), "nameserver 10.0.0.53\n").unwrap();
+        fs::write(host.join("passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        let before = snapshot(&host);
+        let restored = restore(&change);
+        assert_eq!(
+            snapshot(&host),
+            before,
+            "restore changed the host directory"
+        );
+        restored.unwrap();
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn restore_never_writes_a_previous_file_through_a_planted_etc_symlink() {
+        restore_leaves_a_host_dir_alone_when_etc_became_a_symlink_to_it("hostile-file", |etc| {
+            fs::write(etc.join("resolv.conf"), "nameserver 1.1.1.1\n").unwrap()
+        });
+    }
+
+    #[test]
+    fn restore_never_deletes_through_a_planted_etc_symlink() {
+        restore_leaves_a_host_dir_alone_when_etc_became_a_symlink_to_it("hostile-absent", |_| {});
+    }
+
+    #[test]
+    fn restore_never_plants_a_symlink_through_a_planted_etc_symlink() {
+        restore_leaves_a_host_dir_alone_when_etc_became_a_symlink_to_it("hostile-link", |etc| {
+            std::os::unix::fs::symlink("/run/resolv.conf", etc.join("resolv.conf")).unwrap()
+        });
+    }
+
     #[test]
     fn bind_mount_source_is_written_in_place_keeping_the_inode() {
         use std::os::unix::fs::MetadataExt;

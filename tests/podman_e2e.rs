@@ -175,6 +175,114 @@ fn resolv_conf_holds_config_dns() {
     lab.assert_nothing_left(run.cid());
 }
 
+/// A workload running as root replaces its /etc with an absolute symlink to a host directory (it can read its
+/// rootfs's host path in /proc/self/mountinfo). With `--network none` podman bind-mounts no resolv.conf, so the
+/// hook wrote `<rootfs>/etc/resolv.conf` and poststop puts it back: it must do so inside the container's root,
+/// never through the planted symlink into the host directory. The stand-in host `resolv.conf` holds exactly what
+/// the hook wrote, as when a flip of the symlink wins the race between poststop's check and its write.
+#[test]
+fn poststop_never_follows_an_etc_symlink_the_workload_planted() {
+    let lab = Lab::new("hostile_etc_symlink");
+    let host_dir = lab.dir.join("host-etc");
+    std::fs::create_dir(&host_dir).unwrap();
+    std::fs::write(host_dir.join("passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+    let script = format!(
+        "nc -w 2 {SERVER_TUNNEL_V4} 8080 </dev/null > /tmp/tunnel 2>&1
+echo > /tmp/ready
+while [ ! -e /tmp/go ]; do sleep 0.1; done
+/bin/busybox mv /etc /etc.image
+/bin/busybox ln -s {} /etc
+echo > /tmp/replaced",
+        host_dir.display()
+    );
+    let mut opts = RunOpts::wg(&script).detached();
+    opts.keep = true;
+    let run = lab.podman_run(&opts);
+    run.assert_success("starting the container");
+    let cid = run.cid().to_owned();
+    let tmp = run.rootfs.join("tmp");
+    wait_until(
+        || tmp.join("ready").exists(),
+        "the workload's ready file",
+        &run,
+    );
+
+    let record = lab
+        .wait_for_record(&cid)
+        .unwrap_or_else(|| panic!("no state record for {cid}\n{run}"));
+    let record: serde_json::Value = serde_json::from_str(&record).unwrap();
+    let written = record["resolv_conf"]["written"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the record holds no resolv.conf change: {record}"))
+        .to_owned();
+    assert_eq!(
+        std::fs::read_to_string(run.rootfs.join("etc/resolv.conf")).unwrap(),
+        written,
+        "the hook wrote resolv.conf into the rootfs (not the engine's bind-mount source)"
+    );
+    std::fs::write(host_dir.join("resolv.conf"), &written).unwrap();
+    let before = dir_snapshot(&host_dir);
+
+    std::fs::write(tmp.join("go"), "").unwrap();
+    wait_until(
+        || tmp.join("replaced").exists(),
+        "the workload's /etc symlink",
+        &run,
+    );
+    lab.podman(&["wait", &cid]).assert_success("podman wait");
+    lab.podman(&["rm", "-f", "-t", "0", &cid])
+        .assert_success("podman rm");
+    lab.assert_nothing_left(&cid);
+    assert_eq!(
+        std::fs::read_link(run.rootfs.join("etc")).unwrap(),
+        host_dir,
+        "the workload replaced /etc"
+    );
+    assert_eq!(
+        dir_snapshot(&host_dir),
+        before,
+        "poststop changed the host directory the workload's /etc pointed at\n{}",
+        lab.transcript()
+    );
+    let tunnel = std::fs::read_to_string(tmp.join("tunnel")).unwrap();
+    assert_eq!(tunnel, MARKER, "the tunnel worked while the workload ran");
+}
+
+/// Each entry of `dir`: its name, and its content or symlink target.
+fn dir_snapshot(dir: &std::path::Path) -> Vec<(String, String)> {
+    let mut entries: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let what = match std::fs::read_link(&path) {
+                Ok(target) => format!("symlink to {}", target.display()),
+                Err(_) => format!(
+                    "file {:?}",
+                    String::from_utf8_lossy(&std::fs::read(&path).unwrap())
+                ),
+            };
+            (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                what,
+            )
+        })
+        .collect();
+    entries.sort();
+    entries
+}
+
+#[track_caller]
+fn wait_until(done: impl Fn() -> bool, what: &str, run: &RunOutput) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}\n{run}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn container_without_annotation_is_untouched() {
     let lab = Lab::new("untouched");
