@@ -4,12 +4,15 @@
 //! createRuntime runc has not yet done pivot_root: that root is still the host's `/` (in the container's mount
 //! namespace), and the container's tree is under the bundle's rootfs path. Paths are resolved with openat2's
 //! RESOLVE_IN_ROOT, so a symlink planted in the image resolves inside the container, never to a host file.
+//! `open_root`, `open_dir_in_root` and `replace_at` do the same for a rootfs reached by its host path (dns.rs).
 
 use nix::fcntl::{openat2, renameat, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
+use nix::unistd::{unlinkat, UnlinkatFlags};
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -17,40 +20,62 @@ use std::path::Path;
 /// the old file or the new one. The directory must exist.
 pub fn write(pid: u32, rootfs: &Path, path: &str, content: &[u8]) -> io::Result<()> {
     let root = container_root(pid, rootfs)?;
+    let (dir, name) = split(path)?;
+    let dir_fd = open_dir_in_root(&root, dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("{path}: its directory: {e}")))?;
+    replace_at(&dir_fd, OsStr::new(name), content)
+        .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))
+}
+
+/// Opens the host directory `rootfs` as a root to resolve container paths in; a symlink there is refused, not
+/// followed.
+pub fn open_root(rootfs: &Path) -> io::Result<OwnedFd> {
+    nix::fcntl::open(
+        rootfs,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)
+}
+
+/// Opens the directory `dir` (relative to the container's `/`) as the container sees it: absolute symlinks and
+/// `..` stay inside `root`, and /proc's magic links are refused.
+pub fn open_dir_in_root(root: impl AsFd, dir: &str) -> io::Result<OwnedFd> {
+    openat2(
+        root,
+        dir,
+        OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS),
+    )
+    .map_err(io::Error::from)
+}
+
+/// An absolute container path as its directory (relative to `/`) and its file name.
+pub fn split(path: &str) -> io::Result<(&str, &str)> {
     let relative = path.trim_start_matches('/');
-    let (dir, name) = match relative.rsplit_once('/') {
-        Some((dir, name)) => (dir, name),
-        None => (".", relative),
-    };
+    let (dir, name) = relative.rsplit_once('/').unwrap_or((".", relative));
     if name.is_empty() || name == "." || name == ".." {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("{path}: not a file path"),
         ));
     }
-    let in_root = ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS;
-    let dir_fd = openat2(
-        &root,
-        dir,
-        OpenHow::new()
-            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-            .resolve(in_root),
-    )
-    .map_err(|e| {
-        io::Error::new(
-            io::Error::from(e).kind(),
-            format!("{path}: its directory: {e}"),
-        )
-    })?;
-    let tmp = format!(".{name}.wg-oci-hook");
-    let _ = nix::unistd::unlinkat(
-        &dir_fd,
-        tmp.as_str(),
-        nix::unistd::UnlinkatFlags::NoRemoveDir,
-    );
+    Ok((dir, name))
+}
+
+/// Replaces the entry `name` of `dir` with a new file holding `content`, mode 0644, by rename: readers see the old
+/// file or the new one, and a symlink there is replaced, never followed.
+pub fn replace_at(dir: impl AsFd, name: &OsStr, content: &[u8]) -> io::Result<()> {
+    let dir = dir.as_fd();
+    let mut tmp = OsString::from(".");
+    tmp.push(name);
+    tmp.push(".wg-oci-hook");
+    let tmp = tmp.as_os_str();
+    let _ = unlinkat(dir, tmp, UnlinkatFlags::NoRemoveDir);
     let file = openat2(
-        &dir_fd,
-        tmp.as_str(),
+        dir,
+        tmp,
         OpenHow::new()
             .flags(
                 OFlag::O_WRONLY
@@ -62,24 +87,14 @@ pub fn write(pid: u32, rootfs: &Path, path: &str, content: &[u8]) -> io::Result<
             .mode(Mode::from_bits_truncate(0o644))
             .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS),
     )
-    .map_err(|e| {
-        io::Error::new(
-            io::Error::from(e).kind(),
-            format!("{path}: creating it: {e}"),
-        )
-    })?;
+    .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("creating it: {e}")))?;
     let written = File::from(file)
         .write_all(content)
-        .and_then(|()| renameat(&dir_fd, tmp.as_str(), &dir_fd, name).map_err(io::Error::from));
-    if let Err(e) = written {
-        let _ = nix::unistd::unlinkat(
-            &dir_fd,
-            tmp.as_str(),
-            nix::unistd::UnlinkatFlags::NoRemoveDir,
-        );
-        return Err(io::Error::new(e.kind(), format!("{path}: {e}")));
+        .and_then(|()| renameat(dir, tmp, dir, name).map_err(io::Error::from));
+    if written.is_err() {
+        let _ = unlinkat(dir, tmp, UnlinkatFlags::NoRemoveDir);
     }
-    Ok(())
+    written
 }
 
 /// The directory that is `/` for the container's workload: `/proc/PID/root` after pivot_root, the rootfs
