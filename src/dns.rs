@@ -1,21 +1,31 @@
 //! resolv.conf: written where the container will read it, and put back at poststop.
 //!
 //! Where: the source of the bundle's /etc/resolv.conf bind mount when the engine made one (runc has already
-//! bind-mounted that inode by createRuntime, so we write it in place), else `<rootfs>/etc/resolv.conf`
-//! (replaced by rename, so a symlink in an image can never make us write outside the rootfs).
+//! bind-mounted that inode by createRuntime, so we write it in place; the workload can write that file but not
+//! replace it), else `/etc/resolv.conf` inside the rootfs, replaced by rename. A workload may run before
+//! createRuntime ends (podman exec, a shared volume) and surely has before poststop, so inside the rootfs every
+//! path is resolved in the container's root (`container_file`) each time: a symlink it planted (`/etc ->
+//! /host/dir`) leads somewhere inside the container, never to a host file.
 
+use crate::container_file;
 use crate::state::Bundle;
+use nix::errno::Errno;
+use nix::fcntl::{openat, readlinkat, OFlag};
+use nix::sys::stat::{fstat, mkdirat, Mode, SFlag};
+use nix::unistd::{symlinkat, unlinkat, UnlinkatFlags};
 use serde::{Deserialize, Serialize};
-use std::fmt::Write as _;
-use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Write};
+use std::ffi::OsStr;
+use std::fmt::{self, Write as _};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 const MAX_PREVIOUS_BYTES: u64 = 64 * 1024;
-/// The architecture's own value (it differs between x86_64 and aarch64).
-const O_NOFOLLOW: i32 = nix::fcntl::OFlag::O_NOFOLLOW.bits();
+/// Where the container reads it.
+const RESOLV_CONF: &str = "/etc/resolv.conf";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -25,13 +35,72 @@ pub enum Previous {
     Symlink { target: PathBuf },
 }
 
+/// The file we wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Location {
+    /// The engine's bind-mount source, a host file outside the rootfs: written in place.
+    MountSource { path: PathBuf },
+    /// `path` as the container sees it, resolved in the root file system `rootfs` every time.
+    Rootfs { rootfs: PathBuf, path: String },
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::MountSource { path } => write!(f, "{}", path.display()),
+            Location::Rootfs { rootfs, path } => {
+                write!(f, "{path} in the rootfs {}", rootfs.display())
+            }
+        }
+    }
+}
+
 /// What we changed, so poststop can put it back: only if the file still holds what we wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "StoredChange")]
 pub struct ResolvConfChange {
-    pub path: PathBuf,
-    pub in_place: bool,
+    pub location: Location,
     pub written: String,
     pub previous: Previous,
+}
+
+/// A change as records hold it: those written before `location` existed hold a host path and `in_place`.
+#[derive(Deserialize)]
+struct StoredChange {
+    #[serde(default)]
+    location: Option<Location>,
+    #[serde(default)]
+    path: Option<PathBuf>,
+    #[serde(default)]
+    in_place: bool,
+    written: String,
+    previous: Previous,
+}
+
+impl TryFrom<StoredChange> for ResolvConfChange {
+    type Error = String;
+
+    fn try_from(stored: StoredChange) -> Result<Self, String> {
+        let location = match (stored.location, stored.path) {
+            (Some(location), _) => location,
+            (None, Some(path)) if stored.in_place => Location::MountSource { path },
+            // `<rootfs>/etc/resolv.conf`: from now on resolved in that rootfs, never by this path.
+            (None, Some(path)) => match path.parent().and_then(Path::parent) {
+                Some(rootfs) if path.ends_with("etc/resolv.conf") => Location::Rootfs {
+                    rootfs: rootfs.to_owned(),
+                    path: RESOLV_CONF.to_owned(),
+                },
+                _ => return Err(format!("{}: not a rootfs resolv.conf", path.display())),
+            },
+            (None, None) => return Err("a resolv.conf change without its location".to_owned()),
+        };
+        Ok(ResolvConfChange {
+            location,
+            written: stored.written,
+            previous: stored.previous,
+        })
+    }
 }
 
 pub fn render(servers: &[IpAddr], search: &[String], container_id: &str) -> String {
@@ -46,120 +115,157 @@ pub fn render(servers: &[IpAddr], search: &[String], container_id: &str) -> Stri
 }
 
 pub fn write(bundle: &Bundle, content: &str) -> io::Result<ResolvConfChange> {
-    match &bundle.resolv_conf_mount_source {
-        Some(source) => write_in_place(source, content),
-        None => write_into_rootfs(&bundle.rootfs, content),
-    }
-}
-
-fn write_in_place(path: &Path, content: &str) -> io::Result<ResolvConfChange> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(O_NOFOLLOW)
-        .open(path)?;
-    let mut previous = String::new();
-    (&mut file)
-        .take(MAX_PREVIOUS_BYTES)
-        .read_to_string(&mut previous)?;
-    file.set_len(0)?;
-    std::os::unix::fs::FileExt::write_all_at(&file, content.as_bytes(), 0)?;
+    let location = match &bundle.resolv_conf_mount_source {
+        Some(source) => Location::MountSource {
+            path: source.clone(),
+        },
+        None => Location::Rootfs {
+            rootfs: bundle.rootfs.clone(),
+            path: RESOLV_CONF.to_owned(),
+        },
+    };
+    let written = match &location {
+        Location::MountSource { path } => write_in_place(path, content),
+        Location::Rootfs { rootfs, path } => write_into_rootfs(rootfs, path, content),
+    };
+    let previous = written.map_err(|e| io::Error::new(e.kind(), format!("{location}: {e}")))?;
     Ok(ResolvConfChange {
-        path: path.to_owned(),
-        in_place: true,
-        written: content.to_owned(),
-        previous: Previous::File { content: previous },
-    })
-}
-
-fn write_into_rootfs(rootfs: &Path, content: &str) -> io::Result<ResolvConfChange> {
-    let etc = rootfs.join("etc");
-    match fs::symlink_metadata(&etc) {
-        Ok(meta) if meta.is_dir() => {}
-        Ok(_) => {
-            return Err(io::Error::other(format!(
-                "{} is not a directory (a symlink?)",
-                etc.display()
-            )));
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&etc)?,
-        Err(e) => return Err(e),
-    }
-    let path = etc.join("resolv.conf");
-    let previous = read_previous(&path)?;
-    replace_by_rename(&path, content)?;
-    Ok(ResolvConfChange {
-        path,
-        in_place: false,
+        location,
         written: content.to_owned(),
         previous,
     })
 }
 
-fn read_previous(path: &Path) -> io::Result<Previous> {
-    match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Previous::Absent),
-        Err(e) => Err(e),
-        Ok(meta) if meta.file_type().is_symlink() => Ok(Previous::Symlink {
-            target: fs::read_link(path)?,
-        }),
-        Ok(meta) if meta.is_file() => {
-            let mut content = String::new();
-            OpenOptions::new()
-                .read(true)
-                .custom_flags(O_NOFOLLOW)
-                .open(path)?
-                .take(MAX_PREVIOUS_BYTES)
-                .read_to_string(&mut content)?;
-            Ok(Previous::File { content })
-        }
-        Ok(_) => Err(io::Error::other(format!(
-            "{} is not a regular file",
-            path.display()
-        ))),
+/// Opens the engine's file, never a symlink there, nor a FIFO or device.
+fn open_mount_source(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
     }
+    Ok(file)
 }
 
-fn replace_by_rename(path: &Path, content: &str) -> io::Result<()> {
-    let tmp = path.with_file_name(".resolv.conf.wg-oci-hook");
-    let _ = fs::remove_file(&tmp);
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(O_NOFOLLOW)
-            .open(&tmp)?;
-        file.write_all(content.as_bytes())?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+fn read_up_to_max(file: &File) -> io::Result<String> {
+    let mut content = String::new();
+    file.take(MAX_PREVIOUS_BYTES).read_to_string(&mut content)?;
+    Ok(content)
+}
+
+fn overwrite(file: &File, content: &str) -> io::Result<()> {
+    file.set_len(0)?;
+    file.write_all_at(content.as_bytes(), 0)
+}
+
+fn write_in_place(path: &Path, content: &str) -> io::Result<Previous> {
+    let file = open_mount_source(path)?;
+    let previous = read_up_to_max(&file)?;
+    overwrite(&file, content)?;
+    Ok(Previous::File { content: previous })
+}
+
+fn write_into_rootfs(rootfs: &Path, path: &str, content: &str) -> io::Result<Previous> {
+    let root = container_file::open_root(rootfs)?;
+    let (dir, name) = container_file::split(path)?;
+    let dir = match container_file::open_dir_in_root(&root, dir) {
+        // An image without /etc: make it (a dangling symlink there fails with EEXIST).
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.contains('/') => {
+            mkdirat(&root, dir, Mode::from_bits_truncate(0o755)).map_err(|e| {
+                io::Error::other(format!(
+                    "/{dir} leads nowhere inside the container (a dangling symlink?): {e}"
+                ))
+            })?;
+            container_file::open_dir_in_root(&root, dir)?
+        }
+        opened => opened?,
+    };
+    let previous = read_previous(&dir, name)?;
+    container_file::replace_at(&dir, OsStr::new(name), content.as_bytes())?;
+    Ok(previous)
+}
+
+/// What the entry `name` of `dir` is, never following it. It is opened with O_PATH, which neither follows a
+/// symlink nor opens a device or FIFO; only a regular file is then opened for reading (through the O_PATH fd, so
+/// the entry cannot be swapped in between).
+fn read_previous(dir: &OwnedFd, name: &str) -> io::Result<Previous> {
+    let entry = match openat(
+        dir,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Err(Errno::ENOENT) => return Ok(Previous::Absent),
+        opened => opened?,
+    };
+    let kind = SFlag::from_bits_truncate(fstat(&entry)?.st_mode) & SFlag::S_IFMT;
+    if kind == SFlag::S_IFLNK {
+        let target = readlinkat(&entry, "")?;
+        Ok(Previous::Symlink {
+            target: target.into(),
+        })
+    } else if kind == SFlag::S_IFREG {
+        let file = File::open(format!("/proc/self/fd/{}", entry.as_raw_fd()))?;
+        Ok(Previous::File {
+            content: read_up_to_max(&file)?,
+        })
+    } else {
+        Err(io::Error::other(format!("{name} is not a regular file")))
     }
-    result
 }
 
 /// Puts back what was there before, if the file still holds exactly what we wrote. Nothing to do when the
-/// file or its directory is gone (the engine removed the container's files, or unmounted its rootfs).
+/// file or its directory is gone (the engine removed the container's files, or unmounted its rootfs), or when the
+/// workload changed it.
 pub fn restore(change: &ResolvConfChange) -> io::Result<()> {
-    match read_previous(&change.path) {
+    match &change.location {
+        Location::MountSource { path } => restore_in_place(path, change),
+        Location::Rootfs { rootfs, path } => restore_in_rootfs(rootfs, path, change),
+    }
+}
+
+fn restore_in_place(path: &Path, change: &ResolvConfChange) -> io::Result<()> {
+    let Ok(file) = open_mount_source(path) else {
+        return Ok(());
+    };
+    match read_up_to_max(&file) {
+        Ok(content) if content == change.written => {}
+        _ => return Ok(()),
+    }
+    match &change.previous {
+        Previous::File { content } => overwrite(&file, content),
+        // We only ever write a bind-mount source that was a file.
+        Previous::Absent | Previous::Symlink { .. } => Ok(()),
+    }
+}
+
+fn restore_in_rootfs(rootfs: &Path, path: &str, change: &ResolvConfChange) -> io::Result<()> {
+    let gone = |e: &io::Error| {
+        e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(Errno::ENOTDIR as i32)
+    };
+    let root = match container_file::open_root(rootfs) {
+        Err(e) if gone(&e) => return Ok(()),
+        opened => opened?,
+    };
+    let (dir, name) = container_file::split(path)?;
+    let dir = match container_file::open_dir_in_root(&root, dir) {
+        Err(e) if gone(&e) => return Ok(()),
+        opened => opened?,
+    };
+    match read_previous(&dir, name) {
         Ok(Previous::File { content }) if content == change.written => {}
         _ => return Ok(()),
     }
-    match (&change.previous, change.in_place) {
-        (Previous::File { content }, true) => {
-            let file = OpenOptions::new()
-                .write(true)
-                .custom_flags(O_NOFOLLOW)
-                .open(&change.path)?;
-            file.set_len(0)?;
-            std::os::unix::fs::FileExt::write_all_at(&file, content.as_bytes(), 0)
+    match &change.previous {
+        Previous::File { content } => {
+            container_file::replace_at(&dir, OsStr::new(name), content.as_bytes())
         }
-        (Previous::File { content }, false) => replace_by_rename(&change.path, content),
-        (Previous::Absent, _) => fs::remove_file(&change.path),
-        (Previous::Symlink { target }, _) => {
-            fs::remove_file(&change.path)?;
-            std::os::unix::fs::symlink(target, &change.path)
+        Previous::Absent => Ok(unlinkat(&dir, name, UnlinkatFlags::NoRemoveDir)?),
+        Previous::Symlink { target } => {
+            unlinkat(&dir, name, UnlinkatFlags::NoRemoveDir)?;
+            Ok(symlinkat(target.as_path(), &dir, name)?)
         }
     }
 }
@@ -167,6 +273,7 @@ pub fn restore(change: &ResolvConfChange) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn tmpdir(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("wgoh-dns-{tag}-{}", std::process::id()));
@@ -321,6 +428,101 @@ mod tests {
         restore_leaves_a_host_dir_alone_when_etc_became_a_symlink_to_it("hostile-link", |etc| {
             std::os::unix::fs::symlink("/run/resolv.conf", etc.join("resolv.conf")).unwrap()
         });
+    }
+
+    /// At createRuntime (a workload started early by `podman exec`, or an image made so) an absolute /etc
+    /// symlink resolves inside the rootfs: to a directory of the container, or to nothing.
+    #[test]
+    fn write_resolves_an_etc_symlink_inside_the_rootfs() {
+        let base = tmpdir("etc-link");
+        let rootfs = base.join("rootfs");
+        let host = base.join("host-etc");
+        fs::create_dir_all(rootfs.join("usr/etc")).unwrap();
+        fs::create_dir(&host).unwrap();
+        fs::write(host.join("resolv.conf"), "host\n").unwrap();
+        let bundle = Bundle {
+            rootfs: rootfs.clone(),
+            resolv_conf_mount_source: None,
+        };
+
+        std::os::unix::fs::symlink(&host, rootfs.join("etc")).unwrap();
+        let before = snapshot(&host);
+        let e = write(&bundle, "nameserver 10.0.0.53\n").unwrap_err();
+        assert!(
+            e.to_string().starts_with("/etc/resolv.conf in the rootfs "),
+            "{e}"
+        );
+        assert!(e.to_string().contains("/etc leads nowhere"), "{e}");
+        assert_eq!(snapshot(&host), before);
+        assert_eq!(snapshot(&rootfs.join("usr/etc")), []);
+
+        fs::remove_file(rootfs.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/usr/etc", rootfs.join("etc")).unwrap();
+        let change = write(&bundle, "nameserver 10.0.0.53\n").unwrap();
+        assert_eq!(
+            fs::read_to_string(rootfs.join("usr/etc/resolv.conf")).unwrap(),
+            "nameserver 10.0.0.53\n"
+        );
+        restore(&change).unwrap();
+        assert_eq!(snapshot(&rootfs.join("usr/etc")), []);
+        assert_eq!(snapshot(&host), before);
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_rootfs_that_is_a_symlink_is_refused() {
+        let base = tmpdir("rootfs-link");
+        fs::create_dir_all(base.join("real/etc")).unwrap();
+        std::os::unix::fs::symlink(base.join("real"), base.join("rootfs")).unwrap();
+        let bundle = Bundle {
+            rootfs: base.join("rootfs"),
+            resolv_conf_mount_source: None,
+        };
+        assert!(write(&bundle, "nameserver 10.0.0.53\n").is_err());
+        assert_eq!(snapshot(&base.join("real/etc")), []);
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// Records keep the rootfs and the path inside it; those of earlier versions (a host path) still load, as
+    /// the same rootfs location.
+    #[test]
+    fn records_keep_the_rootfs_and_old_records_still_load() {
+        let change = ResolvConfChange {
+            location: Location::Rootfs {
+                rootfs: "/var/lib/c/rootfs".into(),
+                path: RESOLV_CONF.into(),
+            },
+            written: "nameserver 10.0.0.53\n".into(),
+            previous: Previous::Absent,
+        };
+        let json = serde_json::to_string(&change).unwrap();
+        assert_eq!(
+            json,
+            r#"{"location":{"kind":"rootfs","rootfs":"/var/lib/c/rootfs","path":"/etc/resolv.conf"},"written":"nameserver 10.0.0.53\n","previous":{"kind":"absent"}}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<ResolvConfChange>(&json).unwrap(),
+            change
+        );
+        let old = r#"{"path":"/var/lib/c/rootfs/etc/resolv.conf","in_place":false,
+            "written":"nameserver 10.0.0.53\n","previous":{"kind":"absent"}}"#;
+        assert_eq!(
+            serde_json::from_str::<ResolvConfChange>(old).unwrap(),
+            change
+        );
+        let old = r#"{"path":"/run/c/resolv.conf","in_place":true,
+            "written":"x","previous":{"kind":"file","content":"y"}}"#;
+        assert_eq!(
+            serde_json::from_str::<ResolvConfChange>(old)
+                .unwrap()
+                .location,
+            Location::MountSource {
+                path: "/run/c/resolv.conf".into()
+            }
+        );
+        let odd =
+            r#"{"path":"/etc/passwd","in_place":false,"written":"x","previous":{"kind":"absent"}}"#;
+        assert!(serde_json::from_str::<ResolvConfChange>(odd).is_err());
     }
 
     #[test]

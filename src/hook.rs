@@ -436,8 +436,7 @@ impl Setup<'_> {
             if let Err(e) = dns::restore(&change) {
                 warn!(
                     "container {}: undo: restoring {}: {e}",
-                    self.id,
-                    change.path.display()
+                    self.id, change.location
                 );
             }
         }
@@ -657,7 +656,7 @@ pub fn poststop(state: &ContainerState, policy: &Policy) -> Result<(), HookError
     }
     if let Some(change) = &record.resolv_conf {
         if let Err(e) = dns::restore(change) {
-            failures.push(format!("restoring {}: {e}", change.path.display()));
+            failures.push(format!("restoring {}: {e}", change.location));
         }
     }
     if let Some(pid) = record.daemon_pid {
