@@ -97,7 +97,9 @@ pub fn hooks_d_entry(hook: &Path, policy: Option<&Path>, stage: &str) -> Value {
             "env": [format!("PATH={}", crate::command::DEFAULT_PATH)],
             "timeout": 30
         },
-        "when": { "annotations": { "^wg\\.enable$": "^true$" } },
+        // Any value: the hook itself tells on from off and refuses the rest. A filter on the value would let
+        // `True` or `yes` start the container without the hook, that is without the tunnel.
+        "when": { "annotations": { "^wg\\.enable$": ".*" } },
         "stages": [stage]
     })
 }
@@ -297,6 +299,11 @@ mod tests {
             assert_eq!(
                 shipped,
                 hooks_d_entry(Path::new("/usr/local/bin/wg-oci-hook"), None, stage),
+                "{file}"
+            );
+            // Every value reaches the hook, which decides (see annotations::enable_value).
+            assert_eq!(
+                shipped["when"]["annotations"]["^wg\\.enable$"], ".*",
                 "{file}"
             );
         }

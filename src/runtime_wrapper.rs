@@ -201,8 +201,9 @@ impl HookCall {
     }
 }
 
-/// Adds our hooks to an enabled container's config; Ok(false) when the container is not enabled (the config is
-/// then not to be written). Every field we do not know, and every hook already there, stays as it was.
+/// Adds our hooks to the config of a container that carries `wg.enable` (whatever its value: the hook tells on
+/// from off and refuses the rest) or runs under a runtime-bound profile; Ok(false) for any other container (the
+/// config is then not to be written). Every field we do not know, and every hook already there, stays as it was.
 pub fn add_hooks(config: &mut Value, call: &HookCall) -> Result<bool, String> {
     let root = config
         .as_object_mut()
@@ -211,25 +212,30 @@ pub fn add_hooks(config: &mut Value, call: &HookCall) -> Result<bool, String> {
         .get("annotations")
         .and_then(|a| a.get(annotations::ENABLE))
         .cloned();
-    let enabled_by_annotation = annotation.as_ref().and_then(Value::as_str) == Some("true");
-    if !enabled_by_annotation && call.profile.is_none() {
-        return Ok(false);
-    }
-    if call.profile.is_some() && !enabled_by_annotation {
-        if let Some(value) = &annotation {
-            return Err(format!(
-                "annotation {}={value} contradicts this runtime, which enables profile {:?}",
-                annotations::ENABLE,
-                call.profile.as_deref().unwrap_or_default()
-            ));
+    match (&annotation, &call.profile) {
+        (None, None) => return Ok(false),
+        (Some(_), None) => {}
+        (Some(value), Some(profile)) => {
+            // An explicit "off" on a runtime whose whole point is "on": say so rather than pick one.
+            if matches!(
+                value.as_str().map(annotations::enable_value),
+                Some(Ok(false))
+            ) {
+                return Err(format!(
+                    "annotation {}={value} contradicts this runtime, which enables profile {profile:?}",
+                    annotations::ENABLE,
+                ));
+            }
         }
-        // The hook acts on the annotation: the runtime name said yes, so say it for the hook.
-        let annotations = root
-            .entry("annotations")
-            .or_insert_with(|| Value::Object(Map::new()))
-            .as_object_mut()
-            .ok_or("config.json: annotations is not an object")?;
-        annotations.insert(annotations::ENABLE.into(), Value::String("true".into()));
+        (None, Some(_)) => {
+            // The hook acts on the annotation: the runtime name said yes, so say it for the hook.
+            let annotations = root
+                .entry("annotations")
+                .or_insert_with(|| Value::Object(Map::new()))
+                .as_object_mut()
+                .ok_or("config.json: annotations is not an object")?;
+            annotations.insert(annotations::ENABLE.into(), Value::String("true".into()));
+        }
     }
     let hooks = root
         .entry("hooks")
@@ -600,11 +606,24 @@ mod tests {
     }
 
     #[test]
-    fn a_config_that_is_not_enabled_is_left_alone() {
+    fn any_value_of_wg_enable_gets_the_hooks_and_keeps_its_value() {
+        for value in ["true", "TRUE", "yes", "false", "off", "maybe", "", " true"] {
+            let mut config = json!({"annotations": {"wg.enable": value}});
+            assert!(add_hooks(&mut config, &call(None)).unwrap(), "{value:?}");
+            assert_eq!(config["annotations"]["wg.enable"], value);
+            assert_eq!(
+                config["hooks"]["createRuntime"][0]["args"][3],
+                "create-runtime"
+            );
+            assert_eq!(config["hooks"]["poststop"][0]["args"][3], "poststop");
+        }
+    }
+
+    #[test]
+    fn a_config_without_wg_enable_is_left_alone() {
         for annotations in [
             json!({}),
-            json!({"wg.enable": "false"}),
-            json!({"wg.enable": "TRUE"}),
+            json!({"wg.profile": "lab", "wg.enable ": "true"}),
         ] {
             let mut config = json!({"annotations": annotations});
             let before = config.clone();
@@ -623,9 +642,17 @@ mod tests {
         let args = &config["hooks"]["createRuntime"][0]["args"];
         assert_eq!(args[3], "--profile");
         assert_eq!(args[4], "pia");
-        let mut config = json!({"annotations": {"wg.enable": "false"}});
-        let e = add_hooks(&mut config, &call(Some("pia"))).unwrap_err();
-        assert!(e.contains("contradicts"), "{e}");
+        // An explicit off contradicts the runtime; on, or a value the hook will refuse, goes to the hook.
+        for value in ["false", "OFF", "0", "no"] {
+            let mut config = json!({"annotations": {"wg.enable": value}});
+            let e = add_hooks(&mut config, &call(Some("pia"))).unwrap_err();
+            assert!(e.contains("contradicts"), "{e}");
+        }
+        for value in ["yes", "maybe"] {
+            let mut config = json!({"annotations": {"wg.enable": value}});
+            assert!(add_hooks(&mut config, &call(Some("pia"))).unwrap());
+            assert_eq!(config["annotations"]["wg.enable"], value);
+        }
     }
 
     #[test]
