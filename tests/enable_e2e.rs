@@ -1,13 +1,15 @@
-//! Issue 12, item 2, end to end: every value of `wg.enable` either gives the tunnel, gives none with the hook
-//! touching nothing, or is refused (never a silent start without the tunnel). Real podman and runc against the
-//! lab's WireGuard server (see `lab/mod.rs`). Needs root, podman, runc, wireguard-go, busybox-static; fails
-//! (never skips) without them.
+//! Issue 12, items 2 and 6, end to end: every value of `wg.enable` either gives the tunnel, gives none with the
+//! hook touching nothing, or is refused (never a silent start without the tunnel); and the runtime wrapper
+//! neither blocks other containers' `state`/`kill`/`delete` over a policy typo nor writes into a container's own
+//! streams. Real podman, dockerd and runc against the lab's WireGuard server (see `lab/mod.rs`). Needs root,
+//! podman, docker.io, runc, wireguard-go, busybox-static; fails (never skips) without them.
 
 mod lab;
 
 use lab::*;
 use std::fs;
 
+const WRAPPER: &str = env!("CARGO_BIN_EXE_wg-oci-runtime");
 const PROBE: &str = "ping -c 1 -W 2 10.77.0.1 && nc -w 2 10.77.0.1 8080 </dev/null";
 /// What the workload prints first: it must not appear when the start is refused.
 const STARTED: &str = "workload-started";
@@ -106,4 +108,103 @@ fn poststop_with_an_invalid_value_still_tears_down() {
     // And again, with nothing left: still no failure.
     lab.run_hook_direct(&["--policy", &policy, "poststop"], &state)
         .assert_success("a second poststop");
+}
+
+// ----- the runtime wrapper under dockerd and containerd --------------------------------------------------------
+
+fn dockerd(lab: &Lab) -> (Dockerd, String) {
+    let policy = format!("--wg-policy={}", lab.policy_path.display());
+    let hook = format!("--wg-hook={HOOK_BIN}");
+    let bound = ["--wg-profile=lab", policy.as_str(), hook.as_str()];
+    let d = lab.start_dockerd(&[("wg-lab", WRAPPER, &bound[..])]);
+    let image = d.import_busybox(lab);
+    (d, image)
+}
+
+fn docker_run_detached(lab: &Lab, d: &Dockerd, image: &str, script: &str) -> String {
+    let out = d.docker(&[
+        "run",
+        "-d",
+        "--runtime",
+        "wg-lab",
+        "--network",
+        "none",
+        image,
+        "/bin/sh",
+        "-c",
+        script,
+    ]);
+    out.assert_success("docker run -d");
+    let cid = out.stdout.trim().to_owned();
+    lab.track_container_id(&cid);
+    cid
+}
+
+/// The workload's stdout and stderr are its own: the wrapper's info line goes to runc's log file only.
+#[test]
+fn an_enabled_containers_logs_hold_only_the_workloads_lines() {
+    let lab = Lab::new("docker_logs_clean");
+    let (d, image) = dockerd(&lab);
+    let cid = docker_run_detached(
+        &lab,
+        &d,
+        &image,
+        &format!("( {PROBE} ) >/dev/null 2>&1 && echo tunnel-up; echo to-stderr >&2; sleep 600"),
+    );
+    assert!(lab.wait_for_record(&cid).is_some(), "no tunnel record");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let logs = loop {
+        let logs = d.docker(&["logs", &cid]);
+        logs.assert_success("docker logs");
+        if logs.stdout.contains("tunnel-up") && logs.stderr.contains("to-stderr") {
+            break logs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the workload's lines never came\n{logs}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(logs.stdout, "tunnel-up\n", "{logs}");
+    assert_eq!(logs.stderr, "to-stderr\n", "{logs}");
+    d.docker(&["rm", "-f", &cid]).assert_success("docker rm -f");
+    lab.assert_nothing_left(&cid);
+}
+
+/// A typo in the policy after a container started: `state` (docker exec), `kill` and `delete` (docker rm) of that
+/// container go through the wrapper all the same.
+#[test]
+fn a_policy_typo_does_not_stop_state_kill_or_delete_of_a_running_container() {
+    let lab = Lab::new("docker_policy_typo");
+    let (d, image) = dockerd(&lab);
+    let cid = docker_run_detached(&lab, &d, &image, "trap '' USR1; while :; do sleep 1; done");
+    assert!(lab.wait_for_record(&cid).is_some(), "no tunnel record");
+    let pid = d.docker(&["inspect", "-f", "{{.State.Pid}}", &cid]);
+    pid.assert_success("docker inspect");
+    let pid: u32 = pid.stdout.trim().parse().unwrap();
+    let good = fs::read_to_string(&lab.policy_path).unwrap();
+    fs::write(&lab.policy_path, format!("kill_swich = true\n{good}")).unwrap();
+
+    d.docker(&["exec", &cid, "/bin/sh", "-c", PROBE])
+        .assert_success("docker exec (runc state, exec) with a policy typo");
+    d.docker(&["kill", "-s", "USR1", &cid])
+        .assert_success("docker kill (runc kill) with a policy typo");
+    d.docker(&["rm", "-f", &cid])
+        .assert_success("docker rm -f (runc kill, delete) with a policy typo");
+    let ps = d.docker(&["ps", "-aq", "--no-trunc"]);
+    ps.assert_success("docker ps -a");
+    assert!(
+        !ps.stdout.contains(&cid),
+        "the container is still there\n{ps}"
+    );
+
+    // The hook's poststop needs the policy to find the record: once fixed, it tears the tunnel down.
+    fs::write(&lab.policy_path, good).unwrap();
+    let policy = lab.policy_path.to_string_lossy().into_owned();
+    lab.run_hook_direct(
+        &["--policy", &policy, "poststop"],
+        &lab.fake_state(&cid, pid, &[("wg.enable", "true")]),
+    )
+    .assert_success("poststop once the policy is fixed");
+    lab.assert_nothing_left(&cid);
 }
