@@ -1,13 +1,15 @@
 //! Issue 12, items 2 and 6, end to end: every value of `wg.enable` either gives the tunnel, gives none with the
-//! hook touching nothing, or is refused (never a silent start without the tunnel); and the runtime wrapper
-//! neither blocks other containers' `state`/`kill`/`delete` over a policy typo nor writes into a container's own
-//! streams. Real podman, dockerd and runc against the lab's WireGuard server (see `lab/mod.rs`). Needs root,
-//! podman, docker.io, runc, wireguard-go, busybox-static; fails (never skips) without them.
+//! hook touching nothing, or is refused (never a silent start without the tunnel); a runtime-bound profile works
+//! under containerd; and the runtime wrapper neither blocks other containers' `state`/`kill`/`delete` over a
+//! policy typo nor writes into a container's own streams. Real podman, dockerd, containerd and runc against the
+//! lab's WireGuard server (see `lab/mod.rs`). Needs root, podman, docker.io, containerd, runc, wireguard-go,
+//! busybox-static; fails (never skips) without them.
 
 mod lab;
 
 use lab::*;
 use std::fs;
+use std::path::{Path, PathBuf};
 
 const WRAPPER: &str = env!("CARGO_BIN_EXE_wg-oci-runtime");
 const PROBE: &str = "ping -c 1 -W 2 10.77.0.1 && nc -w 2 10.77.0.1 8080 </dev/null";
@@ -207,4 +209,85 @@ fn a_policy_typo_does_not_stop_state_kill_or_delete_of_a_running_container() {
     )
     .assert_success("poststop once the policy is fixed");
     lab.assert_nothing_left(&cid);
+}
+
+/// `wg-oci-hook install containerd --profile lab`: containerd's runc options have no arguments, so the printed
+/// handler's BinaryName is a link named for the profile. A container run through it with no annotation at all
+/// (here by `ctr run --runc-binary`, which sets the same runc.v2 `BinaryName` option) gets the profile's tunnel.
+#[test]
+fn containerd_handler_installed_with_a_profile_applies_it() {
+    let lab = Lab::new("containerd_profile");
+    // Beside each other in a dir of the lab, as they would be in /usr/local/bin.
+    let bin = lab.dir.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    for (from, name) in [(HOOK_BIN, "wg-oci-hook"), (WRAPPER, "wg-oci-runtime")] {
+        fs::hard_link(from, bin.join(name))
+            .or_else(|_| fs::copy(from, bin.join(name)).map(drop))
+            .unwrap();
+    }
+    let out = lab.run(&[
+        &bin.join("wg-oci-hook").to_string_lossy(),
+        "install",
+        "containerd",
+        "--profile",
+        "lab",
+    ]);
+    out.assert_success("wg-oci-hook install containerd --profile lab");
+    let snippet: toml::Table = toml::from_str(&out.stdout).unwrap();
+    let handler =
+        &snippet["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["wg-lab"];
+    assert_eq!(handler["pod_annotations"][0].as_str(), Some("wg.*"));
+    let binary = PathBuf::from(handler["options"]["BinaryName"].as_str().unwrap());
+    assert_eq!(binary.parent(), Some(bin.as_path()), "{}", out.stdout);
+    assert_eq!(
+        fs::canonicalize(&binary).unwrap(),
+        fs::canonicalize(bin.join("wg-oci-runtime")).unwrap(),
+        "BinaryName is not wg-oci-runtime"
+    );
+
+    // The lab's containerd has WG_OCI_HOOK_POLICY (the README's way to give containerd's handlers a policy).
+    let d = lab.start_dockerd(&[]);
+    let image = d.import_busybox(&lab);
+    let saved = d.scratch_dir().join("image.tar");
+    d.docker(&["save", "-o", &saved.to_string_lossy(), &image])
+        .assert_success("docker save");
+    d.ctr(&[
+        "image",
+        "import",
+        "--snapshotter",
+        "native",
+        &saved.to_string_lossy(),
+    ])
+    .assert_success("ctr image import");
+    let id = format!("wgctr{}", lab.id);
+    lab.track_container_id(&id);
+    let runc_root = d.exec_root().join("ctr-runc");
+    let cgroup = format!("{}/{id}", d.cgroup_parent());
+    let out = d.ctr(&[
+        "run",
+        "--rm",
+        "--snapshotter",
+        "native",
+        "--fifo-dir",
+        &d.scratch_dir().to_string_lossy(),
+        "--runc-binary",
+        &binary.to_string_lossy(),
+        "--runc-root",
+        &runc_root.to_string_lossy(),
+        "--cgroup",
+        &cgroup,
+        &format!("docker.io/library/{image}"),
+        &id,
+        "/bin/sh",
+        "-c",
+        PROBE,
+    ]);
+    out.assert_success("ctr run through the installed handler");
+    assert!(
+        out.stdout.contains(MARKER.trim_end()),
+        "no answer through the profile's tunnel\n{out}"
+    );
+    assert_eq!(lab.responder_peer_ips(), [CLIENT_TUNNEL_V4]);
+    lab.assert_nothing_left(&id);
+    assert!(Path::new(&binary).exists());
 }
