@@ -29,9 +29,30 @@ pub struct Request {
 #[error("{0}")]
 pub struct AnnotationError(pub String);
 
-/// True only when `wg.enable` is exactly "true"; anything else (or nothing) means: do nothing.
-pub fn is_enabled(annotations: &HashMap<String, String>) -> bool {
-    annotations.get(ENABLE).is_some_and(|v| v == "true")
+/// Whether the container asks for a tunnel: no `wg.enable` is no. See [`enable_value`].
+pub fn enabled(annotations: &HashMap<String, String>) -> Result<bool, AnnotationError> {
+    annotations
+        .get(ENABLE)
+        .map_or(Ok(false), |v| enable_value(v))
+}
+
+/// Reads a `wg.enable` value, for the hook and the runtime wrapper alike. The boolean spellings people and YAML
+/// 1.1 tools write (`true yes on 1`, `false no off 0`, any case) mean what they say; anything else is refused,
+/// since treating it as "off" would start a container that asked for the tunnel without one.
+pub fn enable_value(value: &str) -> Result<bool, AnnotationError> {
+    const ON: [&str; 4] = ["true", "yes", "on", "1"];
+    const OFF: [&str; 4] = ["false", "no", "off", "0"];
+    let is = |spellings: [&str; 4]| spellings.iter().any(|s| value.eq_ignore_ascii_case(s));
+    if is(ON) {
+        Ok(true)
+    } else if is(OFF) {
+        Ok(false)
+    } else {
+        Err(AnnotationError(format!(
+            "annotation {ENABLE}={:?}: expected true or false",
+            quote(value)
+        )))
+    }
 }
 
 /// Validates every `wg.*` annotation of an enabled container into a request. An unknown `wg.*` key is
@@ -118,12 +139,39 @@ mod tests {
     }
 
     #[test]
-    fn only_exactly_true_enables() {
-        assert!(is_enabled(&map(&[("wg.enable", "true")])));
-        for v in ["True", "TRUE", "1", "yes", "true ", ""] {
-            assert!(!is_enabled(&map(&[("wg.enable", v)])), "{v:?}");
+    fn enable_is_on_off_or_refused() {
+        for v in ["true", "True", "TRUE", "yes", "Yes", "on", "ON", "1"] {
+            assert!(enabled(&map(&[("wg.enable", v)])).unwrap(), "{v:?}");
         }
-        assert!(!is_enabled(&map(&[])));
+        for v in ["false", "False", "FALSE", "no", "NO", "off", "Off", "0"] {
+            assert!(!enabled(&map(&[("wg.enable", v)])).unwrap(), "{v:?}");
+        }
+        assert!(!enabled(&map(&[])).unwrap());
+        assert!(!enabled(&map(&[("wg.profile", "lab")])).unwrap());
+        for v in [
+            "", " ", "true ", " true", "tru", "maybe", "y", "n", "t", "2", "01", "-1", "enable",
+            "true\n", "ｔrue", "\0true",
+        ] {
+            let e = enabled(&map(&[("wg.enable", v)])).unwrap_err().0;
+            assert_eq!(
+                e,
+                format!("annotation wg.enable={v:?}: expected true or false"),
+                "{v:?}"
+            );
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_huge_enable_value_is_quoted_in_part() {
+        let big = "x".repeat(1 << 20);
+        let e = enable_value(&big).unwrap_err().0;
+        assert!(e.len() < 150, "{}", e.len());
+        assert!(e.starts_with("annotation wg.enable=\"xxx"), "{e}");
+        assert!(e.ends_with("\": expected true or false"), "{e}");
+        // Quoting stops at a character boundary.
+        let wide = "é".repeat(100);
+        assert!(enable_value(&wide).unwrap_err().0.contains(&"é".repeat(64)));
     }
 
     #[test]

@@ -180,9 +180,16 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
         Ok(state) => state,
         Err(e) => return fail(&e),
     };
-    // A container that did not ask for a tunnel: touch nothing, not even the policy.
-    if !annotations::is_enabled(&state.annotations) {
-        return ExitCode::SUCCESS;
+    // hooks.d runs us for any value of wg.enable. A container that did not ask for a tunnel: touch nothing, not
+    // even the policy. A value that is neither on nor off is refused at create; poststop tears down whatever
+    // exists all the same (nothing should, and teardown is idempotent).
+    match annotations::enabled(&state.annotations) {
+        Ok(true) => {}
+        Ok(false) => return ExitCode::SUCCESS,
+        Err(e) if create => {
+            return fail(&format!("container {}: reading annotations: {e}", state.id))
+        }
+        Err(_) => {}
     }
     let policy = match Policy::load(&policy_path(args.policy)) {
         Ok(policy) => policy,

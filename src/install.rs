@@ -5,8 +5,10 @@
 //!   there (every other key and runtime is kept).
 //! - containerd (and Kubernetes through it): a runtime entry whose `BinaryName` is `wg-oci-runtime` and whose
 //!   `pod_annotations` pass `wg.*` through; printed as TOML to add to config.toml, since containerd's config
-//!   is the operator's to edit.
+//!   is the operator's to edit. runc.v2 options pass the binary no arguments, so a profile is bound by a link
+//!   `wg-oci-runtime@PROFILE` (which this creates) whose name the wrapper reads.
 
+use crate::runtime_wrapper::BOUND_NAME_PREFIX;
 use serde_json::{json, Map, Value};
 use std::fs;
 use std::io;
@@ -19,8 +21,11 @@ const USAGE: &str = "usage:
   wg-oci-hook install docker [--daemon-json PATH] [--name NAME] [--profile PROFILE] [--policy PATH]
       add a runtime NAME (default: wg, or wg-PROFILE) running wg-oci-runtime to Docker's daemon.json
       (default /etc/docker/daemon.json), keeping everything else; restart dockerd afterwards
-  wg-oci-hook install containerd [--name NAME] [--profile PROFILE] [--policy PATH]
-      print the runtime entry to add to containerd's config.toml
+  wg-oci-hook install containerd [--name NAME] [--profile PROFILE]
+      print the runtime entry NAME (default: wg, or wg-PROFILE) to add to containerd's config.toml; with
+      --profile, also create the link wg-oci-runtime@PROFILE beside wg-oci-runtime that the entry runs (its
+      name binds the profile). containerd passes no arguments: a policy other than
+      /etc/wg-oci-hook/policy.toml is set by WG_OCI_HOOK_POLICY in containerd's environment
   Paths default to the wg-oci-hook and wg-oci-runtime beside this program.";
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -67,6 +72,11 @@ fn parse(args: &[String]) -> Result<InstallArgs, String> {
                 }
                 parsed.profile = Some(value)
             }
+            ("--policy", "containerd") => {
+                return Err("install containerd: --policy cannot reach wg-oci-runtime (containerd passes \
+                            it no arguments): set WG_OCI_HOOK_POLICY in containerd's environment instead"
+                    .into())
+            }
             ("--policy", _) => parsed.policy = Some(value.into()),
             _ => return Err(format!("install {}: unknown option {name}", parsed.target)),
         }
@@ -97,7 +107,9 @@ pub fn hooks_d_entry(hook: &Path, policy: Option<&Path>, stage: &str) -> Value {
             "env": [format!("PATH={}", crate::command::DEFAULT_PATH)],
             "timeout": 30
         },
-        "when": { "annotations": { "^wg\\.enable$": "^true$" } },
+        // Any value: the hook itself tells on from off and refuses the rest. A filter on the value would let
+        // `True` or `yes` start the container without the hook, that is without the tunnel.
+        "when": { "annotations": { "^wg\\.enable$": ".*" } },
         "stages": [stage]
     })
 }
@@ -145,27 +157,44 @@ pub fn merge_docker_runtime(
     Ok(runtimes.insert(name.to_owned(), entry).is_some())
 }
 
-/// The TOML to add to containerd's config.toml (version 2) for a runtime running wg-oci-runtime.
-pub fn containerd_snippet(name: &str, runtime: &Path, runtime_args: &[String]) -> String {
+/// The TOML to add to containerd's config.toml (version 2) for a runtime running `binary` (wg-oci-runtime, or a
+/// link to it named for the profile it binds).
+pub fn containerd_snippet(name: &str, binary: &Path, profile: Option<&str>) -> String {
     let plugin = "plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes";
-    let mut s = format!(
-        "# wg-oci-hook: containers of RuntimeClass handler {name:?} get a WireGuard tunnel\n\
+    let bound = match profile {
+        Some(p) => format!(
+            "# BinaryName is a link to wg-oci-runtime whose name enables every container with profile {p:?}\n"
+        ),
+        None => "# containers annotated wg.enable get a tunnel\n".to_owned(),
+    };
+    format!(
+        "# wg-oci-hook: containers of RuntimeClass handler {name:?} run through wg-oci-runtime\n{bound}\
          [{plugin}.{name}]\n  runtime_type = \"io.containerd.runc.v2\"\n  \
          # pass the pods' wg.* annotations on to the OCI spec\n  pod_annotations = [\"wg.*\"]\n  \
          container_annotations = [\"wg.*\"]\n[{plugin}.{name}.options]\n  BinaryName = \"{}\"\n",
-        runtime.display()
-    );
-    if !runtime_args.is_empty() {
-        // runc.v2 has no runtimeArgs: a profile or policy is bound through a small wrapper script instead.
-        s += &format!(
-            "# runc.v2 takes no runtime arguments: to bind {}, point BinaryName at a script that runs\n\
-             #   exec {} {} \"$@\"\n",
-            runtime_args.join(" "),
-            runtime.display(),
-            runtime_args.join(" ")
-        );
+        binary.display()
+    )
+}
+
+/// Creates (or replaces, atomically) `wg-oci-runtime@PROFILE` beside `runtime`: a link to it, relative so the two
+/// move together. wg-oci-runtime reads the profile from the name it was run under.
+pub fn bind_profile_link(runtime: &Path, profile: &str) -> io::Result<PathBuf> {
+    let dir = runtime.parent().unwrap_or(Path::new("."));
+    let target = runtime
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let name = format!("{BOUND_NAME_PREFIX}{profile}");
+    let link = dir.join(&name);
+    if fs::read_link(&link).is_ok_and(|t| t == Path::new(target)) {
+        return Ok(link);
     }
-    s
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)?;
+    fs::rename(&tmp, &link).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })?;
+    Ok(link)
 }
 
 fn beside_me(name: &str) -> io::Result<PathBuf> {
@@ -236,12 +265,14 @@ fn install(args: &InstallArgs) -> Result<String, String> {
         }
         _ => {
             let runtime = beside_me("wg-oci-runtime").map_err(io("finding wg-oci-runtime"))?;
-            let (name, runtime_args) = runtime_name_and_args(
-                args.name.as_deref(),
-                args.profile.as_deref(),
-                args.policy.as_deref(),
-            );
-            Ok(containerd_snippet(&name, &runtime, &runtime_args))
+            let (name, _) =
+                runtime_name_and_args(args.name.as_deref(), args.profile.as_deref(), None);
+            let binary = match &args.profile {
+                Some(profile) => bind_profile_link(&runtime, profile)
+                    .map_err(io(&format!("linking {BOUND_NAME_PREFIX}{profile}")))?,
+                None => runtime,
+            };
+            Ok(containerd_snippet(&name, &binary, args.profile.as_deref()))
         }
     }
 }
@@ -299,6 +330,11 @@ mod tests {
                 hooks_d_entry(Path::new("/usr/local/bin/wg-oci-hook"), None, stage),
                 "{file}"
             );
+            // Every value reaches the hook, which decides (see annotations::enable_value).
+            assert_eq!(
+                shipped["when"]["annotations"]["^wg\\.enable$"], ".*",
+                "{file}"
+            );
         }
     }
 
@@ -342,7 +378,7 @@ mod tests {
 
     #[test]
     fn containerd_snippet_names_the_binary_and_passes_annotations() {
-        let s = containerd_snippet("wg", Path::new("/usr/local/bin/wg-oci-runtime"), &[]);
+        let s = containerd_snippet("wg", Path::new("/usr/local/bin/wg-oci-runtime"), None);
         assert!(
             s.contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wg]"),
             "{s}"
@@ -354,6 +390,43 @@ mod tests {
         assert!(s.contains("pod_annotations = [\"wg.*\"]"), "{s}");
         let parsed: toml::Table = toml::from_str(&s).unwrap();
         assert!(parsed.contains_key("plugins"));
+        let s = containerd_snippet(
+            "wg-vpn",
+            Path::new("/usr/local/bin/wg-oci-runtime@vpn"),
+            Some("vpn"),
+        );
+        let parsed: toml::Table = toml::from_str(&s).unwrap();
+        assert_eq!(
+            parsed["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["wg-vpn"]
+                ["options"]["BinaryName"]
+                .as_str(),
+            Some("/usr/local/bin/wg-oci-runtime@vpn")
+        );
+    }
+
+    #[test]
+    fn a_containerd_profile_is_bound_by_a_link_named_for_it() {
+        let dir = std::env::temp_dir().join(format!("wgoh-link-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let runtime = dir.join("wg-oci-runtime");
+        fs::write(&runtime, "").unwrap();
+        let link = bind_profile_link(&runtime, "vpn").unwrap();
+        assert_eq!(link, dir.join("wg-oci-runtime@vpn"));
+        assert_eq!(fs::read_link(&link).unwrap(), Path::new("wg-oci-runtime"));
+        // Again, and over a stale link: the same link, nothing else left in the dir.
+        assert_eq!(bind_profile_link(&runtime, "vpn").unwrap(), link);
+        fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink("/elsewhere", &link).unwrap();
+        bind_profile_link(&runtime, "vpn").unwrap();
+        assert_eq!(fs::read_link(&link).unwrap(), Path::new("wg-oci-runtime"));
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["wg-oci-runtime", "wg-oci-runtime@vpn"]);
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -370,5 +443,9 @@ mod tests {
         assert!(parse(&strings(&["hooks", "--daemon-json", "/x"])).is_err());
         assert!(parse(&strings(&["docker", "--profile", "../x"])).is_err());
         assert!(parse(&strings(&["docker", "--name"])).is_err());
+        // containerd gives wg-oci-runtime no arguments: a policy flag could not reach it.
+        let e = parse(&strings(&["containerd", "--policy", "/p.toml"])).unwrap_err();
+        assert!(e.contains("WG_OCI_HOOK_POLICY"), "{e}");
+        assert!(parse(&strings(&["containerd", "--profile", "vpn"])).is_ok());
     }
 }

@@ -20,7 +20,7 @@ pub const KNOWN_CHOOSABLE: &[&str] = &[
     annotations::PORTS,
     annotations::REGION,
 ];
-const MAX_POLICY_BYTES: u64 = 1 << 20;
+pub const MAX_POLICY_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

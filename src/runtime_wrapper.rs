@@ -1,18 +1,20 @@
 //! `wg-oci-runtime`: a runc-compatible wrapper for engines that do not read hooks.d (Docker, containerd).
 //!
-//! For `create` and `run` of an enabled container it adds our createRuntime and poststop hooks to the
-//! bundle's config.json, then execs the real runtime with the arguments it was given (less our own leading
-//! `--wg-*` options); every other command is a plain exec. This is nvidia-container-runtime's approach: the
-//! engine keeps talking to "runc", and exit codes, stdio and signals pass through because the real runtime
-//! replaces this process.
+//! For `create` and `run` of a container that asks for a tunnel it adds our createRuntime and poststop hooks to
+//! the bundle's config.json, then execs the real runtime with the arguments it was given (less our own leading
+//! `--wg-*` options); every other command is a plain exec, which no state of the policy can fail. This is
+//! nvidia-container-runtime's approach: the engine keeps talking to "runc", and exit codes, stdio and signals
+//! pass through because the real runtime replaces this process.
 //!
-//! A container is enabled by its annotation `wg.enable=true` (Docker 24+ `--annotation`, containerd pod
-//! annotations), or by a profile bound to the runtime name in the engine's config (`runtimeArgs:
-//! ["--wg-profile=pia"]`), so that `docker run --runtime wg-pia` is enough.
+//! A container gets the hooks when it carries the annotation `wg.enable` with any value (Docker 24+
+//! `--annotation`, containerd pod annotations; the hook tells on from off and refuses the rest), or when its
+//! runtime binds a profile: `runtimeArgs: ["--wg-profile=pia"]` in Docker's config, so that `docker run
+//! --runtime wg-pia` is enough, or for containerd (whose runc options take no arguments) a `BinaryName` that is
+//! a link named `wg-oci-runtime@pia`.
 
 use crate::annotations;
 use crate::command::{resolve_program, DEFAULT_PATH};
-use crate::policy::{Policy, DEFAULT_POLICY_PATH};
+use crate::policy::{Policy, DEFAULT_POLICY_PATH, MAX_POLICY_BYTES};
 use serde_json::{json, Map, Value};
 use std::ffi::OsString;
 use std::fs::{self, File};
@@ -25,11 +27,15 @@ use std::process::{Command, ExitCode};
 const MAX_CONFIG_BYTES: u64 = 16 << 20;
 const HOOK_TIMEOUT_SECS: u64 = 30;
 const HOOK_NAME: &str = "wg-oci-hook";
+/// The runtime when neither `--wg-runtime` nor the policy names one.
+const DEFAULT_RUNTIME: &str = "runc";
+/// What `wg-oci-runtime` is called under when its name binds a profile: `wg-oci-runtime@PROFILE`.
+pub const BOUND_NAME_PREFIX: &str = "wg-oci-runtime@";
 
 /// Our own options, which come before the runtime's arguments (where Docker puts `runtimeArgs`).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Options {
-    /// `--wg-profile=NAME`: the runtime name enables every container with this profile.
+    /// `--wg-profile=NAME`: the runtime name enables every container with this profile (see [`bound_profile`]).
     pub profile: Option<String>,
     /// `--wg-runtime=NAME|PATH`: the real runtime (else the policy's `runtime`, else runc).
     pub runtime: Option<String>,
@@ -201,8 +207,9 @@ impl HookCall {
     }
 }
 
-/// Adds our hooks to an enabled container's config; Ok(false) when the container is not enabled (the config is
-/// then not to be written). Every field we do not know, and every hook already there, stays as it was.
+/// Adds our hooks to the config of a container that carries `wg.enable` (whatever its value: the hook tells on
+/// from off and refuses the rest) or runs under a runtime-bound profile; Ok(false) for any other container (the
+/// config is then not to be written). Every field we do not know, and every hook already there, stays as it was.
 pub fn add_hooks(config: &mut Value, call: &HookCall) -> Result<bool, String> {
     let root = config
         .as_object_mut()
@@ -211,25 +218,30 @@ pub fn add_hooks(config: &mut Value, call: &HookCall) -> Result<bool, String> {
         .get("annotations")
         .and_then(|a| a.get(annotations::ENABLE))
         .cloned();
-    let enabled_by_annotation = annotation.as_ref().and_then(Value::as_str) == Some("true");
-    if !enabled_by_annotation && call.profile.is_none() {
-        return Ok(false);
-    }
-    if call.profile.is_some() && !enabled_by_annotation {
-        if let Some(value) = &annotation {
-            return Err(format!(
-                "annotation {}={value} contradicts this runtime, which enables profile {:?}",
-                annotations::ENABLE,
-                call.profile.as_deref().unwrap_or_default()
-            ));
+    match (&annotation, &call.profile) {
+        (None, None) => return Ok(false),
+        (Some(_), None) => {}
+        (Some(value), Some(profile)) => {
+            // An explicit "off" on a runtime whose whole point is "on": say so rather than pick one.
+            if matches!(
+                value.as_str().map(annotations::enable_value),
+                Some(Ok(false))
+            ) {
+                return Err(format!(
+                    "annotation {}={value} contradicts this runtime, which enables profile {profile:?}",
+                    annotations::ENABLE,
+                ));
+            }
         }
-        // The hook acts on the annotation: the runtime name said yes, so say it for the hook.
-        let annotations = root
-            .entry("annotations")
-            .or_insert_with(|| Value::Object(Map::new()))
-            .as_object_mut()
-            .ok_or("config.json: annotations is not an object")?;
-        annotations.insert(annotations::ENABLE.into(), Value::String("true".into()));
+        (None, Some(_)) => {
+            // The hook acts on the annotation: the runtime name said yes, so say it for the hook.
+            let annotations = root
+                .entry("annotations")
+                .or_insert_with(|| Value::Object(Map::new()))
+                .as_object_mut()
+                .ok_or("config.json: annotations is not an object")?;
+            annotations.insert(annotations::ENABLE.into(), Value::String("true".into()));
+        }
     }
     let hooks = root
         .entry("hooks")
@@ -283,43 +295,63 @@ pub fn rewrite_bundle_config(bundle: &Path, call: &HookCall) -> Result<bool, Str
     Ok(true)
 }
 
-/// Log lines go to stderr and, since shims swallow stderr, to the `--log` file runc was given, in its format.
+/// Where our lines go. The stdio of `create` and `run` are the container's own (runc hands them to its init, and
+/// Docker shows them in `docker logs`), so info and notes go only to the `--log` file runc was given, in runc's
+/// format, where the shim reads it; an error that fails the command goes to stderr too, where the engine shows it.
 struct Logger {
+    path: Option<PathBuf>,
     file: Option<File>,
     json: bool,
 }
 
 impl Logger {
     fn new(cmd: &RuncCommand) -> Logger {
-        let file = cmd.log.as_ref().and_then(|p| {
-            fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o600)
-                .open(p)
-                .ok()
-        });
         Logger {
-            file,
+            path: cmd.log.as_ref().map(PathBuf::from),
+            file: None,
             json: cmd.log_format.as_deref() == Some("json"),
         }
     }
 
-    fn log(&mut self, level: &str, msg: &str) {
+    fn info(&mut self, msg: &str) {
+        self.write("info", msg);
+    }
+
+    fn warn(&mut self, msg: &str) {
+        self.write("warning", msg);
+    }
+
+    fn error(&mut self, msg: &str) {
         eprintln!("wg-oci-runtime: {msg}");
-        if let Some(f) = &mut self.file {
-            let time = rfc3339_now();
-            let line = if self.json {
-                json!({"level": level, "msg": format!("wg-oci-runtime: {msg}"), "time": time})
-                    .to_string()
-            } else {
-                format!(
-                    "time={time:?} level={level} msg={:?}",
-                    format!("wg-oci-runtime: {msg}")
-                )
-            };
-            let _ = writeln!(f, "{line}");
+        self.write("error", msg);
+    }
+
+    fn write(&mut self, level: &str, msg: &str) {
+        if self.file.is_none() {
+            // Opened only when there is something to say: most calls have nothing.
+            self.file = self.path.as_ref().and_then(|p| {
+                fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .mode(0o600)
+                    .open(p)
+                    .ok()
+            });
         }
+        let Some(f) = &mut self.file else {
+            return;
+        };
+        let time = rfc3339_now();
+        let line = if self.json {
+            json!({"level": level, "msg": format!("wg-oci-runtime: {msg}"), "time": time})
+                .to_string()
+        } else {
+            format!(
+                "time={time:?} level={level} msg={:?}",
+                format!("wg-oci-runtime: {msg}")
+            )
+        };
+        let _ = writeln!(f, "{line}");
     }
 }
 
@@ -365,34 +397,142 @@ fn hook_path(opts: &Options) -> io::Result<PathBuf> {
     }
 }
 
-fn policy_path(opts: &Options) -> PathBuf {
-    opts.policy
-        .clone()
-        .or_else(|| {
-            std::env::var_os(crate::cli::POLICY_ENV)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        })
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_POLICY_PATH))
+/// `--wg-policy`, else `$WG_OCI_HOOK_POLICY`: a policy named to this program, which the hook is then told too
+/// (runc starts hooks with only PATH in their environment).
+fn named_policy(opts: &Options) -> Option<PathBuf> {
+    opts.policy.clone().or_else(|| {
+        std::env::var_os(crate::cli::POLICY_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
 }
 
-/// The real runtime: `--wg-runtime`, else the policy's `runtime` (a missing policy means runc; a broken one is an
-/// error, since guessing could send one container's create and delete to different runtimes).
-fn real_runtime(opts: &Options) -> Result<String, String> {
+fn policy_path(opts: &Options) -> PathBuf {
+    named_policy(opts).unwrap_or_else(|| PathBuf::from(DEFAULT_POLICY_PATH))
+}
+
+/// The real runtime for `create` and `run`: `--wg-runtime`, else the policy's `runtime` (no policy means runc).
+/// A broken policy fails the create: a guess could send one container's create and delete to different runtimes.
+fn runtime_for_create(opts: &Options) -> Result<String, String> {
     if let Some(r) = &opts.runtime {
         return Ok(r.clone());
     }
     let path = policy_path(opts);
     match Policy::load(&path) {
         Ok(policy) => Ok(policy.runtime),
-        Err(_) if !path.exists() => Ok("runc".to_owned()),
+        Err(_) if !path.exists() => Ok(DEFAULT_RUNTIME.to_owned()),
         Err(e) => Err(e.to_string()),
     }
 }
 
-/// The whole program. Returns only on failure: on success the real runtime has replaced this process.
-pub fn run(args: Vec<String>) -> ExitCode {
-    let (opts, runtime_args) = match split_options(&args) {
+/// The real runtime for every other command (`state`, `kill`, `delete`, ...), which must reach the runtime of
+/// containers already created whatever has since become of the policy: `--wg-runtime`, else the policy's
+/// top-level `runtime` read on its own (nothing else of the policy is checked), else runc. Also returns a note
+/// when a policy is there but gives no runtime.
+fn runtime_for_others(opts: &Options) -> (String, Option<String>) {
+    if let Some(r) = &opts.runtime {
+        return (r.clone(), None);
+    }
+    let path = policy_path(opts);
+    let found = match fs::metadata(&path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        // Not a FIFO or a device: opening one could block every runc call.
+        Ok(meta) if !meta.is_file() => Err("not a regular file".to_owned()),
+        _ => read_capped(&path, MAX_POLICY_BYTES).and_then(|text| runtime_key(&text)),
+    };
+    match found {
+        Ok(runtime) => (runtime.unwrap_or_else(|| DEFAULT_RUNTIME.to_owned()), None),
+        Err(e) => (
+            DEFAULT_RUNTIME.to_owned(),
+            Some(format!(
+                "{}: {e}; running {DEFAULT_RUNTIME}",
+                path.display()
+            )),
+        ),
+    }
+}
+
+/// A file's text, refused past `limit` bytes.
+fn read_capped(path: &Path, limit: u64) -> Result<String, String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    file.take(limit + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > limit {
+        return Err(format!("larger than {limit} bytes"));
+    }
+    Ok(text)
+}
+
+/// The top-level `runtime` of a policy's text, parsed as a plain TOML table: Ok(None) when it has none.
+pub fn runtime_key(text: &str) -> Result<Option<String>, String> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| {
+        // toml's messages span several lines (a snippet of the file); the first says what is wrong.
+        let msg = e.message().lines().next().unwrap_or("").to_owned();
+        format!("not TOML: {msg}")
+    })?;
+    match table.get("runtime") {
+        None => Ok(None),
+        Some(toml::Value::String(r)) if !r.is_empty() => Ok(Some(r.clone())),
+        Some(_) => Err("runtime: not a runtime name or path".to_owned()),
+    }
+}
+
+/// The profile a runtime name binds: `--wg-profile`, or the name this program was run under,
+/// `wg-oci-runtime@PROFILE` (a link to it: containerd's runc options take no arguments, only a `BinaryName`).
+pub fn bound_profile(opts: &Options, argv0: &str) -> Result<Option<String>, String> {
+    let name = Path::new(argv0)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let by_name = match name.strip_prefix(BOUND_NAME_PREFIX) {
+        None => None,
+        Some(p) if annotations::is_valid_name(p) => Some(p),
+        Some(p) => return Err(format!("run as {name:?}: {p:?} is not a profile name")),
+    };
+    match (&opts.profile, by_name) {
+        (Some(flag), Some(named)) if flag != named => Err(format!(
+            "--wg-profile={flag} contradicts the name {name:?}, which binds profile {named:?}"
+        )),
+        (Some(flag), _) => Ok(Some(flag.clone())),
+        (None, named) => Ok(named.map(str::to_owned)),
+    }
+}
+
+/// Everything a `create` or `run` needs before the real runtime starts: that runtime, and our hooks in the
+/// bundle's config.json when the container is to have them.
+fn prepare_create(
+    opts: &Options,
+    argv0: &str,
+    cmd: &RuncCommand,
+    logger: &mut Logger,
+) -> Result<String, String> {
+    let runtime = runtime_for_create(opts)?;
+    let call = HookCall {
+        hook: hook_path(opts).map_err(|e| format!("finding {HOOK_NAME}: {e}"))?,
+        policy: named_policy(opts),
+        profile: bound_profile(opts, argv0)?,
+    };
+    let bundle = PathBuf::from(cmd.bundle.clone().unwrap_or_else(|| ".".into()));
+    if rewrite_bundle_config(&bundle, &call)? {
+        logger.info(&format!(
+            "container {}: added {} hooks to {}/config.json",
+            cmd.container_id.as_deref().unwrap_or("?"),
+            call.hook.display(),
+            bundle.display()
+        ));
+    }
+    Ok(runtime)
+}
+
+/// The whole program (`argv` with argv[0]). Returns only on failure: on success the real runtime has replaced
+/// this process. Only `create` and `run` read the policy and the bundle; every other command is a plain exec.
+pub fn run(argv: Vec<String>) -> ExitCode {
+    let (argv0, args) = argv
+        .split_first()
+        .map_or(("", &[][..]), |(a, r)| (a.as_str(), r));
+    let (opts, runtime_args) = match split_options(args) {
         Ok(split) => split,
         Err(e) => {
             eprintln!("wg-oci-runtime: {e}");
@@ -401,53 +541,28 @@ pub fn run(args: Vec<String>) -> ExitCode {
     };
     let cmd = parse_runc_args(runtime_args);
     let mut logger = Logger::new(&cmd);
-    let runtime = match real_runtime(&opts) {
-        Ok(r) => r,
-        Err(e) => {
-            logger.log("error", &e);
-            return ExitCode::FAILURE;
+    let runtime = if matches!(cmd.subcommand.as_deref(), Some("create" | "run")) {
+        match prepare_create(&opts, argv0, &cmd, &mut logger) {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                logger.error(&format!(
+                    "container {}: {e}",
+                    cmd.container_id.as_deref().unwrap_or("?")
+                ));
+                return ExitCode::FAILURE;
+            }
         }
+    } else {
+        let (runtime, note) = runtime_for_others(&opts);
+        if let Some(note) = note {
+            logger.warn(&note);
+        }
+        runtime
     };
-    if matches!(cmd.subcommand.as_deref(), Some("create" | "run")) {
-        let bundle = PathBuf::from(cmd.bundle.clone().unwrap_or_else(|| ".".into()));
-        let call = match hook_path(&opts) {
-            Ok(hook) => HookCall {
-                hook,
-                policy: opts.policy.clone(),
-                profile: opts.profile.clone(),
-            },
-            Err(e) => {
-                logger.log("error", &format!("finding {HOOK_NAME}: {e}"));
-                return ExitCode::FAILURE;
-            }
-        };
-        match rewrite_bundle_config(&bundle, &call) {
-            Ok(true) => logger.log(
-                "info",
-                &format!(
-                    "container {}: added {} hooks to {}/config.json",
-                    cmd.container_id.as_deref().unwrap_or("?"),
-                    call.hook.display(),
-                    bundle.display()
-                ),
-            ),
-            Ok(false) => {}
-            Err(e) => {
-                logger.log(
-                    "error",
-                    &format!(
-                        "container {}: {e}",
-                        cmd.container_id.as_deref().unwrap_or("?")
-                    ),
-                );
-                return ExitCode::FAILURE;
-            }
-        }
-    }
     let program = match resolve_program(&runtime) {
         Ok(p) => p,
         Err(e) => {
-            logger.log("error", &format!("the real runtime: {e}"));
+            logger.error(&format!("the real runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -455,7 +570,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
         .arg0(OsString::from(&runtime))
         .args(runtime_args)
         .exec();
-    logger.log("error", &format!("exec {}: {err}", program.display()));
+    logger.error(&format!("exec {}: {err}", program.display()));
     ExitCode::FAILURE
 }
 
@@ -600,11 +715,24 @@ mod tests {
     }
 
     #[test]
-    fn a_config_that_is_not_enabled_is_left_alone() {
+    fn any_value_of_wg_enable_gets_the_hooks_and_keeps_its_value() {
+        for value in ["true", "TRUE", "yes", "false", "off", "maybe", "", " true"] {
+            let mut config = json!({"annotations": {"wg.enable": value}});
+            assert!(add_hooks(&mut config, &call(None)).unwrap(), "{value:?}");
+            assert_eq!(config["annotations"]["wg.enable"], value);
+            assert_eq!(
+                config["hooks"]["createRuntime"][0]["args"][3],
+                "create-runtime"
+            );
+            assert_eq!(config["hooks"]["poststop"][0]["args"][3], "poststop");
+        }
+    }
+
+    #[test]
+    fn a_config_without_wg_enable_is_left_alone() {
         for annotations in [
             json!({}),
-            json!({"wg.enable": "false"}),
-            json!({"wg.enable": "TRUE"}),
+            json!({"wg.profile": "lab", "wg.enable ": "true"}),
         ] {
             let mut config = json!({"annotations": annotations});
             let before = config.clone();
@@ -623,9 +751,86 @@ mod tests {
         let args = &config["hooks"]["createRuntime"][0]["args"];
         assert_eq!(args[3], "--profile");
         assert_eq!(args[4], "pia");
-        let mut config = json!({"annotations": {"wg.enable": "false"}});
-        let e = add_hooks(&mut config, &call(Some("pia"))).unwrap_err();
-        assert!(e.contains("contradicts"), "{e}");
+        // An explicit off contradicts the runtime; on, or a value the hook will refuse, goes to the hook.
+        for value in ["false", "OFF", "0", "no"] {
+            let mut config = json!({"annotations": {"wg.enable": value}});
+            let e = add_hooks(&mut config, &call(Some("pia"))).unwrap_err();
+            assert!(e.contains("contradicts"), "{e}");
+        }
+        for value in ["yes", "maybe"] {
+            let mut config = json!({"annotations": {"wg.enable": value}});
+            assert!(add_hooks(&mut config, &call(Some("pia"))).unwrap());
+            assert_eq!(config["annotations"]["wg.enable"], value);
+        }
+    }
+
+    #[test]
+    fn a_profile_is_bound_by_the_flag_or_by_the_name_run_under() {
+        let none = Options::default();
+        let flag = Options {
+            profile: Some("vpn".into()),
+            ..Options::default()
+        };
+        assert_eq!(
+            bound_profile(&none, "/usr/local/bin/wg-oci-runtime"),
+            Ok(None)
+        );
+        assert_eq!(bound_profile(&none, ""), Ok(None));
+        assert_eq!(
+            bound_profile(&none, "/usr/local/bin/wg-oci-runtime@vpn"),
+            Ok(Some("vpn".to_owned()))
+        );
+        assert_eq!(
+            bound_profile(&none, "wg-oci-runtime@pia"),
+            Ok(Some("pia".to_owned()))
+        );
+        assert_eq!(
+            bound_profile(&flag, "wg-oci-runtime"),
+            Ok(Some("vpn".to_owned()))
+        );
+        assert_eq!(
+            bound_profile(&flag, "/x/wg-oci-runtime@vpn"),
+            Ok(Some("vpn".to_owned()))
+        );
+        assert!(bound_profile(&flag, "/x/wg-oci-runtime@pia")
+            .unwrap_err()
+            .contains("contradicts"));
+        for bad in [
+            "/x/wg-oci-runtime@",
+            "wg-oci-runtime@.x",
+            "wg-oci-runtime@a b",
+        ] {
+            assert!(bound_profile(&none, bad).is_err(), "{bad}");
+        }
+        // Only the file name counts.
+        assert_eq!(bound_profile(&none, "/x/wg-oci-runtime@vpn/runc"), Ok(None));
+    }
+
+    #[test]
+    fn the_runtime_key_is_read_on_its_own() {
+        assert_eq!(
+            runtime_key("runtime = \"crun\"\n").unwrap().as_deref(),
+            Some("crun")
+        );
+        // Whatever else is wrong with the policy.
+        let typo = "runtime = \"/usr/bin/crun\"\nkill_swich = 1\n[profiles.x]\nconfg = 2\n";
+        assert_eq!(runtime_key(typo).unwrap().as_deref(), Some("/usr/bin/crun"));
+        assert_eq!(
+            runtime_key("[profiles.vpn]\nconfig = \"a\"\n").unwrap(),
+            None
+        );
+        assert_eq!(runtime_key("").unwrap(), None);
+        // A `runtime` inside a table is not the policy's.
+        assert_eq!(runtime_key("[x]\nruntime = \"crun\"\n").unwrap(), None);
+        for bad in [
+            "runtime = [oops",
+            "runtime = 3",
+            "runtime = \"\"",
+            "runtime = \"a\"\nruntime = \"b\"",
+        ] {
+            let e = runtime_key(bad).unwrap_err();
+            assert!(!e.contains('\n'), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ impl Scratch {
             format!(
                 "#!/bin/sh
 echo \"pid $$\" >> {d}/calls
+echo \"program $0\" >> {d}/calls
 for a in \"$@\"; do echo \"arg $a\" >> {d}/calls; done
 echo end >> {d}/calls
 case \" $* \" in *\" create \"*) cp {d}/bundle/config.json {d}/seen-config.json ;; esac
@@ -58,12 +59,22 @@ exit 0
     }
 
     fn wrapper(&self, ours: &[&str], runtime_args: &[&str], stdin: &str) -> Output {
-        use std::io::Write;
         let fake = format!("--wg-runtime={}", self.dir.join("fake-runc").display());
-        let mut child = Command::new(WRAPPER)
-            .arg(&fake)
-            .args(ours)
-            .args(runtime_args)
+        let mut args = vec![fake.as_str()];
+        args.extend_from_slice(ours);
+        args.extend_from_slice(runtime_args);
+        self.wrapper_with_path(&args, stdin, None)
+    }
+
+    /// The wrapper with exactly `args` (no `--wg-runtime` added), and `PATH` when given.
+    fn wrapper_with_path(&self, args: &[&str], stdin: &str, path: Option<&Path>) -> Output {
+        use std::io::Write;
+        let mut command = Command::new(WRAPPER);
+        if let Some(path) = path {
+            command.env("PATH", path);
+        }
+        let mut child = command
+            .args(args)
             .env_remove("WG_OCI_HOOK_POLICY")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -80,6 +91,15 @@ exit 0
         let out = child.wait_with_output().unwrap();
         fs::write(self.dir.join("wrapper-pid"), pid.to_string()).unwrap();
         out
+    }
+
+    /// The program each recorded call ran as (`$0` of the stand-in runtime).
+    fn programs(&self) -> Vec<String> {
+        let text = fs::read_to_string(self.dir.join("calls")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("program "))
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Each recorded call: (pid, argv).
@@ -249,6 +269,8 @@ fn docker_shim_create_with_a_runtime_bound_profile() {
         "the runtime replaced the wrapper (exec), so signals reach it"
     );
     assert_rewritten_keeping_everything(&s, &original, true, Some("lab"));
+    // The create's stdio are the container's: nothing of ours may appear there.
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
     // Docker's own prestart hook (libnetwork) is still there.
     let seen = s.seen_config();
     assert!(
@@ -378,4 +400,85 @@ fn a_bad_config_fails_create_with_one_line_and_never_runs_the_runtime() {
     assert!(s.calls().is_empty(), "the runtime ran");
     let log = fs::read_to_string(s.dir.join("log.json")).unwrap();
     assert!(log.contains("\"level\":\"error\""), "{log}");
+}
+
+/// A typo in the policy (or a policy that is not even TOML) must not keep `state`, `kill` and `delete` of
+/// containers already running from reaching the runtime that created them: those read only the policy's
+/// `runtime`, and without one fall back to runc, noting why in runc's log file.
+#[test]
+fn a_broken_policy_does_not_block_state_kill_or_delete() {
+    let s = Scratch::new("typo");
+    let fake = s.dir.join("fake-runc");
+    let policy = s.dir.join("policy.toml");
+    let policy_arg = format!("--wg-policy={}", policy.display());
+    let good = format!(
+        "runtime = {:?}\n[profiles.vpn]\nconfig = \"vpn.conf\"\n",
+        fake.display().to_string()
+    );
+    // Created while the policy was fine: the runtime is the policy's.
+    fs::write(&policy, &good).unwrap();
+    s.write_config(&fixture("docker-20.10-config.json"));
+    let argv = shim_create(&s);
+    let mut args = vec![policy_arg.as_str()];
+    args.extend(refs(&argv));
+    let out = s.wrapper_with_path(&args, "", None);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(s.programs(), [fake.display().to_string()]);
+
+    // A typo: every other command still goes to the policy's runtime.
+    fs::write(&policy, format!("{good}kill_swich = true\n")).unwrap();
+    for (cmd, code) in [("state", 0), ("kill", 7), ("delete", 0)] {
+        let out = s.wrapper_with_path(&[&policy_arg, "--root", "/run/x", cmd, "c0ffee"], "", None);
+        assert_eq!(out.status.code(), Some(code), "{cmd}: {out:?}");
+        assert!(out.stderr.is_empty(), "{cmd}: {out:?}");
+        assert_eq!(
+            s.calls().last().unwrap().1,
+            strings(&["--root", "/run/x", cmd, "c0ffee"])
+        );
+        assert_eq!(s.programs().last().unwrap(), &fake.display().to_string());
+    }
+    // But a create reads the whole policy, and refuses it.
+    let calls = s.calls().len();
+    let out = s.wrapper_with_path(&args, "", None);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("kill_swich"),
+        "{out:?}"
+    );
+    assert_eq!(s.calls().len(), calls, "the runtime ran");
+
+    // Not TOML at all: runc, found on PATH (here the stand-in again, named runc), and a note in runc's log.
+    let bin = s.dir.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(&fake, bin.join("runc")).unwrap();
+    fs::write(&policy, "runtime = [oops\n").unwrap();
+    let log = s.dir.join("delete-log.json");
+    let log_arg = log.display().to_string();
+    let out = s.wrapper_with_path(
+        &[
+            &policy_arg,
+            "--log",
+            &log_arg,
+            "--log-format",
+            "json",
+            "delete",
+            "c0ffee",
+        ],
+        "",
+        Some(&bin),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    assert_eq!(
+        s.programs().last().unwrap(),
+        &bin.join("runc").display().to_string()
+    );
+    let note = fs::read_to_string(&log).unwrap();
+    assert_eq!(note.lines().count(), 1, "{note}");
+    let line: Value = serde_json::from_str(note.trim_end()).unwrap();
+    let msg = line["msg"].as_str().unwrap();
+    assert!(
+        msg.contains(&policy.display().to_string()) && msg.contains("runc"),
+        "{note}"
+    );
 }

@@ -347,6 +347,9 @@ impl Lab {
                 ctd_config_path.to_string_lossy().into_owned(),
             ],
             &dir.join("containerd.log"),
+            // What its shims and so `wg-oci-runtime` inherit: the lab's policy for handlers bound by name
+            // (`wg-oci-runtime@PROFILE`, which take no `--wg-policy`).
+            &[("WG_OCI_HOOK_POLICY", &self.policy_path)],
         );
         *inner.containerd.lock().unwrap() = Some(child);
         inner.wait_for("containerd", began, || {
@@ -404,7 +407,7 @@ impl Lab {
             "--exec-opt".into(),
             "native.cgroupdriver=cgroupfs".into(),
         ];
-        let child = inner.spawn("dockerd", &argv, &dir.join("dockerd.log"));
+        let child = inner.spawn("dockerd", &argv, &dir.join("dockerd.log"), &[]);
         *inner.dockerd.lock().unwrap() = Some(child);
         inner.wait_for("dockerd", began, || ping(&inner.socket));
         inner.cli(&["version"]).assert_success("docker version");
@@ -553,11 +556,12 @@ impl DockerdInner {
         run_argv(&argv, &[("DOCKER_CONFIG", &self.dir.join("cli"))])
     }
 
-    fn spawn(&self, what: &str, argv: &[String], log: &Path) -> Child {
+    fn spawn(&self, what: &str, argv: &[String], log: &Path, env: &[(&str, &Path)]) -> Child {
         let log = File::create(log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
         Command::new("nsenter")
             .env("PATH", LAB_PATH)
             .env("TMPDIR", self.dir.join("tmp"))
+            .envs(env.iter().copied())
             .arg(format!("--net={}", netns_path(&self.host_ns)))
             .args(argv)
             .current_dir(&self.dir)
