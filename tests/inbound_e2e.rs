@@ -94,8 +94,7 @@ fn assert_shut(lab: &Lab, run: &RunOutput, addr: &str, ports: &[u16]) {
         );
         let got = from_the_tunnel(lab, addr, *port);
         assert_eq!(
-            got,
-            "",
+            got, "",
             "{addr} port {port} must be shut from the tunnel\n{run}"
         );
     }
@@ -106,8 +105,7 @@ fn assert_shut(lab: &Lab, run: &RunOutput, addr: &str, ports: &[u16]) {
 fn assert_replies_came_back(run: &RunOutput) {
     let reply = std::fs::read_to_string(run.rootfs.join("tmp/reply")).unwrap_or_default();
     assert_eq!(
-        reply,
-        MARKER,
+        reply, MARKER,
         "the reply to the workload's own connection did not come back\n{run}"
     );
 }
@@ -121,7 +119,9 @@ fn remove(lab: &Lab, run: &RunOutput) {
 fn with_profile_keys(lab: &Lab, keys: &[(&str, &str)]) {
     let mut policy = lab.policy();
     for (k, v) in keys {
-        policy.profiles[0].extra.push((k.to_string(), v.to_string()));
+        policy.profiles[0]
+            .extra
+            .push((k.to_string(), v.to_string()));
     }
     lab.write_policy(&policy);
 }
@@ -147,7 +147,13 @@ fn listed_inbound_ports_open_exactly_those() {
     with_profile_keys(&lab, &[("inbound", "[\"7000/tcp\", \"7100-7102/tcp\"]")]);
     let run = start_listening(&lab, RunOpts::wg(""), &[7000, 7001, 7100, 7102, 7103]);
     assert_replies_came_back(&run);
-    assert_open(&lab, &run, CLIENT_TUNNEL_V4, &[7000, 7100, 7102], &[7000, 7100, 7102]);
+    assert_open(
+        &lab,
+        &run,
+        CLIENT_TUNNEL_V4,
+        &[7000, 7100, 7102],
+        &[7000, 7100, 7102],
+    );
     assert_open(&lab, &run, CLIENT_TUNNEL_V6, &[7000], &[7000]);
     assert_shut(&lab, &run, CLIENT_TUNNEL_V4, &[7001, 7103]);
     remove(&lab, &run);
