@@ -322,6 +322,8 @@ impl Setup<'_> {
             allow_local: &spec.allow_local,
             tunnel_addresses: &spec.addresses,
             port_maps: &spec.port_maps,
+            inbound: &spec.inbound,
+            port_forwarding: pia.is_some_and(|s| s.port_forwarding),
         };
         self.firewall_loaded = true;
         let nft_started = std::time::Instant::now();

@@ -2,7 +2,7 @@
 //! and bad values are errors naming `FILE:LINE:COLUMN`, on one line.
 
 use crate::annotations;
-use crate::firewall::{self, PortMap};
+use crate::firewall::{self, Inbound, PortMap};
 use crate::provider::pia::api::{check_cn, PiaHost};
 use crate::provider::pia::settings::{self as pia, PiaSettings};
 use ipnetwork::IpNetwork;
@@ -58,6 +58,9 @@ pub struct Profile {
     pub allow_local: Option<Vec<IpNetwork>>,
     /// Inbound connections on the tunnel, redirected to the container's ports.
     pub port_maps: Vec<PortMap>,
+    /// What the tunnel's side may open; None when the policy does not say (the default depends on the
+    /// tunnel: see `profile::inbound_or_default`).
+    pub inbound: Option<Inbound>,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +117,8 @@ struct RawProfile {
     allow_local: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     port_maps: Vec<Spanned<String>>,
+    /// `"replies"`, `"all"` or a list of ports: read by `inbound`.
+    inbound: Option<Spanned<toml::Value>>,
     provider: Option<Spanned<String>>,
     // The keys of a `provider = "pia"` profile (refused on other profiles).
     credentials: Option<Spanned<PathBuf>>,
@@ -289,6 +294,13 @@ impl Policy {
                     ));
                 }
             }
+            let inbound =
+                match profile.inbound.take() {
+                    Some(value) => Some(inbound(value.get_ref()).map_err(|e| {
+                        at(value.span(), &format!("profile {name:?}: inbound: {e}"))
+                    })?),
+                    None => None,
+                };
             let kill_switch = profile.kill_switch.unwrap_or(true);
             let source = profile_source(&name, span, profile, base, &at)?;
             profiles.insert(
@@ -299,6 +311,7 @@ impl Policy {
                     kill_switch,
                     allow_local,
                     port_maps,
+                    inbound,
                 },
             );
         }
@@ -624,6 +637,26 @@ impl RawProfile {
 
 /// Stricter than the kernel (which takes any byte but / : and whitespace): the name is also written into
 /// nft rules, where a quote must never appear.
+/// A profile's `inbound`: `"replies"`, `"all"`, or a list of `PORT/PROTO` and `FIRST-LAST/PROTO`.
+fn inbound(value: &toml::Value) -> Result<Inbound, String> {
+    match value {
+        toml::Value::String(word) => word.parse(),
+        toml::Value::Array(items) => {
+            let mut ports = Vec::with_capacity(items.len());
+            for item in items {
+                ports.push(item.as_str().ok_or_else(|| {
+                    "expected a list of strings such as [\"8080/tcp\", \"6000-6010/udp\"]".to_owned()
+                })?);
+            }
+            Inbound::ports(ports)
+        }
+        _ => Err(
+            "expected \"replies\", \"all\" or a list of ports such as [\"8080/tcp\", \"6000-6010/udp\"]"
+                .to_owned(),
+        ),
+    }
+}
+
 fn is_valid_ifname(name: &str) -> bool {
     (1..=15).contains(&name.len())
         && name != "."
@@ -814,6 +847,67 @@ config = "work.conf"
     const PIA: &str = "[profiles.pia]\nprovider = \"pia\"\ncredentials = \"pia/credentials\"\n\
                        ca = \"pia/ca.rsa.4096.crt\"\nregions_key = \"pia/regions.pem\"\n\
                        regions = [\"ca_vancouver\", \"swiss\"]\n";
+
+    #[test]
+    fn inbound_is_replies_all_or_a_list_of_ports() {
+        use crate::firewall::{PortRange, Protocol};
+        let inbound = |value: &str| {
+            parse(&format!(
+                "[profiles.vpn]\nconfig = \"a\"\ninbound = {value}\n"
+            ))
+            .map(|p| p.profiles["vpn"].inbound.clone())
+        };
+        assert_eq!(inbound("\"replies\"").unwrap(), Some(Inbound::Replies));
+        assert_eq!(inbound("\"all\"").unwrap(), Some(Inbound::All));
+        assert_eq!(inbound("[]").unwrap(), Some(Inbound::Replies));
+        assert_eq!(
+            inbound("[\"8080/tcp\", \"53/udp\", \"6000-6010/tcp\", \"9000\"]").unwrap(),
+            Some(Inbound::Ports(
+                [
+                    (6000, 6010, Protocol::Tcp),
+                    (8080, 8080, Protocol::Tcp),
+                    (9000, 9000, Protocol::Tcp),
+                    (53, 53, Protocol::Udp)
+                ]
+                .map(|(first, last, protocol)| PortRange {
+                    first,
+                    last,
+                    protocol
+                })
+                .to_vec()
+            ))
+        );
+        assert_eq!(parse(MINIMAL).unwrap().profiles["vpn"].inbound, None);
+        for (value, needle) in [
+            (
+                "\"none\"",
+                ":3:11: profile \"vpn\": inbound: \"none\": expected \"replies\", \"all\"",
+            ),
+            ("\"All\"", "inbound: \"All\": expected"),
+            (
+                "true",
+                ":3:11: profile \"vpn\": inbound: expected \"replies\"",
+            ),
+            ("[8080]", "inbound: expected a list of strings"),
+            (
+                "[\"80/tcp\", \"80/sctp\"]",
+                "inbound: \"80/sctp\": expected PORT/tcp",
+            ),
+            ("[\"0/tcp\"]", "inbound: \"0/tcp\": expected"),
+            ("[\"65536\"]", "inbound: \"65536\": expected"),
+            ("[\"+80\"]", "inbound: \"+80\": expected"),
+            (
+                "[\"90-80/udp\"]",
+                "inbound: \"90-80/udp\": 90-80: the range ends before it starts",
+            ),
+            ("[\"1-2-3\"]", "inbound: \"1-2-3\": expected"),
+            ("[\"80 ; drop\"]", "inbound: \"80 ; drop\": expected"),
+        ] {
+            let e = inbound(value).unwrap_err().0;
+            assert!(e.contains(needle), "{value}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
 
     #[test]
     fn a_pia_profile_gets_defaults_and_absolute_paths() {

@@ -1,7 +1,7 @@
 //! Turning a policy profile into a complete, checked plan (`TunnelSpec`) before anything is touched: from a
 //! static wg-quick file, or from a provider's registration (`provider::pia`).
 
-use crate::firewall::PortMap;
+use crate::firewall::{Inbound, PortMap};
 use crate::policy::Profile;
 use crate::provider::pia::Registered;
 use crate::wg::{DeviceConfig, PeerConfig};
@@ -25,6 +25,8 @@ pub struct TunnelSpec {
     pub kill_switch: bool,
     pub allow_local: Vec<IpNetwork>,
     pub port_maps: Vec<PortMap>,
+    /// What the tunnel's side may open: the profile's `inbound`, or the default for this tunnel.
+    pub inbound: Inbound,
 }
 
 impl TunnelSpec {
@@ -61,6 +63,7 @@ pub fn from_wg_quick(profile: &Profile, path: &Path) -> Result<TunnelSpec, Strin
         });
     }
     check_split_tunnel(profile, path, &routes)?;
+    let inbound = inbound_or_default(profile, &routes);
     let routes = routes_for_table(iface.table.as_deref(), routes)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(TunnelSpec {
@@ -79,7 +82,20 @@ pub fn from_wg_quick(profile: &Profile, path: &Path) -> Result<TunnelSpec, Strin
         kill_switch: profile.kill_switch,
         allow_local: profile.allow_local.clone().unwrap_or_default(),
         port_maps: profile.port_maps.clone(),
+        inbound,
     })
+}
+
+/// The profile's `inbound`, else by the tunnel's kind. A tunnel that takes the default route (a VPN
+/// customer's) leads to a provider's network and its other customers: only replies (and the port maps) come
+/// in, as with gluetun. One that routes only some subnets (site to site) leads to the user's own network,
+/// which plain wg-quick lets in whole, so nothing more is filtered there than wg-quick would.
+fn inbound_or_default(profile: &Profile, allowed_ips: &[IpNetwork]) -> Inbound {
+    match &profile.inbound {
+        Some(inbound) => inbound.clone(),
+        None if allowed_ips.iter().any(|n| n.prefix() == 0) => Inbound::Replies,
+        None => Inbound::All,
+    }
 }
 
 /// A split tunnel (AllowedIPs without a default route of either family) keeps the bridge's default route, but
@@ -130,6 +146,7 @@ pub fn from_pia(profile: &Profile, credentials: &Path, registered: Registered) -
         kill_switch: profile.kill_switch,
         allow_local: profile.allow_local.clone().unwrap_or_default(),
         port_maps: profile.port_maps.clone(),
+        inbound: inbound_or_default(profile, &[default_v4]),
     }
 }
 
@@ -190,6 +207,7 @@ mod tests {
             kill_switch,
             allow_local,
             port_maps: Vec::new(),
+            inbound: None,
         }
     }
 
@@ -208,6 +226,35 @@ mod tests {
         assert!(check_split_tunnel(&profile(false, None), Path::new(SITE), &subnets).is_ok());
         let full: Vec<IpNetwork> = vec!["10.20.0.0/16".parse().unwrap(), "::/0".parse().unwrap()];
         assert!(check_split_tunnel(&profile(true, None), Path::new(SITE), &full).is_ok());
+    }
+
+    #[test]
+    fn inbound_defaults_to_replies_on_a_full_tunnel_and_all_on_a_split_one() {
+        let nets =
+            |list: &[&str]| -> Vec<IpNetwork> { list.iter().map(|s| s.parse().unwrap()).collect() };
+        let p = profile(true, Some(vec![]));
+        for full in [&["0.0.0.0/0"][..], &["10.0.0.0/8", "::/0"]] {
+            assert_eq!(
+                inbound_or_default(&p, &nets(full)),
+                Inbound::Replies,
+                "{full:?}"
+            );
+        }
+        assert_eq!(
+            inbound_or_default(&p, &nets(&["10.20.0.0/16", "fd20::/64"])),
+            Inbound::All
+        );
+        let mut listed = profile(true, Some(vec![]));
+        listed.inbound = Some(Inbound::All);
+        assert_eq!(
+            inbound_or_default(&listed, &nets(&["0.0.0.0/0"])),
+            Inbound::All
+        );
+        listed.inbound = Some(Inbound::Replies);
+        assert_eq!(
+            inbound_or_default(&listed, &nets(&["10.20.0.0/16"])),
+            Inbound::Replies
+        );
     }
 
     #[test]

@@ -253,13 +253,16 @@ pub fn run(policy: &Policy, container: &str) -> Result<(), String> {
         let pause = match forwarder.round() {
             Ok(port) => {
                 if bound != Some(port) {
-                    if let Err(e) = forwarder.publish(port) {
-                        if let Some(out) = ready.take() {
-                            return report(out, Err(e));
+                    match forwarder.publish(port) {
+                        Ok(()) => bound = Some(port),
+                        Err(e) => {
+                            if let Some(out) = ready.take() {
+                                return report(out, Err(e));
+                            }
+                            // Not marked as published: the next round tries again.
+                            warn!("container {container}: {e}");
                         }
-                        warn!("container {container}: {e}");
                     }
-                    bound = Some(port);
                 }
                 if let Some(out) = ready.take() {
                     report(out, Ok(port))?;
@@ -373,6 +376,11 @@ impl Forwarder<'_> {
     }
 
     fn publish(&self, port: u16) -> Result<(), String> {
+        // The port opens in the container's table (the old one shuts in the same transaction) before the
+        // workload can read it; the first one too, since the hook loads the table before any port is known.
+        crate::firewall::Nft::locate(&self.policy.nft_command)
+            .and_then(|nft| nft.set_forwarded_port(&self.ns, port))
+            .map_err(|e| format!("letting port {port} in through the tunnel (nftables): {e}"))?;
         let text = format!("{port}\n");
         container_file::write(
             self.pia.container_pid,
