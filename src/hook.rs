@@ -14,9 +14,13 @@ use crate::record::{Record, StateDir, RECORD_VERSION};
 use crate::state::{Bundle, ContainerState};
 use crate::wg::{self, userspace::Daemon, BackendKind};
 use log::{debug, info, warn};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use std::fmt::Display;
 use std::io;
 use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::time::Instant;
 
 /// wg-quick's fallback when nothing tells it the path MTU, and its WireGuard overhead (IPv6 + UDP + WG).
@@ -90,6 +94,60 @@ fn check_region(
     }
 }
 
+/// The network namespace of the container whose init the OCI state names. The state is input, not truth: the pid
+/// must be a live process in mount and network namespaces other than the runtime's (every runc or crun container
+/// has both), so that no state can make us build a tunnel in, or clean up, a host process's namespace.
+fn container_netns(pid: u32) -> Result<NetNs, String> {
+    // Checked by number: in a sandbox /proc/1/ns/* may be unreadable, and a runtime never runs a container as 1.
+    if pid == 1 {
+        return Err("pid 1 is the host's init, not a container".into());
+    }
+    // The namespaces are opened through one handle on /proc/PID: if the process dies and its pid is reused
+    // between the two, the second open fails instead of reaching the new process.
+    let proc_dir = nix::fcntl::open(
+        format!("/proc/{pid}").as_str(),
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        Errno::ENOENT => format!("pid {pid} is not running"),
+        e => format!("pid {pid}: /proc/{pid}: {e}"),
+    })?;
+    let ns = |kind: &str| {
+        nix::fcntl::openat(
+            &proc_dir,
+            format!("ns/{kind}").as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map(std::fs::File::from)
+        .map_err(|e| match e {
+            Errno::ENOENT | Errno::ESRCH => format!("pid {pid} is not running"),
+            e => format!("pid {pid}: opening its {kind} namespace: {e}"),
+        })
+    };
+    let same = |a: &std::fs::File, b: &str| -> Result<bool, String> {
+        let (a, b) = (a.metadata(), std::fs::metadata(b));
+        match (a, b) {
+            (Ok(a), Ok(b)) => Ok(a.dev() == b.dev() && a.ino() == b.ino()),
+            (Err(e), _) | (_, Err(e)) => Err(format!("pid {pid}: comparing namespaces: {e}")),
+        }
+    };
+    if same(&ns("mnt")?, "/proc/thread-self/ns/mnt")? {
+        return Err(format!(
+            "pid {pid} shares the runtime's mount namespace: not a container; refusing to touch its network"
+        ));
+    }
+    let net = ns("net")?;
+    if same(&net, "/proc/thread-self/ns/net")? {
+        return Err(format!(
+            "pid {pid}: the container shares the runtime's network namespace (--network host); refusing to move \
+             a tunnel there"
+        ));
+    }
+    Ok(NetNs::from_file(net, format!("/proc/{pid}/ns/net")))
+}
+
 /// One line for the engine's error output: which container, which step, why.
 #[derive(Debug)]
 pub struct HookError {
@@ -142,19 +200,9 @@ pub fn create_runtime(
         .live_pid()
         .ok_or("the OCI state has no container pid")
         .map_err(step_err(id, "reading the OCI state"))?;
-    let bundle = Bundle::load(&state.bundle).map_err(step_err(id, "reading the bundle"))?;
     let container_ns =
-        NetNs::of_pid(pid).map_err(step_err(id, "opening the container's network namespace"))?;
-    let host_ns =
-        NetNs::current().map_err(step_err(id, "opening the runtime's network namespace"))?;
-    if container_ns
-        .same_as(&host_ns)
-        .map_err(step_err(id, "comparing network namespaces"))?
-    {
-        return Err(step_err(id, "checking the container's network namespace")(
-            "the container shares the runtime's network namespace (--network host); refusing to move a tunnel there",
-        ));
-    }
+        container_netns(pid).map_err(step_err(id, "checking the container's pid"))?;
+    let bundle = Bundle::load(&state.bundle).map_err(step_err(id, "reading the bundle"))?;
     // Last of the checks, since a provider registers a key: nothing before this may still refuse the start.
     let (mut spec, pia_record, deadline) = match &profile.source {
         ProfileSource::WgQuick(path) => {
@@ -672,17 +720,13 @@ pub fn poststop(state: &ContainerState, policy: &Policy) -> Result<(), HookError
     }
     // The container's netns normally died with the container; when it lives on (a shared netns),
     // our link must not.
-    if let Some(pid) = state.live_pid() {
-        if let (Ok(ns), Ok(host_ns)) = (NetNs::of_pid(pid), NetNs::current()) {
-            if !ns.same_as(&host_ns).unwrap_or(true) {
-                let nft = Nft::locate(&policy.nft_command).ok();
-                if let Err(e) = clean_container_netns(&ns, nft.as_ref(), &record.interface) {
-                    failures.push(format!(
-                        "deleting {} in the container: {e}",
-                        record.interface
-                    ));
-                }
-            }
+    if let Some(Ok(ns)) = state.live_pid().map(container_netns) {
+        let nft = Nft::locate(&policy.nft_command).ok();
+        if let Err(e) = clean_container_netns(&ns, nft.as_ref(), &record.interface) {
+            failures.push(format!(
+                "deleting {} in the container: {e}",
+                record.interface
+            ));
         }
     }
     if let Err(e) = dir.remove(id) {

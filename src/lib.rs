@@ -20,6 +20,7 @@ pub mod process;
 pub mod profile;
 pub mod provider;
 pub mod record;
+pub mod regular_file;
 pub mod runtime_wrapper;
 pub mod state;
 pub mod wg;

@@ -30,6 +30,11 @@ impl NetNs {
         })
     }
 
+    /// A netns file opened elsewhere (through a handle on `/proc/PID`); `path` names it in messages.
+    pub fn from_file(file: File, path: String) -> Self {
+        NetNs { file, path }
+    }
+
     /// The netns this process runs in (the runtime's, that is the host side).
     pub fn current() -> io::Result<Self> {
         Self::open("/proc/thread-self/ns/net")

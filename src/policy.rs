@@ -5,11 +5,13 @@ use crate::annotations;
 use crate::firewall::{self, Inbound, PortMap};
 use crate::provider::pia::api::{check_cn, PiaHost};
 use crate::provider::pia::settings::{self as pia, PiaSettings};
+use crate::regular_file;
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
@@ -147,20 +149,27 @@ struct RawServer {
 }
 
 impl Policy {
+    /// The policy decides what runs as root for every container: only root may have written it. Its path is fixed
+    /// by the operator, who can name the real file, so a symlink is refused rather than followed.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        // Checked before opening: opening a FIFO would block the hook until runc's timeout kills it.
-        match std::fs::metadata(path) {
-            Ok(meta) if meta.is_file() => {}
-            Ok(_) => {
-                return Err(PolicyError(format!(
-                    "{}: not a regular file",
-                    path.display()
-                )))
-            }
-            Err(e) => return Err(PolicyError(format!("{}: {e}", path.display()))),
+        let refuse = |why: String| PolicyError(format!("{}: {why}", path.display()));
+        let (file, meta) = regular_file::open(path).map_err(|e| match e.as_str() {
+            regular_file::SYMLINK => refuse(format!("{e}; name the real file")),
+            _ => refuse(e),
+        })?;
+        if meta.uid() != 0 {
+            return Err(refuse(format!(
+                "not owned by root (owner uid {})",
+                meta.uid()
+            )));
         }
-        let file = std::fs::File::open(path)
-            .map_err(|e| PolicyError(format!("{}: {e}", path.display())))?;
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            return Err(refuse(format!(
+                "writable by group or others (mode {mode:04o}); run chmod go-w {}",
+                path.display()
+            )));
+        }
         let mut text = String::new();
         file.take(MAX_POLICY_BYTES + 1)
             .read_to_string(&mut text)
@@ -795,7 +804,9 @@ config = "work.conf"
     #[test]
     fn the_shipped_example_policy_parses() {
         let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/policy.toml"));
-        let p = Policy::load(path).unwrap_or_else(|e| panic!("{e}"));
+        // Parsed, not loaded: `load` wants a root-owned file, and a checkout need not be.
+        let p = Policy::parse(&std::fs::read_to_string(path).unwrap(), path)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(p.profiles["vpn"].kill_switch);
     }
 

@@ -4,6 +4,7 @@
 //! adds `root`, sends pid 0 at poststop; runc sends no pid at poststop), and oci-spec refuses config.json files
 //! with capability names it does not know (youki#3723). We key everything on the container id.
 
+use crate::regular_file;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::io::Read;
@@ -41,9 +42,29 @@ impl ContainerState {
                 "the OCI state on stdin is larger than 1 MiB".into(),
             ));
         }
+        // serde's derived visitor also takes a sequence for a struct: `["id", pid, "bundle"]` would pass.
+        if text.iter().find(|b| !b" \t\r\n".contains(b)) != Some(&b'{') {
+            return Err(StateError(
+                "the OCI state on stdin is not a JSON object".into(),
+            ));
+        }
         let state: ContainerState = serde_json::from_slice(&text)
             .map_err(|e| StateError(format!("the OCI state on stdin is not valid: {e}")))?;
         validate_container_id(&state.id)?;
+        // Relative (or missing), it would name a directory relative to wherever the hook runs.
+        if state.bundle.as_os_str().is_empty() {
+            return Err(StateError(format!(
+                "the OCI state of container {} has no bundle",
+                state.id
+            )));
+        }
+        if !state.bundle.is_absolute() {
+            return Err(StateError(format!(
+                "the OCI state of container {}: bundle {:?} is not an absolute path",
+                state.id,
+                truncate(&state.bundle.to_string_lossy(), 256)
+            )));
+        }
         Ok(state)
     }
 
@@ -114,9 +135,13 @@ pub struct Bundle {
 }
 
 impl Bundle {
+    /// Neither the bundle directory the state names nor its config.json may be a symlink: the engine makes both,
+    /// so a link can only lead somewhere else. Components above the bundle may be links (a moved storage dir).
     pub fn load(bundle_dir: &Path) -> Result<Self, StateError> {
+        let dir = regular_file::open_dir(bundle_dir)
+            .map_err(|e| StateError(format!("bundle {}: {e}", bundle_dir.display())))?;
         let path = bundle_dir.join("config.json");
-        let file = std::fs::File::open(&path)
+        let (file, _) = regular_file::open_in(&dir, "config.json")
             .map_err(|e| StateError(format!("{}: {e}", path.display())))?;
         let mut text = Vec::new();
         file.take(MAX_CONFIG_BYTES)
@@ -187,6 +212,43 @@ mod tests {
     }
 
     #[test]
+    fn refuses_a_state_that_is_not_an_object() {
+        // The derived visitor would read this array as id, pid, bundle.
+        for json in [r#"["c1", 4242, "/b"]"#, " \n[\"c1\"]", "\"c1\"", "", "null"] {
+            let e = ContainerState::read(json.as_bytes()).unwrap_err().0;
+            assert_eq!(e, "the OCI state on stdin is not a JSON object", "{json:?}");
+        }
+        assert!(ContainerState::read(&b" \r\n\t{\"id\":\"c1\",\"bundle\":\"/b\"}"[..]).is_ok());
+    }
+
+    #[test]
+    fn refuses_a_state_without_an_absolute_bundle() {
+        for (json, expected) in [
+            (
+                r#"{"id":"c1","pid":4242}"#,
+                "the OCI state of container c1 has no bundle",
+            ),
+            (
+                r#"{"id":"c1","bundle":""}"#,
+                "the OCI state of container c1 has no bundle",
+            ),
+            (
+                r#"{"id":"c1","bundle":"run/b"}"#,
+                "the OCI state of container c1: bundle \"run/b\" is not an absolute path",
+            ),
+            (
+                r#"{"id":"c1","bundle":"./b\n"}"#,
+                "the OCI state of container c1: bundle \"./b\\n\" is not an absolute path",
+            ),
+        ] {
+            assert_eq!(
+                ContainerState::read(json.as_bytes()).unwrap_err().0,
+                expected
+            );
+        }
+    }
+
+    #[test]
     fn refuses_oversized_state() {
         let big = vec![b' '; (MAX_STATE_BYTES + 10) as usize];
         assert!(ContainerState::read(&big[..])
@@ -212,6 +274,37 @@ mod tests {
             b.resolv_conf_mount_source.as_deref(),
             Some(Path::new("/run/c/resolv.conf"))
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bundle_refuses_a_symlinked_bundle_or_config_and_a_fifo() {
+        let dir = std::env::temp_dir().join(format!("wgoh-bundle-links-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("real")).unwrap();
+        std::fs::create_dir_all(dir.join("config-link")).unwrap();
+        std::fs::create_dir_all(dir.join("fifo")).unwrap();
+        std::fs::write(
+            dir.join("real/config.json"),
+            r#"{"root":{"path":"rootfs"}}"#,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(dir.join("real"), dir.join("bundle-link")).unwrap();
+        std::os::unix::fs::symlink(
+            dir.join("real/config.json"),
+            dir.join("config-link/config.json"),
+        )
+        .unwrap();
+        nix::unistd::mkfifo(
+            &dir.join("fifo/config.json"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        assert!(Bundle::load(&dir.join("real")).is_ok());
+        let err = |name: &str| Bundle::load(&dir.join(name)).unwrap_err().0;
+        assert!(err("bundle-link").ends_with("bundle-link: is a symlink"));
+        assert!(err("config-link").ends_with("config-link/config.json: is a symlink"));
+        assert!(err("fifo").ends_with("fifo/config.json: not a regular file"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -976,29 +976,47 @@ impl Lab {
         self.spawn_in_host_ns("sleeper", &["sleep", "120"])
     }
 
-    /// A stand-in for a container's init: a process with a network namespace of its own (inside the lab's
-    /// host netns), for running the hook directly. Returns once it is in that netns. Killed with the lab.
+    /// A stand-in for a container's init: a process with network and mount namespaces of its own (the netns
+    /// inside the lab's host netns), for running the hook directly. Returns once it is in them. Killed with the lab.
     pub fn spawn_netns_sleeper(&self) -> u32 {
-        let pid = self.spawn_in_host_ns("netns sleeper", &["unshare", "--net", "sleep", "120"]);
+        self.spawn_unshared_sleeper(true)
+    }
+
+    /// Not a container: a process in a netns of its own but in our mount namespace (a `sleep` anyone could
+    /// start), which the hook must refuse to treat as a container's init.
+    pub fn spawn_netns_only_sleeper(&self) -> u32 {
+        self.spawn_unshared_sleeper(false)
+    }
+
+    fn spawn_unshared_sleeper(&self, own_mount_ns: bool) -> u32 {
+        let argv: &[&str] = if own_mount_ns {
+            &["unshare", "--net", "--mount", "sleep", "120"]
+        } else {
+            &["unshare", "--net", "sleep", "120"]
+        };
+        let pid = self.spawn_in_host_ns("netns sleeper", argv);
         // Namespaces compare by the inode of their nsfs file (a netns bind mount is not a symlink). Ours, not
         // PID 1's: in a sandbox /proc/1/ns/net may be unreadable, and the forked child starts in ours.
         let host = ns_id(&netns_path(&self.host_ns));
         let ours = ns_id("/proc/self/ns/net");
+        let our_mnt = ns_id("/proc/self/ns/mnt");
         assert!(
-            host.is_some() && ours.is_some(),
+            host.is_some() && ours.is_some() && our_mnt.is_some(),
             "the lab's host netns or ours is missing"
         );
         let start = Instant::now();
         loop {
             let ns = ns_id(&format!("/proc/{pid}/ns/net"));
-            // `sleep` runs only after unshare made the netns: until then the pid is nsenter's or unshare's.
+            let mnt = ns_id(&format!("/proc/{pid}/ns/mnt"));
+            // `sleep` runs only after unshare made the namespaces: until then the pid is nsenter's or unshare's.
             let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            if ns.is_some() && ns != host && ns != ours && comm.trim_end() == "sleep" {
+            let mnt_ok = mnt.is_some() && (mnt != our_mnt) == own_mount_ns;
+            if ns.is_some() && ns != host && ns != ours && mnt_ok && comm.trim_end() == "sleep" {
                 return pid;
             }
             assert!(
                 start.elapsed() < Duration::from_secs(5),
-                "sleeper {pid} never got its own netns"
+                "sleeper {pid} never got its own namespaces"
             );
             thread::sleep(Duration::from_millis(2));
         }

@@ -1,0 +1,97 @@
+//! Opening a file that someone else names (the operator's policy, the engine's bundle) without being led elsewhere
+//! or stalled: the last component must not be a symlink (O_NOFOLLOW), and a FIFO or device must not block the
+//! hook until the runtime's timeout kills it (O_NONBLOCK, then fstat on what was actually opened: no race between
+//! a check and the open).
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use std::fs::{File, Metadata};
+use std::os::fd::AsFd;
+use std::path::Path;
+
+/// The refusal of a symlink, for callers that add advice to it.
+pub const SYMLINK: &str = "is a symlink";
+
+const FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_NONBLOCK)
+    .union(OFlag::O_CLOEXEC);
+
+/// `path`, opened for reading if it is a regular file and not a symlink; else one line saying what it is (without
+/// the path: callers put it in front).
+pub fn open(path: &Path) -> Result<(File, Metadata), String> {
+    checked(nix::fcntl::open(path, FLAGS, Mode::empty()))
+}
+
+/// `name` in the directory `dir`, as `open` does.
+pub fn open_in(dir: impl AsFd, name: &str) -> Result<(File, Metadata), String> {
+    checked(nix::fcntl::openat(dir, name, FLAGS, Mode::empty()))
+}
+
+/// A directory that is not a symlink, as an O_PATH handle for `open_in`.
+pub fn open_dir(path: &Path) -> Result<File, String> {
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| std::io::Error::from(e).to_string())?;
+    let dir = File::from(fd);
+    let meta = dir.metadata().map_err(|e| e.to_string())?;
+    if meta.is_symlink() {
+        Err(SYMLINK.into())
+    } else if !meta.is_dir() {
+        Err("not a directory".into())
+    } else {
+        Ok(dir)
+    }
+}
+
+fn checked(opened: nix::Result<std::os::fd::OwnedFd>) -> Result<(File, Metadata), String> {
+    let file = match opened {
+        Ok(fd) => File::from(fd),
+        // O_NOFOLLOW's answer for a last component that is a symlink.
+        Err(Errno::ELOOP) => return Err(SYMLINK.into()),
+        Err(e) => return Err(std::io::Error::from(e).to_string()),
+    };
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    Ok((file, meta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_symlinks_fifos_and_directories_and_opens_files() {
+        let dir = std::env::temp_dir().join(format!("wgoh-regular-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("file"), "text").unwrap();
+        std::os::unix::fs::symlink(dir.join("file"), dir.join("link")).unwrap();
+        std::os::unix::fs::symlink(dir.join("sub"), dir.join("dirlink")).unwrap();
+        nix::unistd::mkfifo(&dir.join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
+
+        let (file, meta) = open(&dir.join("file")).unwrap();
+        assert_eq!(meta.len(), 4);
+        drop(file);
+        assert_eq!(open(&dir.join("link")).unwrap_err(), "is a symlink");
+        assert_eq!(open(&dir.join("fifo")).unwrap_err(), "not a regular file");
+        assert_eq!(open(&dir.join("sub")).unwrap_err(), "not a regular file");
+        assert!(open(&dir.join("missing"))
+            .unwrap_err()
+            .contains("No such file"));
+
+        let d = open_dir(&dir).unwrap();
+        assert!(open_in(&d, "file").is_ok());
+        assert_eq!(open_in(&d, "link").unwrap_err(), "is a symlink");
+        assert_eq!(open_in(&d, "fifo").unwrap_err(), "not a regular file");
+        assert_eq!(open_dir(&dir.join("dirlink")).unwrap_err(), "is a symlink");
+        assert_eq!(open_dir(&dir.join("file")).unwrap_err(), "not a directory");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
