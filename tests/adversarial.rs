@@ -52,12 +52,19 @@ fn podman(annotations: &[(&str, &str)]) -> Input {
 }
 
 /// The policy the rows run under: the lab's, with `log_level` left at its default (warn) so that stderr holds
-/// what a user sees, and a profile `loose` whose wg-quick file others may write.
+/// what a user sees, and profiles whose wg-quick file others may write (`loose`), belongs to nobody (`foreign`) or
+/// is a symlink to the lab's good one (`linked`).
 fn write_policy(lab: &Lab) {
     let loose = lab.write_file("loose.conf", &lab.client_config().render(), 0o646);
+    let foreign = lab.write_file("foreign.conf", &lab.client_config().render(), 0o600);
+    std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+    let linked = lab.dir.join("linked.conf");
+    std::os::unix::fs::symlink(&lab.config_path, &linked).unwrap();
     let mut policy = lab.policy();
     policy.log_level = "warn".into();
     policy.profiles.push(LabProfile::new("loose", loose));
+    policy.profiles.push(LabProfile::new("foreign", foreign));
+    policy.profiles.push(LabProfile::new("linked", linked));
     lab.write_policy(&policy);
 }
 
@@ -108,6 +115,16 @@ fn hostile_annotations_are_refused_by_podman() {
             "wg-quick file writable by others",
             podman(&[("wg.profile", "loose")]),
             &["loose.conf", "group or others"],
+        ),
+        row(
+            "wg-quick file not owned by root",
+            podman(&[("wg.profile", "foreign")]),
+            &["foreign.conf", "not owned by root"],
+        ),
+        row(
+            "wg-quick file that is a symlink",
+            podman(&[("wg.profile", "linked")]),
+            &["linked.conf", "is a symlink"],
         ),
     ];
     run_table(&lab, rows);
