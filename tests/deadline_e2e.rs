@@ -77,6 +77,24 @@ fn an_endpoint_whose_resolver_never_answers_fails_within_resolve_timeout() {
         "a 2 s resolve_timeout should end the start in about 2 s, not {took:?}\n{run}"
     );
     assert!(!run.out.stdout.contains("should-not-run"), "{run}");
+
+    // The same name, answered by /etc/hosts, still makes a working tunnel: the lookup on a thread returns.
+    let hosts = lab.write_file(
+        "named-hosts",
+        &format!("127.0.0.1 localhost\n{SERVER_UNDERLAY} {SILENT_NAME}\n"),
+        0o644,
+    );
+    let opts = silent_resolver(
+        &lab,
+        RunOpts::wg(&format!(
+            "nc {SERVER_TUNNEL_V4} {RESPONDER_PORT} </dev/null"
+        )),
+    )
+    .bind(&hosts, "/etc/hosts");
+    let run = lab.podman_run(&opts);
+    run.assert_success("a tunnel to an Endpoint named in /etc/hosts");
+    assert_eq!(run.out.stdout, MARKER, "{run}");
+    lab.assert_nothing_left(run.cid());
 }
 
 /// The overall deadline reaches the steps after the profile: a userspace daemon that never opens its socket
@@ -113,4 +131,36 @@ fn a_daemon_that_never_opens_its_socket_fails_within_create_timeout() {
         processes_mentioning(&daemon.to_string_lossy()).is_empty(),
         "the mute daemon was left running"
     );
+}
+
+/// PIA's api_deadline (20 s by default) starts inside create_timeout: the earlier of the two bounds the calls.
+/// With a token endpoint that never answers, the start ends when create_timeout passes, not after api_timeout.
+#[test]
+fn a_hanging_pia_api_is_cut_by_create_timeout() {
+    let lab = Lab::new("pia_create_timeout");
+    let pia = PiaLab::start(&lab);
+    let mut policy = pia.policy(&lab, &[("regions", "[\"lab_a\"]"), ("api_timeout", "10")]);
+    policy.extra_top.push(("create_timeout".into(), "3".into()));
+    lab.write_policy(&policy);
+    pia.set_behaviour(|b| {
+        b.hang.insert(PiaEndpoint::Token);
+    });
+
+    let started = Instant::now();
+    let run = assert_refused(
+        &lab,
+        &RunOpts::wg("echo should-not-run"),
+        &[
+            "registering with PIA",
+            "getting a token",
+            "(create_timeout)",
+        ],
+    );
+    let took = started.elapsed();
+    println!("refused in {took:?}");
+    assert!(
+        took < Duration::from_secs(7),
+        "a 3 s create_timeout should end the start in about 3 s, not {took:?}\n{run}"
+    );
+    assert!(pia.stats().registered.is_empty());
 }
