@@ -11,7 +11,8 @@
 //! loopback by interface index (`iif`/`oif`, resolved when the table is loaded), not by name: an interface
 //! that appears later, even one renamed to the tunnel's name, matches nothing and is dropped.
 
-use crate::command::resolve_program;
+use crate::command::{output_until, resolve_program};
+use crate::deadline::Deadline;
 use crate::netns::NetNs;
 use ipnetwork::IpNetwork;
 use std::fmt::{self, Display, Write as _};
@@ -442,16 +443,16 @@ impl Nft {
         &self.program
     }
 
-    /// Loads `script` in one transaction inside `netns`.
-    pub fn load(&self, netns: &NetNs, script: &str) -> io::Result<()> {
-        netns.run(|| self.run(&["-f", "-"], script.as_bytes()))
+    /// Loads `script` in one transaction inside `netns`, killing nft if it runs past `deadline`.
+    pub fn load(&self, netns: &NetNs, script: &str, deadline: Deadline) -> io::Result<()> {
+        netns.run(|| self.run(&["-f", "-"], script.as_bytes(), Some(deadline)))
     }
 
     /// Deletes our table from `netns`; no table is not an error.
     pub fn delete_table(&self, netns: &NetNs) -> io::Result<()> {
         // `destroy` (nft 1.0.8+) would not fail on a missing table; `delete` after `add` works on every nft.
         let script = format!("add table inet {TABLE}\ndelete table inet {TABLE}\n");
-        netns.run(|| self.run(&["-f", "-"], script.as_bytes()))
+        netns.run(|| self.run(&["-f", "-"], script.as_bytes(), None))
     }
 
     /// Makes `port` the one forwarded port of the table in `netns`, in one transaction (the old one shuts as
@@ -460,11 +461,13 @@ impl Nft {
         let script = format!(
             "flush set inet {TABLE} {FORWARDED_SET}\nadd element inet {TABLE} {FORWARDED_SET} {{ {port} }}\n"
         );
-        netns.run(|| self.run(&["-f", "-"], script.as_bytes()))
+        netns.run(|| self.run(&["-f", "-"], script.as_bytes(), None))
     }
 
-    /// Runs nft from the calling thread (whose netns the child inherits), with no environment of ours.
-    fn run(&self, args: &[&str], stdin: &[u8]) -> io::Result<()> {
+    /// Runs nft from the calling thread (whose netns the child inherits), with no environment of ours. nft only
+    /// talks to the kernel and ends in milliseconds, but `nft_command` may be anything: given a deadline, a run
+    /// past it is killed.
+    fn run(&self, args: &[&str], stdin: &[u8], deadline: Option<Deadline>) -> io::Result<()> {
         let mut child = Command::new(&self.program)
             .args(args)
             .env_clear()
@@ -474,15 +477,28 @@ impl Nft {
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.program.display())))?;
         let written = child.stdin.take().expect("piped").write_all(stdin);
-        let output = child.wait_with_output()?;
-        if output.status.success() {
+        let (status, stderr) = match deadline {
+            None => {
+                let output = child.wait_with_output()?;
+                (output.status, output.stderr)
+            }
+            Some(deadline) => output_until(child, deadline)?.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "{} still ran when the {deadline} passed",
+                        self.program.display()
+                    ),
+                )
+            })?,
+        };
+        if status.success() {
             return written;
         }
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = String::from_utf8_lossy(&stderr);
         Err(io::Error::other(format!(
-            "{} failed ({}): {}",
+            "{} failed ({status}): {}",
             self.program.display(),
-            output.status,
             first_error_line(&stderr)
         )))
     }

@@ -1,6 +1,7 @@
 //! createRuntime and poststop: the flow of DESIGN.md section 1, each step undone in reverse on failure.
 
 use crate::annotations;
+use crate::deadline::Deadline;
 use crate::dns;
 use crate::firewall::{self, Nft, Rules};
 use crate::link::Netlink;
@@ -21,7 +22,6 @@ use std::fmt::Display;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
-use std::time::Instant;
 
 /// wg-quick's fallback when nothing tells it the path MTU, and its WireGuard overhead (IPv6 + UDP + WG).
 const FALLBACK_UNDERLAY_MTU: u32 = 1500;
@@ -186,6 +186,8 @@ pub fn create_runtime(
     policy: &Policy,
     runtime_profile: Option<&str>,
 ) -> Result<Record, HookError> {
+    // Every step must end before the engine's hook timeout kills us with no word of why.
+    let deadline = Deadline::after(policy.create_timeout, "create_timeout");
     let id = state.id.as_str();
     let request =
         annotations::parse(&state.annotations).map_err(step_err(id, "reading annotations"))?;
@@ -204,21 +206,22 @@ pub fn create_runtime(
         container_netns(pid).map_err(step_err(id, "checking the container's pid"))?;
     let bundle = Bundle::load(&state.bundle).map_err(step_err(id, "reading the bundle"))?;
     // Last of the checks, since a provider registers a key: nothing before this may still refuse the start.
-    let (mut spec, pia_record, deadline) = match &profile.source {
+    let (mut spec, pia_record, api_deadline) = match &profile.source {
         ProfileSource::WgQuick(path) => {
-            let spec = profile::from_wg_quick(profile, path)
+            let spec = profile::from_wg_quick(profile, path, policy.resolve_timeout, deadline)
                 .map_err(step_err(id, "reading the profile"))?;
             (spec, None, None)
         }
         ProfileSource::Pia(settings) => {
-            // Its HTTP calls and the wait for a forwarded port share one deadline.
-            let deadline = Instant::now() + settings.api_deadline;
+            // Its HTTP calls and the wait for a forwarded port share one deadline, inside the start's.
+            let api_deadline =
+                Deadline::after(settings.api_deadline, "api_deadline").earlier(deadline);
             let region = request.region.as_deref();
-            let registered = pia::register(settings, &policy.state_dir, region, id, deadline)
+            let registered = pia::register(settings, &policy.state_dir, region, id, api_deadline)
                 .map_err(step_err(id, "registering with PIA"))?;
             let record = registered.record(pid, &bundle.rootfs);
             let spec = profile::from_pia(profile, &settings.credentials, registered);
-            (spec, Some(record), Some(deadline))
+            (spec, Some(record), Some(api_deadline))
         }
     };
     spec.port_maps = port_maps;
@@ -248,6 +251,7 @@ pub fn create_runtime(
         rules_added: Vec::new(),
         port_forward_helper: None,
         deadline,
+        api_deadline,
     };
     match setup.run(&spec, &bundle, profile.pia()) {
         Ok(()) => {
@@ -286,13 +290,20 @@ struct Setup<'a> {
     rules_added: Vec<(bool, u32)>,
     /// The PIA port-forwarding helper's pid, once started.
     port_forward_helper: Option<u32>,
-    /// A provider profile's deadline for its API calls, the first port binding included.
-    deadline: Option<Instant>,
+    /// create_timeout, from the hook's start.
+    deadline: Deadline,
+    /// A provider profile's deadline for its API calls, the first port binding included (never after `deadline`).
+    api_deadline: Option<Deadline>,
 }
 
 impl Setup<'_> {
     fn err<E: Display>(&self, step: &'static str) -> impl FnOnce(E) -> HookError + '_ {
         step_err(self.id, step)
+    }
+
+    /// Fails `step` before it starts once create_timeout has passed; `run` then undoes what was made.
+    fn check_deadline(&self, step: &'static str) -> Result<(), HookError> {
+        self.deadline.check().map_err(self.err(step))
     }
 
     fn run(
@@ -314,14 +325,16 @@ impl Setup<'_> {
             )));
         }
         self.host_nl = Some(host);
+        self.check_deadline("creating the WireGuard interface")?;
         self.create_device(&tmp)?;
         // Saved before any further step, so that a poststop after a kill (runc's hook timeout) still finds
         // the daemon and the link.
         self.save_record()?;
         let socket = wg::uapi::socket_path(&tmp);
+        self.check_deadline("configuring WireGuard")?;
         match self.record.backend {
             BackendKind::Kernel => wg::kernel::configure(&tmp, &spec.device),
-            BackendKind::Userspace => wg::uapi::configure(&socket, &spec.device),
+            BackendKind::Userspace => wg::uapi::configure(&socket, &spec.device, self.deadline),
         }
         .map_err(self.err("configuring WireGuard"))?;
 
@@ -340,6 +353,7 @@ impl Setup<'_> {
         };
         host.set_mtu(index, mtu)
             .map_err(self.err("setting the MTU"))?;
+        self.check_deadline("moving the interface into the container")?;
         host.move_to_netns(index, container_ns.file().as_fd(), &self.policy.interface)
             .map_err(|e| {
                 let cause = if e.raw_os_error() == Some(EEXIST) {
@@ -373,10 +387,11 @@ impl Setup<'_> {
             inbound: &spec.inbound,
             port_forwarding: pia.is_some_and(|s| s.port_forwarding),
         };
+        self.check_deadline("loading the kill switch (nftables)")?;
         self.firewall_loaded = true;
         let nft_started = std::time::Instant::now();
         self.nft
-            .load(container_ns, &rules.render())
+            .load(container_ns, &rules.render(), self.deadline)
             .map_err(self.err("loading the kill switch (nftables)"))?;
         debug!(
             "container {}: nftables table loaded in {:.1} ms",
@@ -395,6 +410,7 @@ impl Setup<'_> {
             );
         }
         if !spec.dns_servers.is_empty() {
+            self.check_deadline("writing resolv.conf")?;
             let content = dns::render(&spec.dns_servers, &spec.dns_search, self.id);
             let change = dns::write(bundle, &content).map_err(self.err("writing resolv.conf"))?;
             self.record.resolv_conf = Some(change);
@@ -402,9 +418,8 @@ impl Setup<'_> {
         if let Some(settings) = pia.filter(|s| s.port_forwarding) {
             // The helper reads its registration from the record.
             self.save_record()?;
-            let wait = self.deadline.map_or(settings.api_deadline, |d| {
-                d.saturating_duration_since(Instant::now())
-            });
+            self.check_deadline("forwarding a port (PIA)")?;
+            let wait = self.api_deadline.unwrap_or(self.deadline).left();
             let helper = port_forward::start(self.policy, self.id, wait)
                 .map_err(self.err("forwarding a port (PIA)"))?;
             self.port_forward_helper = Some(helper.pid);
@@ -456,7 +471,7 @@ impl Setup<'_> {
                 .map_err(self.err("finding the WireGuard interface"))?;
         } else {
             self.record.backend = BackendKind::Userspace;
-            let daemon = Daemon::start(&self.policy.userspace_command, tmp)
+            let daemon = Daemon::start(&self.policy.userspace_command, tmp, self.deadline)
                 .map_err(self.err("starting the userspace WireGuard daemon"))?;
             debug!(
                 "container {}: userspace daemon pid {} for {tmp}",

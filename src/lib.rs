@@ -6,6 +6,7 @@ pub mod atomic_file;
 pub mod cli;
 pub mod command;
 pub mod container_file;
+pub mod deadline;
 pub mod dns;
 pub mod firewall;
 pub mod hook;

@@ -2,6 +2,7 @@
 //! and bad values are errors naming `FILE:LINE:COLUMN`, on one line.
 
 use crate::annotations;
+use crate::deadline::{DEFAULT_CREATE_TIMEOUT, DEFAULT_RESOLVE_TIMEOUT, HOOK_TIMEOUT};
 use crate::firewall::{self, Inbound, PortMap};
 use crate::provider::pia::api::{check_cn, PiaHost};
 use crate::provider::pia::settings::{self as pia, PiaSettings};
@@ -13,6 +14,7 @@ use std::io::Read;
 use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use toml::Spanned;
 
 pub const DEFAULT_POLICY_PATH: &str = "/etc/wg-oci-hook/policy.toml";
@@ -46,6 +48,10 @@ pub struct Policy {
     pub runtime: String,
     pub allowed_annotations: Vec<String>,
     pub log_level: Option<log::LevelFilter>,
+    /// Bound on resolving each Endpoint host name of a wg-quick profile.
+    pub resolve_timeout: Duration,
+    /// Bound on the whole createRuntime; below the engine's hook timeout (`deadline::HOOK_TIMEOUT`).
+    pub create_timeout: Duration,
     pub profiles: BTreeMap<String, Profile>,
 }
 
@@ -107,6 +113,8 @@ struct RawPolicy {
     #[serde(default)]
     allowed_annotations: Vec<Spanned<String>>,
     log_level: Option<Spanned<String>>,
+    resolve_timeout: Option<Spanned<u64>>,
+    create_timeout: Option<Spanned<u64>>,
     #[serde(default)]
     profiles: BTreeMap<Spanned<String>, RawProfile>,
 }
@@ -262,6 +270,8 @@ impl Policy {
             },
             None => None,
         };
+        let (resolve_timeout, create_timeout) =
+            timeouts(raw.resolve_timeout, raw.create_timeout, &at)?;
         let base = path.parent().unwrap_or(Path::new("/"));
         let mut profiles = BTreeMap::new();
         for (name, mut profile) in raw.profiles {
@@ -350,6 +360,8 @@ impl Policy {
             runtime,
             allowed_annotations,
             log_level,
+            resolve_timeout,
+            create_timeout,
             profiles,
         })
     }
@@ -410,6 +422,42 @@ impl Policy {
 }
 
 type At<'a> = dyn Fn(Range<usize>, &str) -> PolicyError + 'a;
+
+/// `resolve_timeout` and `create_timeout`, in whole seconds. The engine kills a hook at its hooks.d `timeout`
+/// (30 s) with no word of why, so the hook's own deadline must end first; a name lookup must end before that.
+fn timeouts(
+    resolve: Option<Spanned<u64>>,
+    create: Option<Spanned<u64>>,
+    at: &At,
+) -> Result<(Duration, Duration), PolicyError> {
+    let hook = HOOK_TIMEOUT.as_secs();
+    let create_timeout = match create {
+        Some(v) if !(1..hook).contains(v.get_ref()) => {
+            let msg = format!(
+                "create_timeout: must be 1 to {} seconds: the engine kills the hook at the {hook} s timeout of \
+                 its hooks.d entry (and of wg-oci-runtime's), and the hook must fail with its own error first",
+                hook - 1
+            );
+            return Err(at(v.span(), &msg));
+        }
+        Some(v) => Duration::from_secs(v.into_inner()),
+        None => DEFAULT_CREATE_TIMEOUT,
+    };
+    let resolve_timeout = match resolve {
+        Some(v) if *v.get_ref() == 0 || Duration::from_secs(*v.get_ref()) >= create_timeout => {
+            let msg = format!(
+                "resolve_timeout: must be 1 second or more and below create_timeout ({} s), which bounds \
+                 the whole start",
+                create_timeout.as_secs()
+            );
+            return Err(at(v.span(), &msg));
+        }
+        Some(v) => Duration::from_secs(v.into_inner()),
+        // A shorter create_timeout still bounds it: a resolution waits for the earlier of the two.
+        None => DEFAULT_RESOLVE_TIMEOUT,
+    };
+    Ok((resolve_timeout, create_timeout))
+}
 
 /// A static profile's wg-quick file, or a provider's settings; keys of the one kind are refused on the other.
 fn profile_source(
@@ -799,6 +847,55 @@ config = "work.conf"
         assert!(err("[profiles.vpn]\n").contains("missing config"));
         assert!(err("[profiles.\"../x\"]\nconfig = \"a\"\n").contains("profile name"));
         assert!(err("backend = \"auto\"\n").contains("no [profiles.NAME]"));
+    }
+
+    #[test]
+    fn deadlines_have_defaults_and_stay_below_the_hook_timeout() {
+        let p = parse(MINIMAL).unwrap();
+        assert_eq!(p.resolve_timeout, Duration::from_secs(5));
+        assert_eq!(p.create_timeout, Duration::from_secs(25));
+        let p = parse(&format!(
+            "resolve_timeout = 2\ncreate_timeout = 29\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(p.resolve_timeout, Duration::from_secs(2));
+        assert_eq!(p.create_timeout, Duration::from_secs(29));
+        // A create_timeout below the default resolve_timeout still bounds every lookup (the earlier wins).
+        assert_eq!(
+            parse(&format!("create_timeout = 3\n{MINIMAL}"))
+                .unwrap()
+                .create_timeout,
+            Duration::from_secs(3)
+        );
+
+        for bad in ["30", "120", "0"] {
+            let e = err(&format!("create_timeout = {bad}\n{MINIMAL}"));
+            assert!(
+                e.contains(":1:18: create_timeout: must be 1 to 29 seconds: the engine kills the hook at the 30 s"),
+                "{bad}: {e}"
+            );
+        }
+        let e = err(&format!("resolve_timeout = 0\n{MINIMAL}"));
+        assert!(
+            e.contains(":1:19: resolve_timeout: must be 1 second"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "create_timeout = 10\nresolve_timeout = 10\n{MINIMAL}"
+        ));
+        assert!(
+            e.contains(
+                ":2:19: resolve_timeout: must be 1 second or more and below create_timeout (10 s)"
+            ),
+            "{e}"
+        );
+        assert!(err(&format!("resolve_timeout = 25\n{MINIMAL}")).contains("create_timeout (25 s)"));
+        assert!(err(&format!("resolve_timeout = -1\n{MINIMAL}")).contains(":1:19: "));
+        assert!(err(&format!("create_timeout = 2.5\n{MINIMAL}")).contains(":1:18: "));
+        assert!(err(&format!("resolve_timeout = \"5s\"\n{MINIMAL}")).contains(":1:19: "));
+        // Top level only: not a profile's key.
+        let e = err("[profiles.vpn]\nconfig = \"a\"\nresolve_timeout = 3\n");
+        assert!(e.contains(":3:1: unknown field `resolve_timeout`"), "{e}");
     }
 
     #[test]

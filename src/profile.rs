@@ -1,14 +1,18 @@
 //! Turning a policy profile into a complete, checked plan (`TunnelSpec`) before anything is touched: from a
 //! static wg-quick file, or from a provider's registration (`provider::pia`).
 
+use crate::deadline::Deadline;
 use crate::firewall::{Inbound, PortMap};
 use crate::policy::Profile;
 use crate::provider::pia::Registered;
 use crate::wg::{DeviceConfig, PeerConfig};
 use crate::wgquick;
 use ipnetwork::IpNetwork;
+use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
 
 /// PIA's registered keys expire after some hours without traffic.
 const PIA_KEEPALIVE: u16 = 25;
@@ -36,22 +40,31 @@ impl TunnelSpec {
 }
 
 /// Loads the profile's wg-quick file and resolves peer endpoints here, in the runtime's netns, where the
-/// encrypted UDP socket will live.
-pub fn from_wg_quick(profile: &Profile, path: &Path) -> Result<TunnelSpec, String> {
+/// encrypted UDP socket will live: each name within `resolve_timeout`, all before `deadline`.
+pub fn from_wg_quick(
+    profile: &Profile,
+    path: &Path,
+    resolve_timeout: Duration,
+    deadline: Deadline,
+) -> Result<TunnelSpec, String> {
     let config = wgquick::load(path).map_err(|e| e.to_string())?;
     let iface = config.interface;
     let mut routes: Vec<IpNetwork> = Vec::new();
     let mut peers = Vec::with_capacity(config.peers.len());
-    for peer in config.peers {
+    for (n, peer) in config.peers.into_iter().enumerate() {
         for net in &peer.allowed_ips {
             if !routes.contains(net) {
                 routes.push(*net);
             }
         }
         let endpoint = match &peer.endpoint {
-            Some(ep) => Some(resolve(&ep.host, ep.port).map_err(|e| {
-                format!("{}: Endpoint {}:{}: {e}", path.display(), ep.host, ep.port)
-            })?),
+            Some(ep) => {
+                let limit = Deadline::after(resolve_timeout, "resolve_timeout").earlier(deadline);
+                Some(resolve(&ep.host, ep.port, limit).map_err(|e| {
+                    let (file, host, port) = (path.display(), &ep.host, ep.port);
+                    format!("{file}: peer {} endpoint {host}:{port}: {e}", n + 1)
+                })?)
+            }
             None => None,
         };
         peers.push(PeerConfig {
@@ -163,15 +176,51 @@ fn routes_for_table(table: Option<&str>, routes: Vec<IpNetwork>) -> Result<Vec<I
     }
 }
 
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+/// An Endpoint's address. An IP literal (the common case) is taken as it is, with no thread and no wait.
+pub fn resolve(host: &str, port: u16, deadline: Deadline) -> Result<SocketAddr, String> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, port));
     }
-    (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve: {e}"))?
-        .next()
-        .ok_or_else(|| "the name has no addresses".to_owned())
+    resolve_name(host, port, deadline, system_lookup)
+}
+
+type Lookup = fn(&str, u16) -> io::Result<Option<SocketAddr>>;
+
+fn system_lookup(host: &str, port: u16) -> io::Result<Option<SocketAddr>> {
+    Ok((host, port).to_socket_addrs()?.next())
+}
+
+/// A name, looked up on a thread of its own: getaddrinfo cannot be cancelled, and a resolver that never answers
+/// (glibc waits `timeout` x `attempts` per nameserver) would keep the hook until the engine kills it, saying
+/// nothing of why. When `deadline` passes first, the thread is left to end with the process.
+fn resolve_name(
+    host: &str,
+    port: u16,
+    deadline: Deadline,
+    lookup: Lookup,
+) -> Result<SocketAddr, String> {
+    let wait = deadline.left();
+    if wait.is_zero() {
+        return Err(format!("not resolved: {}", deadline.check().unwrap_err()));
+    }
+    let (tx, rx) = mpsc::channel();
+    let name = host.to_owned();
+    std::thread::Builder::new()
+        .name("resolve".into())
+        .spawn(move || {
+            let _ = tx.send(lookup(&name, port));
+        })
+        .map_err(|e| format!("starting a resolver thread: {e}"))?;
+    match rx.recv_timeout(wait) {
+        Ok(Ok(Some(addr))) => Ok(addr),
+        Ok(Ok(None)) => Err("the name has no addresses".to_owned()),
+        Ok(Err(e)) => Err(format!("cannot resolve: {e}")),
+        Err(_) => Err(format!(
+            "no answer from the resolver within {:.1} s ({})",
+            wait.as_secs_f64(),
+            deadline.name()
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -228,6 +277,10 @@ mod tests {
         assert!(check_split_tunnel(&profile(true, None), Path::new(SITE), &full).is_ok());
     }
 
+    fn within(seconds: u64) -> Deadline {
+        Deadline::after(Duration::from_secs(seconds), "resolve_timeout")
+    }
+
     #[test]
     fn inbound_defaults_to_replies_on_a_full_tunnel_and_all_on_a_split_one() {
         let nets =
@@ -258,15 +311,69 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_resolve_literals_without_dns() {
+    fn endpoints_resolve_literals_without_dns_or_time() {
+        // A deadline already passed: a literal still resolves, since it never waits for anything.
+        let passed = Deadline::after(Duration::ZERO, "create_timeout");
         assert_eq!(
-            resolve("192.0.2.1", 51820).unwrap(),
+            resolve("192.0.2.1", 51820, passed).unwrap(),
             "192.0.2.1:51820".parse().unwrap()
         );
         assert_eq!(
-            resolve("2001:db8::1", 443).unwrap(),
+            resolve("2001:db8::1", 443, passed).unwrap(),
             "[2001:db8::1]:443".parse().unwrap()
         );
-        assert_eq!(resolve("localhost", 1).unwrap().port(), 1);
+        // A name does wait, so it does not get that far.
+        assert_eq!(
+            resolve("localhost", 1, passed).unwrap_err(),
+            "not resolved: the create_timeout of 0 s passed"
+        );
+    }
+
+    #[test]
+    fn a_name_that_resolves_still_does() {
+        let addr = resolve("localhost", 51820, within(5)).unwrap();
+        assert!(addr.ip().is_loopback(), "{addr}");
+        assert_eq!(addr.port(), 51820);
+    }
+
+    #[test]
+    fn a_resolver_that_never_answers_is_given_up_at_the_deadline() {
+        fn silent(_: &str, _: u16) -> io::Result<Option<SocketAddr>> {
+            std::thread::sleep(Duration::from_secs(30));
+            Ok(None)
+        }
+        let deadline = Deadline::after(Duration::from_millis(200), "resolve_timeout");
+        let started = std::time::Instant::now();
+        let e = resolve_name("vpn.example", 51820, deadline, silent).unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(
+            e,
+            "no answer from the resolver within 0.2 s (resolve_timeout)"
+        );
+        assert!(
+            took >= Duration::from_millis(190) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        // An answer that comes in time, and one that says the name has nothing.
+        fn answers(_: &str, port: u16) -> io::Result<Option<SocketAddr>> {
+            Ok(Some(SocketAddr::new([192, 0, 2, 7].into(), port)))
+        }
+        fn empty(_: &str, _: u16) -> io::Result<Option<SocketAddr>> {
+            Ok(None)
+        }
+        fn fails(_: &str, _: u16) -> io::Result<Option<SocketAddr>> {
+            Err(io::Error::other("failed to lookup address information"))
+        }
+        assert_eq!(
+            resolve_name("vpn.example", 1, within(5), answers).unwrap(),
+            "192.0.2.7:1".parse().unwrap()
+        );
+        assert_eq!(
+            resolve_name("vpn.example", 1, within(5), empty).unwrap_err(),
+            "the name has no addresses"
+        );
+        assert!(resolve_name("vpn.example", 1, within(5), fails)
+            .unwrap_err()
+            .starts_with("cannot resolve: failed"));
     }
 }

@@ -2,6 +2,7 @@
 //! Spoken directly rather than through wireguard-control, whose userspace backend sleeps a fixed 100 ms.
 
 use super::DeviceConfig;
+use crate::deadline::Deadline;
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -9,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const SOCKET_DIR: &str = "/var/run/wireguard";
+/// A daemon answers in microseconds; this bounds one that does not.
+const ANSWER_WAIT: Duration = Duration::from_secs(5);
 
 pub fn socket_path(interface: &str) -> PathBuf {
     Path::new(SOCKET_DIR).join(format!("{interface}.sock"))
@@ -46,20 +49,39 @@ fn set_request(config: &DeviceConfig) -> String {
     req
 }
 
-/// Sends the whole configuration and checks the daemon's `errno=0`.
-pub fn configure(socket: &Path, config: &DeviceConfig) -> io::Result<()> {
+/// Sends the whole configuration and checks the daemon's `errno=0`, waiting no longer than `ANSWER_WAIT` nor
+/// past `deadline`.
+pub fn configure(socket: &Path, config: &DeviceConfig, deadline: Deadline) -> io::Result<()> {
+    let wait = ANSWER_WAIT
+        .min(deadline.left())
+        .max(Duration::from_millis(1));
+    let timed_out = |e: io::Error| match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            let cut = if wait < ANSWER_WAIT {
+                format!(" ({})", deadline.name())
+            } else {
+                String::new()
+            };
+            let secs = wait.as_secs_f64();
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the daemon did not answer within {secs:.1} s{cut}"),
+            )
+        }
+        _ => e,
+    };
     let mut stream = UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_read_timeout(Some(wait))?;
+    stream.set_write_timeout(Some(wait))?;
     let mut request = set_request(config);
     let sent = stream.write_all(request.as_bytes());
     wipe(&mut request);
-    sent?;
+    sent.map_err(timed_out)?;
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     loop {
         line.clear();
-        if reader.read_line(&mut line)? == 0 {
+        if reader.read_line(&mut line).map_err(timed_out)? == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the daemon closed the UAPI socket",
@@ -120,5 +142,30 @@ mod tests {
             "03".repeat(32)
         );
         assert_eq!(req, expected);
+    }
+
+    #[test]
+    fn a_daemon_that_never_answers_is_given_up_at_the_deadline() {
+        let dir = std::env::temp_dir().join(format!("wgoh-uapi-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("mute.sock");
+        let _ = std::fs::remove_file(&socket);
+        // Accepts (the kernel queues the connection) and never reads or answers.
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let config = DeviceConfig {
+            private_key: Key::from_bytes([1; 32]),
+            listen_port: None,
+            fwmark: None,
+            peers: Vec::new(),
+        };
+        let deadline = Deadline::after(Duration::from_millis(200), "create_timeout");
+        let started = std::time::Instant::now();
+        let e = configure(&socket, &config, deadline).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the daemon did not answer within 0.2 s (create_timeout)"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -2,6 +2,7 @@
 
 use super::uapi;
 use crate::command::{resolve_program, DEFAULT_PATH};
+use crate::deadline::Deadline;
 use crate::process;
 use std::io;
 use std::path::Path;
@@ -22,8 +23,9 @@ impl Daemon {
 
     /// Starts `command... <interface>` in the foreground mode that wireguard-go enters with
     /// WG_PROCESS_FOREGROUND=1 (so its pid is the one we record), in its own session, with no stdio of ours:
-    /// runc waits for the hook's stdout/stderr pipes to close. Returns once the UAPI socket accepts connections.
-    pub fn start(command: &[String], interface: &str) -> io::Result<Daemon> {
+    /// runc waits for the hook's stdout/stderr pipes to close. Returns once the UAPI socket accepts connections,
+    /// waiting no longer than `SOCKET_WAIT` nor past `deadline`.
+    pub fn start(command: &[String], interface: &str, deadline: Deadline) -> io::Result<Daemon> {
         let (program, args) = command.split_first().ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "userspace_command is empty")
         })?;
@@ -55,15 +57,21 @@ impl Daemon {
             io::Error::new(e.kind(), format!("starting {}: {e}", program.display()))
         })?;
         let mut daemon = Daemon { child };
-        if let Err(e) = daemon.wait_for_socket(&socket, &program) {
+        if let Err(e) = daemon.wait_for_socket(&socket, &program, deadline) {
             daemon.kill_and_reap();
             return Err(e);
         }
         Ok(daemon)
     }
 
-    fn wait_for_socket(&mut self, socket: &Path, program: &Path) -> io::Result<()> {
+    fn wait_for_socket(
+        &mut self,
+        socket: &Path,
+        program: &Path,
+        deadline: Deadline,
+    ) -> io::Result<()> {
         let start = Instant::now();
+        let wait = SOCKET_WAIT.min(deadline.left());
         loop {
             if std::os::unix::net::UnixStream::connect(socket).is_ok() {
                 return Ok(());
@@ -75,13 +83,19 @@ impl Daemon {
                     socket.display()
                 )));
             }
-            if start.elapsed() > SOCKET_WAIT {
+            if start.elapsed() >= wait {
+                let cut = if wait < SOCKET_WAIT {
+                    format!(" ({})", deadline.name())
+                } else {
+                    String::new()
+                };
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
-                        "{} did not open {} within {SOCKET_WAIT:?}",
+                        "{} did not open {} within {:.1} s{cut}",
                         program.display(),
-                        socket.display()
+                        socket.display(),
+                        wait.as_secs_f64()
                     ),
                 ));
             }

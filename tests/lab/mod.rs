@@ -294,6 +294,9 @@ pub struct RunOpts {
     pub extra_args: Vec<String>,
     /// `--network NAME` (a network of this lab, see `Lab::bridge_network`); `None` is `--network none`.
     pub network: Option<String>,
+    /// (lab file, machine path): podman (and so runc and the hook) runs in a mount namespace of its own where
+    /// each lab file is bind-mounted over the machine path (e.g. a resolv.conf for the hook's resolver).
+    pub binds: Vec<(PathBuf, String)>,
 }
 
 impl RunOpts {
@@ -325,6 +328,12 @@ impl RunOpts {
     /// Attaches the container to the podman network `name` instead of `--network none`.
     pub fn network(mut self, name: &str) -> Self {
         self.network = Some(name.to_owned());
+        self
+    }
+
+    /// Runs podman with the lab file `file` bind-mounted over `target` (see `RunOpts::binds`).
+    pub fn bind(mut self, file: &Path, target: &str) -> Self {
+        self.binds.push((file.to_owned(), target.to_owned()));
         self
     }
 }
@@ -822,6 +831,31 @@ impl Lab {
         )
     }
 
+    /// `podman` as `Lab::podman`, inside a private mount namespace with `binds` mounted (never on the machine's
+    /// own view of those paths: the namespace ends with its last process).
+    fn podman_with_binds(&self, args: &[&str], binds: &[(PathBuf, String)]) -> CmdOutput {
+        let mut script = String::new();
+        for (file, target) in binds {
+            script += &format!(
+                "mount --bind {} {} || exit 125\n",
+                sh_quote(&file.to_string_lossy()),
+                sh_quote(target)
+            );
+        }
+        script += "exec \"$@\"\n";
+        let mut argv: Vec<String> = ["unshare", "--mount", "--propagation", "private", "sh", "-c"]
+            .map(String::from)
+            .to_vec();
+        argv.push(script);
+        argv.push("sh".into());
+        argv.extend(self.podman_base());
+        argv.extend(args.iter().map(|s| s.to_string()));
+        self.exec(
+            &argv,
+            &[("CONTAINERS_CONF", &self.podman_dir.join("containers.conf"))],
+        )
+    }
+
     /// `podman run` in a fresh busybox rootfs of this lab. On a bridge network of this lab, the bridge is first
     /// re-created with its fixed MAC if netavark deleted it (see `Lab::ensure_bridge`).
     pub fn podman_run(&self, opts: &RunOpts) -> RunOutput {
@@ -871,7 +905,11 @@ impl Lab {
         args.push(rootfs.to_string_lossy().into_owned());
         args.extend(["/bin/sh".into(), "-c".into(), opts.script.clone()]);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = self.podman(&refs);
+        let out = if opts.binds.is_empty() {
+            self.podman(&refs)
+        } else {
+            self.podman_with_binds(&refs, &opts.binds)
+        };
         let cid = fs::read_to_string(&cidfile)
             .ok()
             .map(|s| s.trim().to_owned())

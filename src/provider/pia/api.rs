@@ -7,11 +7,12 @@
 use super::credentials::{Credentials, Secret};
 use super::settings::PiaSettings;
 use super::tls;
+use crate::deadline::Deadline;
 use crate::key::Key;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Once;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A server list is some hundreds of KiB; every other answer a few hundred bytes.
 const MAX_LIST_BYTES: usize = 8 << 20;
@@ -88,7 +89,8 @@ pub struct Signature {
 /// The calls of one container start (or one port-forwarding round), sharing one deadline.
 pub struct Api<'a> {
     settings: &'a PiaSettings,
-    deadline: Instant,
+    /// api_deadline, or the start's create_timeout when that comes first.
+    deadline: Deadline,
     pia_roots: rustls::RootCertStore,
 }
 
@@ -96,6 +98,8 @@ pub struct Api<'a> {
 struct Call {
     what: String,
     timeout: Duration,
+    /// The deadline that made `timeout` shorter than api_timeout, named when the call times out.
+    cut_by: Option<&'static str>,
     client: reqwest::Client,
     url: reqwest::Url,
 }
@@ -107,7 +111,13 @@ impl Call {
         request: reqwest::RequestBuilder,
         limit: usize,
     ) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
-        let fail = |e| format!("{}: {}", self.what, describe(e, self.timeout));
+        let fail = |e: reqwest::Error| {
+            let cut = match self.cut_by {
+                Some(name) if e.is_timeout() => format!(" ({name})"),
+                _ => String::new(),
+            };
+            format!("{}: {}{cut}", self.what, describe(e, self.timeout))
+        };
         let mut response = request.timeout(self.timeout).send().await.map_err(fail)?;
         let status = response.status();
         let mut body = Vec::new();
@@ -126,7 +136,7 @@ impl Call {
 }
 
 impl<'a> Api<'a> {
-    pub fn new(settings: &'a PiaSettings, deadline: Instant) -> Result<Api<'a>, String> {
+    pub fn new(settings: &'a PiaSettings, deadline: Deadline) -> Result<Api<'a>, String> {
         Ok(Api {
             settings,
             deadline,
@@ -135,11 +145,11 @@ impl<'a> Api<'a> {
     }
 
     fn timeout(&self, what: &str) -> Result<Duration, String> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
+        let left = self.deadline.left();
         if left < Duration::from_millis(50) {
             return Err(format!(
-                "{what}: no time left within api_deadline ({} s)",
-                self.settings.api_deadline.as_secs()
+                "{what}: no time left: the {} passed",
+                self.deadline
             ));
         }
         Ok(left.min(self.settings.api_timeout))
@@ -200,6 +210,7 @@ impl<'a> Api<'a> {
         Ok(Call {
             what,
             timeout,
+            cut_by: (timeout < self.settings.api_timeout).then(|| self.deadline.name()),
             client,
             url,
         })
@@ -221,6 +232,7 @@ impl<'a> Api<'a> {
         Ok(Call {
             what,
             timeout,
+            cut_by: (timeout < self.settings.api_timeout).then(|| self.deadline.name()),
             client,
             url,
         })
@@ -613,7 +625,7 @@ mod tests {
         )
         .unwrap();
         let mut settings = policy.profiles["pia"].pia().unwrap().clone();
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Deadline::after(Duration::from_secs(5), "api_deadline");
         let api = Api::new(&settings, deadline).unwrap();
         api.web_client(Duration::from_secs(1)).unwrap();
         api.pia_client(

@@ -11,6 +11,7 @@ pub mod serverlist;
 pub mod settings;
 pub mod tls;
 
+use crate::deadline::Deadline;
 use crate::key::Key;
 use api::{AddKeyAuth, Api, ApiError, PiaHost, Registration};
 use cache::Cache;
@@ -21,7 +22,6 @@ use serverlist::ServerList;
 use settings::PiaSettings;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 /// What a container's record keeps of its registration (no token, no key).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -172,7 +172,7 @@ pub fn register(
     state_dir: &Path,
     region: Option<&str>,
     container: &str,
-    deadline: Instant,
+    deadline: Deadline,
 ) -> Result<Registered, String> {
     let credentials = Credentials::load(&settings.credentials)?;
     if let (Some(region), Some(_)) = (region, &credentials.dedicated_ip_token) {

@@ -16,6 +16,7 @@ use super::cache::Cache;
 use super::credentials::Credentials;
 use super::{runtime, PiaRecord, Tokens};
 use crate::container_file;
+use crate::deadline::Deadline;
 use crate::netns::NetNs;
 use crate::policy::Policy;
 use crate::process;
@@ -313,7 +314,8 @@ struct Forwarder<'a> {
 impl Forwarder<'_> {
     /// One bindPort (with a new signature first when there is none or it expires within two intervals).
     fn round(&mut self) -> Result<u16, String> {
-        let api = Api::new(self.settings, Instant::now() + self.settings.api_deadline)?;
+        let deadline = Deadline::after(self.settings.api_deadline, "api_deadline");
+        let api = Api::new(self.settings, deadline)?;
         // The port-forwarding API answers on the server's tunnel address, under the server's name.
         let host = PiaHost {
             ip: self.pia.server_vip,
