@@ -105,7 +105,7 @@ pub fn hooks_d_entry(hook: &Path, policy: Option<&Path>, stage: &str) -> Value {
             "path": hook.to_string_lossy(),
             "args": args,
             "env": [format!("PATH={}", crate::command::DEFAULT_PATH)],
-            "timeout": 30
+            "timeout": crate::deadline::HOOK_TIMEOUT.as_secs()
         },
         // Any value: the hook itself tells on from off and refuses the rest. A filter on the value would let
         // `True` or `yes` start the container without the hook, that is without the tunnel.

@@ -25,7 +25,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 const MAX_CONFIG_BYTES: u64 = 16 << 20;
-const HOOK_TIMEOUT_SECS: u64 = 30;
 const HOOK_NAME: &str = "wg-oci-hook";
 /// The runtime when neither `--wg-runtime` nor the policy names one.
 const DEFAULT_RUNTIME: &str = "runc";
@@ -202,7 +201,7 @@ impl HookCall {
             "path": self.hook.to_string_lossy(),
             "args": args,
             "env": [format!("PATH={DEFAULT_PATH}")],
-            "timeout": HOOK_TIMEOUT_SECS,
+            "timeout": crate::deadline::HOOK_TIMEOUT.as_secs(),
         })
     }
 }
