@@ -31,9 +31,32 @@ pub struct AnnotationError(pub String);
 
 /// Whether the container asks for a tunnel: no `wg.enable` is no. See [`enable_value`].
 pub fn enabled(annotations: &HashMap<String, String>) -> Result<bool, AnnotationError> {
+    if let Some(value) = annotations.get(ENABLE) {
+        return enable_value(value);
+    }
+    // Annotation names are case-sensitive, but whoever wrote `wg.Enable=true` wants the tunnel: refuse rather
+    // than start without it (hooks.d runs us for the name in any case).
+    match annotations.keys().find(|k| k.eq_ignore_ascii_case(ENABLE)) {
+        Some(key) => Err(AnnotationError(format!(
+            "annotation {:?}: annotation names are case-sensitive; write {ENABLE}",
+            quote(key)
+        ))),
+        None => Ok(false),
+    }
+}
+
+/// Whether a container carries `wg.enable` in any case of its name, with any value: the wrapper then hands the
+/// decision to the hook.
+pub fn mentions_enable(annotations: impl IntoIterator<Item = impl AsRef<str>>) -> bool {
     annotations
-        .get(ENABLE)
-        .map_or(Ok(false), |v| enable_value(v))
+        .into_iter()
+        .any(|k| k.as_ref().eq_ignore_ascii_case(ENABLE))
+}
+
+/// `wg.` in any case: the names we own.
+fn is_ours(key: &str) -> bool {
+    key.get(..PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(PREFIX))
 }
 
 /// Reads a `wg.enable` value, for the hook and the runtime wrapper alike. The boolean spellings people and YAML
@@ -60,10 +83,7 @@ pub fn enable_value(value: &str) -> Result<bool, AnnotationError> {
 pub fn parse(annotations: &HashMap<String, String>) -> Result<Request, AnnotationError> {
     let mut request = Request::default();
     // Sorted, so that of several bad annotations the same one is always reported.
-    let mut keys: Vec<&String> = annotations
-        .keys()
-        .filter(|k| k.starts_with(PREFIX))
-        .collect();
+    let mut keys: Vec<&String> = annotations.keys().filter(|k| is_ours(k)).collect();
     keys.sort();
     for key in keys {
         let value = &annotations[key];
@@ -172,6 +192,23 @@ mod tests {
         // Quoting stops at a character boundary.
         let wide = "é".repeat(100);
         assert!(enable_value(&wide).unwrap_err().0.contains(&"é".repeat(64)));
+    }
+
+    #[test]
+    fn a_mis_cased_enable_is_refused_and_other_wg_names_in_any_case_are_ours() {
+        let e = enabled(&map(&[("wg.Enable", "true")])).unwrap_err().0;
+        assert_eq!(
+            e,
+            "annotation \"wg.Enable\": annotation names are case-sensitive; write wg.enable"
+        );
+        assert!(enabled(&map(&[("WG.ENABLE", "false")])).is_err());
+        assert!(!enabled(&map(&[("wg.enabled", "true")])).unwrap());
+        assert!(mentions_enable(["x", "Wg.EnAbLe"]));
+        assert!(!mentions_enable(["wg.profile"]));
+        let e = parse(&map(&[("WG.profile", "lab")])).unwrap_err().0;
+        assert!(e.contains("\"WG.profile\": unknown wg.* annotation"), "{e}");
+        // Not ours: a longer prefix that merely starts alike, and a non-ASCII key.
+        assert!(parse(&map(&[("wgx.profile", "lab"), ("é", "x")])).is_ok());
     }
 
     #[test]

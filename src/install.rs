@@ -109,7 +109,7 @@ pub fn hooks_d_entry(hook: &Path, policy: Option<&Path>, stage: &str) -> Value {
         },
         // Any value: the hook itself tells on from off and refuses the rest. A filter on the value would let
         // `True` or `yes` start the container without the hook, that is without the tunnel.
-        "when": { "annotations": { "^wg\\.enable$": ".*" } },
+        "when": { "annotations": { "(?i)^wg\\.enable$": ".*" } },
         "stages": [stage]
     })
 }
@@ -332,7 +332,7 @@ mod tests {
             );
             // Every value reaches the hook, which decides (see annotations::enable_value).
             assert_eq!(
-                shipped["when"]["annotations"]["^wg\\.enable$"], ".*",
+                shipped["when"]["annotations"]["(?i)^wg\\.enable$"], ".*",
                 "{file}"
             );
         }

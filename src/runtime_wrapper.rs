@@ -218,7 +218,16 @@ pub fn add_hooks(config: &mut Value, call: &HookCall) -> Result<bool, String> {
         .and_then(|a| a.get(annotations::ENABLE))
         .cloned();
     match (&annotation, &call.profile) {
-        (None, None) => return Ok(false),
+        (None, None) => {
+            // `wg.Enable` and the like: the hook refuses them, so it must run.
+            let mis_cased = root
+                .get("annotations")
+                .and_then(Value::as_object)
+                .is_some_and(|a| annotations::mentions_enable(a.keys()));
+            if !mis_cased {
+                return Ok(false);
+            }
+        }
         (Some(_), None) => {}
         (Some(value), Some(profile)) => {
             // An explicit "off" on a runtime whose whole point is "on": say so rather than pick one.
@@ -725,6 +734,17 @@ mod tests {
             );
             assert_eq!(config["hooks"]["poststop"][0]["args"][3], "poststop");
         }
+    }
+
+    #[test]
+    fn a_mis_cased_wg_enable_gets_the_hooks_so_the_hook_can_refuse_it() {
+        let mut config = json!({"annotations": {"wg.Enable": "true"}});
+        assert!(add_hooks(&mut config, &call(None)).unwrap());
+        assert_eq!(
+            config["hooks"]["createRuntime"][0]["args"][3],
+            "create-runtime"
+        );
+        assert_eq!(config["annotations"], json!({"wg.Enable": "true"}));
     }
 
     #[test]

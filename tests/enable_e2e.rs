@@ -62,6 +62,28 @@ fn wg_enable_maybe_is_refused_with_one_line_and_nothing_left() {
     assert!(run.hook_error_line().unwrap().len() < 300, "{run}");
 }
 
+/// Annotation names are case-sensitive: `wg.Enable=true` is not `wg.enable`, but whoever wrote it wants the tunnel.
+/// hooks.d matches the name in any case, and the hook refuses every spelling other than `wg.enable`.
+#[test]
+fn a_mis_cased_wg_enable_is_refused_not_ignored() {
+    let lab = Lab::new("enable_case");
+    for key in ["wg.Enable", "WG.ENABLE"] {
+        let run = assert_refused(
+            &lab,
+            &RunOpts::plain(&show_links()).annotation(key, "true"),
+            &[&format!("annotation \"{key}\""), "write wg.enable"],
+        );
+        assert!(!run.out.stdout.contains(STARTED), "the workload ran\n{run}");
+        assert!(!lab.record_path(run.cid()).exists());
+    }
+    // Another wg.* name in another case is an unknown annotation, as a typo is.
+    assert_refused(
+        &lab,
+        &RunOpts::wg(&show_links()).annotation("WG.profile", "lab"),
+        &["annotation \"WG.profile\"", "unknown wg.* annotation"],
+    );
+}
+
 /// `wg.enable=false` (and its spellings) now reaches the hook (hooks.d matches every value), which must leave
 /// without even reading the policy: the policy here is not even TOML.
 #[test]
