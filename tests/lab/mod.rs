@@ -950,6 +950,11 @@ impl Lab {
     /// Runs the hook binary itself in the lab's host netns with `args`, `stdin`, and an EMPTY environment
     /// (as runc may start it), bounded by a timeout.
     pub fn run_hook_direct(&self, args: &[&str], stdin: &str) -> CmdOutput {
+        self.run_hook_direct_env(args, stdin, &[])
+    }
+
+    /// `run_hook_direct` with `env` as the hook's whole environment.
+    pub fn run_hook_direct_env(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> CmdOutput {
         let mut argv: Vec<String> = vec![
             "/usr/bin/timeout".into(),
             COMMAND_TIMEOUT_SECS.to_string(),
@@ -959,7 +964,7 @@ impl Lab {
         ];
         argv.extend(args.iter().map(|s| s.to_string()));
         let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..]).env_clear().current_dir("/");
+        cmd.args(&argv[1..]).env_clear().envs(env.iter().copied()).current_dir("/");
         let out = output_with_stdin(cmd, stdin.as_bytes(), &argv.join(" "));
         self.log(&out);
         out
