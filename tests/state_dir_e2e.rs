@@ -168,6 +168,9 @@ fn a_symlink_at_the_record_temp_path_is_not_followed() {
     assert!(out.success(), "create-runtime\n{out}");
     let record = fs::symlink_metadata(lab.record_path(&id)).unwrap();
     assert!(record.is_file(), "the record must be a file of its own");
+    // The hook's temporary files are its own (fresh, made with O_EXCL|O_NOFOLLOW): the planted link is left
+    // as it was, and is the test's to remove.
+    fs::remove_file(lab.state_dir.join(format!(".{id}.json.tmp"))).unwrap();
     let out = lab.run_hook_direct(&["poststop", "--policy", &policy], &state);
     assert!(out.success(), "poststop\n{out}");
     lab.assert_nothing_left(&id);
@@ -205,13 +208,25 @@ fn a_recordless_poststop_spares_every_process_whatever_its_argv() {
     std::thread::sleep(Duration::from_millis(200));
     for (pid, what) in [
         (near_victim, "the process naming the victim's link"),
-        (near_crafted, "the process naming the crafted id's hashed name"),
+        (
+            near_crafted,
+            "the process naming the crafted id's hashed name",
+        ),
         (victim_daemon, "the victim's daemon"),
     ] {
         assert!(alive(pid), "{what} ({pid}) was killed\n{out}");
     }
-    lab.podman(&["exec", &victim, "ping", "-c", "1", "-W", "2", SERVER_TUNNEL_V4])
-        .assert_success("the victim's tunnel still works");
+    lab.podman(&[
+        "exec",
+        &victim,
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        SERVER_TUNNEL_V4,
+    ])
+    .assert_success("the victim's tunnel still works");
     lab.podman(&["rm", "-f", "-t", "0", &victim])
         .assert_success("podman rm -f");
     lab.assert_nothing_left(&victim);
@@ -282,14 +297,29 @@ fn the_daemon_gets_none_of_the_hooks_environment() {
     let out_post = lab.run_hook_direct(&["poststop", "--policy", &policy], &state);
     assert!(out_post.success(), "poststop\n{out_post}");
     lab.assert_nothing_left(&id);
-    let keys: Vec<&str> = names
-        .iter()
-        .map(|v| v.split('=').next().unwrap())
-        .collect();
+    let keys: Vec<&str> = names.iter().map(|v| v.split('=').next().unwrap()).collect();
     assert_eq!(
         keys,
         ["PATH", "WG_PROCESS_FOREGROUND"],
         "the daemon's environment: {names:?}"
     );
     assert!(names.contains(&"WG_PROCESS_FOREGROUND=1".to_owned()));
+}
+
+/// The PIA cache under the state dir (tokens, the server list) is checked like the state dir itself.
+#[test]
+fn a_pia_cache_dir_others_may_write_to_is_refused() {
+    let lab = Lab::new("pia_cache_0777");
+    let pia = PiaLab::start(&lab);
+    lab.write_policy(&pia.policy(&lab, &[]));
+    make_dir(&lab.state_dir, 0o700);
+    let cache = lab.state_dir.join("pia");
+    make_dir(&cache, 0o777);
+    let dir = cache.to_string_lossy().into_owned();
+    assert_refused(
+        &lab,
+        &RunOpts::wg("echo should-not-run"),
+        &["registering with PIA", &dir, "writable by group or others"],
+    );
+    assert_eq!(fs::read_dir(&cache).unwrap().count(), 0, "no token cached");
 }
