@@ -13,6 +13,11 @@ pub fn write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
         std::process::id()
     ));
+    // A stale one (a reused pid) would make create_new fail; whatever is there, a symlink included, goes.
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let result = (|| {
         let mut f = fs::OpenOptions::new()
             .write(true)

@@ -224,7 +224,11 @@ fn policy_path(flag: Option<PathBuf>) -> PathBuf {
 
 /// One line per live tunnel, `key=value` words after the container id, so scripts can read it.
 fn status(policy: &Policy, only: Option<&str>) -> ExitCode {
-    let records = match StateDir::new(&policy.state_dir).list() {
+    let state = match StateDir::open(&policy.state_dir) {
+        Ok(state) => state,
+        Err(e) => return fail(&format!("the state dir {e}")),
+    };
+    let records = match state.list() {
         Ok(records) => records,
         Err(e) => return fail(&format!("{}: {e}", policy.state_dir.display())),
     };
@@ -245,17 +249,13 @@ fn status(policy: &Policy, only: Option<&str>) -> ExitCode {
                 pia.region, pia.server_cn, pia.server_ip, pia.peer_ip
             );
             if let Some(pf) = &pia.port_forward {
-                let port = port_forward::current_port(&policy.state_dir, &r.container_id)
-                    .unwrap_or(pf.port);
-                let helper = if crate::process::has_arg(pf.helper_pid, &r.container_id) {
-                    "running"
-                } else {
-                    "gone"
+                let port = port_forward::current_port(&state, &r.container_id).unwrap_or(pf.port);
+                let helper = match pf.helper.as_ref().map(|h| (h.find(), h.pid)) {
+                    Some((Some(pid), _)) => format!("{pid}:running"),
+                    Some((None, Some(pid))) => format!("{pid}:gone"),
+                    _ => "gone".to_owned(),
                 };
-                out += &format!(
-                    " port={port} port_file={} helper={}:{helper}",
-                    pf.port_file, pf.helper_pid
-                );
+                out += &format!(" port={port} port_file={} helper={helper}", pf.port_file);
             }
         }
         out.push('\n');

@@ -5,14 +5,15 @@ use crate::deadline::Deadline;
 use crate::dns;
 use crate::firewall::{self, Nft, Rules};
 use crate::link::Netlink;
-use crate::names::host_link_name;
+use crate::names::random_host_link_name;
 use crate::netns::NetNs;
 use crate::policy::{BackendChoice, Policy, Profile, ProfileSource};
-use crate::process;
+use crate::process::{self, Started};
 use crate::profile::{self, TunnelSpec};
 use crate::provider::pia::{self, port_forward, PortForwardRecord};
 use crate::record::{Record, StateDir, RECORD_VERSION};
 use crate::state::{Bundle, ContainerState};
+use crate::wg::uapi;
 use crate::wg::{self, userspace::Daemon, BackendKind};
 use log::{debug, info, warn};
 use nix::errno::Errno;
@@ -22,6 +23,7 @@ use std::fmt::Display;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 /// wg-quick's fallback when nothing tells it the path MTU, and its WireGuard overhead (IPv6 + UDP + WG).
 const FALLBACK_UNDERLAY_MTU: u32 = 1500;
@@ -198,6 +200,8 @@ pub fn create_runtime(
         port_maps(policy, profile, &request).map_err(step_err(id, "reading annotations"))?;
     check_region(policy, profile, &request).map_err(step_err(id, "reading annotations"))?;
     let nft = Nft::locate(&policy.nft_command).map_err(step_err(id, "finding nft"))?;
+    let state_dir =
+        StateDir::open(&policy.state_dir).map_err(step_err(id, "opening the state directory"))?;
     let pid = state
         .live_pid()
         .ok_or("the OCI state has no container pid")
@@ -217,7 +221,7 @@ pub fn create_runtime(
             let api_deadline =
                 Deadline::after(settings.api_deadline, "api_deadline").earlier(deadline);
             let region = request.region.as_deref();
-            let registered = pia::register(settings, &policy.state_dir, region, id, api_deadline)
+            let registered = pia::register(settings, &state_dir, region, id, api_deadline)
                 .map_err(step_err(id, "registering with PIA"))?;
             let record = registered.record(pid, &bundle.rootfs);
             let spec = profile::from_pia(profile, &settings.credentials, registered);
@@ -228,15 +232,17 @@ pub fn create_runtime(
     let mut setup = Setup {
         id,
         policy,
-        state_dir: StateDir::new(&policy.state_dir),
+        state_dir,
         record: Record {
             version: RECORD_VERSION,
             container_id: id.to_owned(),
             profile: profile.name.clone(),
             interface: policy.interface.clone(),
-            host_link: host_link_name(id),
+            // Picked once netlink can tell which names are free.
+            host_link: String::new(),
             backend: BackendKind::Userspace,
-            daemon_pid: None,
+            daemon: None,
+            legacy_daemon_pid: None,
             resolv_conf: None,
             pia: pia_record,
         },
@@ -249,7 +255,6 @@ pub fn create_runtime(
         record_saved: false,
         firewall_loaded: false,
         rules_added: Vec::new(),
-        port_forward_helper: None,
         deadline,
         api_deadline,
     };
@@ -288,8 +293,6 @@ struct Setup<'a> {
     firewall_loaded: bool,
     /// (ipv6, priority) of the policy rules added in the container.
     rules_added: Vec<(bool, u32)>,
-    /// The PIA port-forwarding helper's pid, once started.
-    port_forward_helper: Option<u32>,
     /// create_timeout, from the hook's start.
     deadline: Deadline,
     /// A provider profile's deadline for its API calls, the first port binding included (never after `deadline`).
@@ -314,21 +317,11 @@ impl Setup<'_> {
     ) -> Result<(), HookError> {
         let container_ns = self.container_ns;
         let host = Netlink::connect().map_err(self.err("opening netlink"))?;
-        let tmp = self.record.host_link.clone();
-        if host
-            .index_of(&tmp)
-            .map_err(self.err("checking for a stale link"))?
-            .is_some()
-        {
-            return Err(self.err("creating the WireGuard interface")(format!(
-                "a link named {tmp} already exists in the runtime's network namespace (left by an earlier run?)"
-            )));
-        }
+        let tmp = free_host_link_name(&host).map_err(self.err("naming the WireGuard interface"))?;
+        self.record.host_link = tmp.clone();
         self.host_nl = Some(host);
         self.check_deadline("creating the WireGuard interface")?;
         self.create_device(&tmp)?;
-        // Saved before any further step, so that a poststop after a kill (runc's hook timeout) still finds
-        // the daemon and the link.
         self.save_record()?;
         let socket = wg::uapi::socket_path(&tmp);
         self.check_deadline("configuring WireGuard")?;
@@ -416,25 +409,61 @@ impl Setup<'_> {
             self.record.resolv_conf = Some(change);
         }
         if let Some(settings) = pia.filter(|s| s.port_forwarding) {
-            // The helper reads its registration from the record.
-            self.save_record()?;
             self.check_deadline("forwarding a port (PIA)")?;
-            let wait = self.api_deadline.unwrap_or(self.deadline).left();
-            let helper = port_forward::start(self.policy, self.id, wait)
-                .map_err(self.err("forwarding a port (PIA)"))?;
-            self.port_forward_helper = Some(helper.pid);
-            if let Some(record) = self.record.pia.as_mut() {
-                record.port_forward = Some(PortForwardRecord {
-                    helper_pid: helper.pid,
-                    port: helper.port,
-                    port_file: settings.port_file.clone(),
-                });
-            }
+            self.forward_port(settings)?;
         }
         self.save_record()
     }
 
+    /// Starts the PIA port-forwarding helper, recorded before it starts (executable, argv) and whole once it runs,
+    /// so that poststop stops exactly it, and waits for its first bind.
+    fn forward_port(&mut self, settings: &pia::settings::PiaSettings) -> Result<(), HookError> {
+        let step = "forwarding a port (PIA)";
+        let (exe, argv) = port_forward::command(self.policy, self.id).map_err(self.err(step))?;
+        let Some(record) = self.record.pia.as_mut() else {
+            return Ok(());
+        };
+        record.port_forward = Some(PortForwardRecord {
+            helper: Some(Started::before_spawn(Some(exe.clone()), argv.clone())),
+            legacy_helper_pid: None,
+            port: 0,
+            port_file: settings.port_file.clone(),
+        });
+        // The helper reads its registration from the record.
+        self.save_record()?;
+        let helper = port_forward::spawn(&self.state_dir, self.id, &exe, &argv);
+        let helper = helper.map_err(self.err(step))?;
+        // Recorded whole with the port (the caller saves); until then a poststop finds it by its argv.
+        if let Some(started) = self.forwarding_mut().and_then(|f| f.helper.as_mut()) {
+            started.observe(helper.pid());
+        }
+        let wait = self.api_deadline.unwrap_or(self.deadline).left();
+        let port = helper
+            .wait_for_port(&self.state_dir, self.id, wait)
+            .map_err(self.err(step))?;
+        if let Some(forward) = self.forwarding_mut() {
+            forward.port = port;
+        }
+        Ok(())
+    }
+
+    fn forwarding_mut(&mut self) -> Option<&mut PortForwardRecord> {
+        self.record.pia.as_mut()?.port_forward.as_mut()
+    }
+
+    /// Makes the link or the userspace daemon under the name `tmp`, recorded first: the record is saved before
+    /// anything is made, with the daemon's argv (which holds `tmp`) when one may be started, so that a poststop
+    /// after a kill (runc's hook timeout) knows exactly what to look for, and one that finds no record knows
+    /// that nothing was made.
     fn create_device(&mut self, tmp: &str) -> Result<(), HookError> {
+        let daemon_command = match self.policy.backend {
+            BackendChoice::Kernel => None,
+            _ => Some(Daemon::command(&self.policy.userspace_command, tmp)),
+        };
+        if let Some(Ok((_, argv))) = &daemon_command {
+            self.record.daemon = Some(Started::before_spawn(None, argv.clone()));
+        }
+        self.save_record()?;
         let host = self.host_nl.as_ref().expect("connected");
         let kernel = match self.policy.backend {
             BackendChoice::Userspace => false,
@@ -466,20 +495,41 @@ impl Setup<'_> {
         };
         if kernel {
             self.record.backend = BackendKind::Kernel;
+            self.record.daemon = None;
             self.host_link_index = host
                 .index_of(tmp)
                 .map_err(self.err("finding the WireGuard interface"))?;
         } else {
             self.record.backend = BackendKind::Userspace;
-            let daemon = Daemon::start(&self.policy.userspace_command, tmp, self.deadline)
+            let (program, argv) = daemon_command
+                .expect("no kernel link: the backend may be userspace")
                 .map_err(self.err("starting the userspace WireGuard daemon"))?;
-            debug!(
-                "container {}: userspace daemon pid {} for {tmp}",
-                self.id,
-                daemon.pid()
-            );
-            self.record.daemon_pid = Some(daemon.pid());
-            self.daemon = Some(daemon);
+            self.start_daemon(&program, &argv, tmp)?;
+        }
+        Ok(())
+    }
+
+    /// Starts the userspace daemon (whose argv the record holds already) and waits until it serves its socket,
+    /// then records it whole (pid, start time, executable: the caller saves), so that poststop stops exactly it.
+    fn start_daemon(
+        &mut self,
+        program: &Path,
+        argv: &[String],
+        tmp: &str,
+    ) -> Result<(), HookError> {
+        let step = "starting the userspace WireGuard daemon";
+        let daemon = Daemon::spawn(program, argv, tmp).map_err(self.err(step))?;
+        let pid = daemon.pid();
+        self.daemon
+            .insert(daemon)
+            .wait_ready(self.deadline)
+            .map_err(step_err(self.id, step))?;
+        debug!(
+            "container {}: userspace daemon pid {pid} for {tmp}",
+            self.id
+        );
+        if let Some(started) = self.record.daemon.as_mut() {
+            started.observe(pid);
         }
         Ok(())
     }
@@ -494,8 +544,8 @@ impl Setup<'_> {
 
     /// Takes back, in reverse, whatever `run` made. Best effort: every step is tried.
     fn undo(&mut self) {
-        if let Some(pid) = self.port_forward_helper.take() {
-            stop_port_forwarding(&self.policy.state_dir, self.id, Some(pid));
+        if let Some(forward) = self.record.pia.as_mut().and_then(|p| p.port_forward.take()) {
+            stop_port_forwarding(&self.state_dir, self.id, &forward);
         }
         if let Some(change) = self.record.resolv_conf.take() {
             if let Err(e) = dns::restore(&change) {
@@ -656,42 +706,35 @@ fn computed_mtu(host: &Netlink, spec: &TunnelSpec) -> io::Result<u32> {
     Ok(underlay.saturating_sub(WIREGUARD_OVERHEAD).max(1280))
 }
 
-/// No record: nothing was made (the usual case: create-runtime failed and undid its work, or never ran), or
-/// runc killed create-runtime between making the link or daemon and saving the record. Their names derive
-/// from the container id, so such leftovers can still be found and removed.
-fn sweep_unrecorded(id: &str) -> io::Result<()> {
-    let name = host_link_name(id);
-    if let Some(pid) = wg::userspace::find_daemon(&name) {
-        warn!("container {id}: no state record, but daemon {pid} serves {name}: stopping it");
-        wg::userspace::stop(pid, &name)?;
-    }
-    if Netlink::connect()?.delete_link_named(&name)? {
-        warn!("container {id}: no state record, but {name} existed in the runtime's netns: deleted it");
-    }
-    wg::userspace::remove_socket(&name)
-}
-
-/// Stops the port-forwarding helper (found by its arguments when no pid was recorded: a create killed between
-/// starting it and saving the record) and removes its host-side files.
-fn stop_port_forwarding(state_dir: &std::path::Path, id: &str, pid: Option<u32>) {
-    let args = [port_forward::SUBCOMMAND, id];
-    if let Some(pid) = pid {
-        process::stop(pid, &args);
-    }
-    // The worker dies with its supervisor (PR_SET_PDEATHSIG); this catches one that has not yet, and a
-    // supervisor no record names. Bounded: each round stops one process.
+/// A random name for the link in the runtime netns that neither a link there nor a UAPI socket uses.
+fn free_host_link_name(host: &Netlink) -> io::Result<String> {
     for _ in 0..4 {
-        match process::find_with_args(&args) {
-            Some(pid) => process::stop(pid, &args),
-            None => break,
+        let name = random_host_link_name().map_err(io::Error::other)?;
+        let socket_taken = std::fs::symlink_metadata(uapi::socket_path(&name)).is_ok();
+        if !socket_taken && host.index_of(&name)?.is_none() {
+            return Ok(name);
         }
     }
-    for path in [
-        port_forward::port_file(state_dir, id),
-        port_forward::log_file(state_dir, id),
-    ] {
-        let _ = std::fs::remove_file(path);
+    Err(io::Error::other(
+        "four random link names in a row were taken: something is wrong with the system's randomness",
+    ))
+}
+
+/// Stops the port-forwarding helper: its supervisor and worker as recorded, and no other process, whatever its
+/// argv. Removes its host-side files.
+fn stop_port_forwarding(state_dir: &StateDir, id: &str, forward: &PortForwardRecord) {
+    if let Some(helper) = &forward.helper {
+        // The worker dies with its supervisor (PR_SET_PDEATHSIG); found first, in case it has not yet.
+        let worker = helper.child(port_forward::worker_argv(&helper.argv));
+        helper.stop();
+        if let Some(worker) = worker {
+            worker.stop();
+        }
     }
+    if let Some(pid) = forward.legacy_helper_pid {
+        process::stop_legacy(pid, &[port_forward::SUBCOMMAND, id]);
+    }
+    port_forward::remove_files(state_dir, id);
 }
 
 /// Tears down what createRuntime recorded. Idempotent: no record, nothing of ours left. Works when the container's
@@ -699,33 +742,32 @@ fn stop_port_forwarding(state_dir: &std::path::Path, id: &str, pid: Option<u32>)
 /// removed even when a step fails, and the failure is reported.
 pub fn poststop(state: &ContainerState, policy: &Policy) -> Result<(), HookError> {
     let id = state.id.as_str();
-    let dir = StateDir::new(&policy.state_dir);
+    let dir =
+        StateDir::open(&policy.state_dir).map_err(step_err(id, "opening the state directory"))?;
+    // No record: nothing was made (it is saved before anything is), and nothing is derived from the id.
     let Some(record) = dir
         .load(id)
         .map_err(step_err(id, "reading the state record"))?
     else {
-        return sweep_unrecorded(id).map_err(step_err(id, "tearing down"));
+        return Ok(());
     };
     let mut failures: Vec<String> = Vec::new();
-    if let Some(pia) = &record.pia {
-        let pid = pia.port_forward.as_ref().map(|pf| pf.helper_pid);
-        // No pid but a forwarding profile: the create was killed before it could record the helper.
-        let forwarding = policy
-            .profiles
-            .get(&record.profile)
-            .and_then(|p| p.pia())
-            .is_some_and(|s| s.port_forwarding);
-        if pid.is_some() || forwarding {
-            stop_port_forwarding(&policy.state_dir, id, pid);
-        }
+    if let Some(forward) = record.pia.as_ref().and_then(|p| p.port_forward.as_ref()) {
+        stop_port_forwarding(&dir, id, forward);
     }
     if let Some(change) = &record.resolv_conf {
         if let Err(e) = dns::restore(change) {
             failures.push(format!("restoring {}: {e}", change.location));
         }
     }
-    if let Some(pid) = record.daemon_pid {
-        if let Err(e) = wg::userspace::stop(pid, &record.host_link) {
+    if let Some(daemon) = &record.daemon {
+        if let Err(e) = wg::userspace::stop(daemon, &record.host_link) {
+            failures.push(format!("stopping the userspace daemon: {e}"));
+        }
+    }
+    if let Some(pid) = record.legacy_daemon_pid {
+        process::stop_legacy(pid, &[&record.host_link]);
+        if let Err(e) = wg::userspace::remove_socket(&record.host_link) {
             failures.push(format!("stopping the userspace daemon: {e}"));
         }
     }

@@ -16,6 +16,7 @@ pub mod link;
 pub mod names;
 pub mod netns;
 pub mod policy;
+pub mod private_dir;
 pub mod private_file;
 pub mod process;
 pub mod profile;

@@ -1,16 +1,26 @@
-//! Names we give to things outside the process: the temporary host-side link and the state record.
+//! Names we give to things outside the process: the temporary host-side link, and stable hashes for cache files.
 
 /// Prefix of every link this hook creates in the runtime (host) network namespace.
 pub const HOST_LINK_PREFIX: &str = "wgo";
 
-/// The temporary name of a container's link in the host netns before it moves into the container:
-/// `wgo` + 12 hex digits of a stable 64-bit FNV-1a hash of the container id (15 bytes, IFNAMSIZ-1).
-/// Stable across builds, unlike std's hasher, so a poststop from a newer binary finds it.
-pub fn host_link_name(container_id: &str) -> String {
-    format!(
-        "{HOST_LINK_PREFIX}{:012x}",
-        fnv1a64(container_id.as_bytes()) >> 16
-    )
+/// A fresh temporary name for a container's link in the host netns before it moves into the container:
+/// `wgo` + 12 hex digits of 48 random bits (15 bytes, IFNAMSIZ-1). Random, not derived from the container id,
+/// which whoever calls the runtime chooses: nobody can make two containers share a name. The caller checks
+/// that it is free and records it before making anything under it.
+pub fn random_host_link_name() -> Result<String, String> {
+    use ring::rand::SecureRandom as _;
+    use std::fmt::Write as _;
+    let mut bytes = [0u8; 6];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| "the system has no randomness to pick a link name")?;
+    let mut name = String::with_capacity(15);
+    name.push_str(HOST_LINK_PREFIX);
+    for b in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(name, "{b:02x}");
+    }
+    Ok(name)
 }
 
 /// 64-bit FNV-1a: stable across builds and platforms, for names that a later binary must find again.
@@ -28,11 +38,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn host_link_name_fits_ifnamsiz_and_is_stable() {
-        let name = host_link_name("0123456789abcdef");
-        assert_eq!(name.len(), 15);
-        assert!(name.starts_with("wgo"));
-        assert_eq!(name, host_link_name("0123456789abcdef"));
-        assert_ne!(name, host_link_name("0123456789abcdee"));
+    fn host_link_names_fit_ifnamsiz_and_differ() {
+        let a = random_host_link_name().unwrap();
+        let b = random_host_link_name().unwrap();
+        assert_eq!(a.len(), 15);
+        assert!(a.starts_with("wgo"));
+        assert!(a[3..].bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
     }
 }

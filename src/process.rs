@@ -1,8 +1,11 @@
 //! The processes the hook leaves running (the userspace WireGuard daemon, the port-forwarding helper): started
-//! detached from the hook, found again and stopped by pid, but only while that pid still runs our command.
+//! detached from the hook, recorded whole (`Started`), and found again and stopped only while that very process
+//! still runs.
 
+use serde::{Deserialize, Serialize};
 use std::io;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -15,11 +18,135 @@ pub fn detach(cmd: &mut Command) -> &mut Command {
     unsafe { cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(io::Error::from)) }
 }
 
-/// Whether `pid` runs a command with `arg` among its arguments (a pid may have been reused since we recorded it).
+/// A process we started, as a record keeps it. A pid alone may have been reused by the time we look again, and
+/// any process may carry a name of ours in its argv: before we signal a pid, its start time, executable and whole
+/// argv must all be the ones recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    /// None in a record saved just before the spawn and not since (the hook was killed in between).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Clock ticks since boot at which it started; without a pid, the earliest it can have started.
+    pub start_time: u64,
+    /// Its executable as the kernel names it; None until it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<PathBuf>,
+    pub argv: Vec<String>,
+}
+
+impl Started {
+    /// What we are about to start: `argv` (run from `exe`, when that is known before it runs): anything
+    /// started from now on.
+    pub fn before_spawn(exe: Option<PathBuf>, argv: Vec<String>) -> Started {
+        Started {
+            pid: None,
+            start_time: start_time(std::process::id()).unwrap_or(0),
+            exe,
+            argv,
+        }
+    }
+
+    /// `pid`, which we just started (and which has exec'd: `Command::spawn` returns after the exec), as it is
+    /// now. Called again once it is ready, for a command that execs another program on its way.
+    pub fn observe(&mut self, pid: u32) {
+        if let Some(t) = start_time(pid) {
+            self.pid = Some(pid);
+            self.start_time = t;
+        }
+        if let Some(exe) = exe_of(pid) {
+            self.exe = Some(exe);
+        }
+        if let Some(argv) = argv_of(pid) {
+            self.argv = argv;
+        }
+    }
+
+    /// Whether `pid` is this process: the same start time (or, with no pid recorded, a later one), the same
+    /// executable (or that file since replaced: `... (deleted)`), the same argv.
+    fn is(&self, pid: u32) -> bool {
+        let Some(started) = start_time(pid) else {
+            return false;
+        };
+        let time_ok = match self.pid {
+            Some(_) => started == self.start_time,
+            None => started >= self.start_time,
+        };
+        let exe_ok = match &self.exe {
+            None => true,
+            Some(exe) => exe_of(pid).is_some_and(|now| {
+                now == *exe
+                    || now.as_os_str().as_encoded_bytes()
+                        == [exe.as_os_str().as_encoded_bytes(), b" (deleted)"].concat()
+            }),
+        };
+        time_ok && exe_ok && argv_of(pid).is_some_and(|argv| argv == self.argv)
+    }
+
+    /// Its pid while it runs; found by a scan of /proc when no pid was recorded (only a process started after
+    /// the record, with exactly its argv, which holds a name nobody else has, qualifies).
+    pub fn find(&self) -> Option<u32> {
+        match self.pid {
+            Some(pid) => (self.is(pid) && is_running(pid)).then_some(pid),
+            None => {
+                pids().find(|&pid| pid != std::process::id() && self.is(pid) && is_running(pid))
+            }
+        }
+    }
+
+    /// Its child with `argv` and the same executable (the PIA helper's worker), while both run.
+    pub fn child(&self, argv: Vec<String>) -> Option<Started> {
+        let parent = self.find()?;
+        let mut child = Started {
+            pid: None,
+            start_time: self.start_time,
+            exe: self.exe.clone(),
+            argv,
+        };
+        let pid = pids()
+            .find(|&pid| parent_of(pid) == Some(parent) && child.is(pid) && is_running(pid))?;
+        child.observe(pid);
+        Some(child)
+    }
+
+    /// SIGTERM if it still runs, then SIGKILL after a grace period if it is still that same process. Nothing
+    /// for any other process, whatever its pid or argv.
+    pub fn stop(&self) {
+        if let Some(pid) = self.find() {
+            let identity = Started {
+                pid: Some(pid),
+                start_time: start_time(pid).unwrap_or(self.start_time),
+                ..self.clone()
+            };
+            terminate(pid, || identity.is(pid));
+        }
+    }
+}
+
+/// SIGTERM to `pid`, SIGKILL after the grace period if it still runs and `still_ours` says it is still ours.
+fn terminate(pid: u32, still_ours: impl Fn() -> bool) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let target = Pid::from_raw(pid as i32);
+    let _ = kill(target, Signal::SIGTERM);
+    let start = Instant::now();
+    while is_running(pid) && start.elapsed() < STOP_WAIT {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    if is_running(pid) && still_ours() {
+        let _ = kill(target, Signal::SIGKILL);
+    }
+}
+
+/// Whether `pid` runs a command with `arg` among its arguments.
 pub fn has_arg(pid: u32, arg: &str) -> bool {
-    match std::fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(cmdline) => cmdline.split(|&b| b == 0).any(|a| a == arg.as_bytes()),
-        Err(_) => false,
+    argv_of(pid).is_some_and(|argv| argv.iter().any(|a| a == arg))
+}
+
+/// For a version-1 record, which kept only a pid: SIGTERM (then SIGKILL) to `pid` if it still runs a command
+/// with all of `args`.
+pub fn stop_legacy(pid: u32, args: &[&str]) {
+    if args.iter().all(|a| has_arg(pid, a)) {
+        terminate(pid, || args.iter().all(|a| has_arg(pid, a)));
     }
 }
 
@@ -34,36 +161,33 @@ pub fn start_time(pid: u32) -> Option<u64> {
     stat_fields(pid)?.split(' ').nth(19)?.parse().ok()
 }
 
+fn parent_of(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.split(' ').nth(1)?.parse().ok()
+}
+
+fn exe_of(pid: u32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+}
+
+fn argv_of(pid: u32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let raw = raw.strip_suffix(b"\0").unwrap_or(&raw);
+    raw.split(|&b| b == 0)
+        .map(|a| String::from_utf8(a.to_vec()).ok())
+        .collect()
+}
+
 /// /proc/PID/stat after the command name, which may itself hold spaces and parentheses.
 fn stat_fields(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit_once(") ").map(|(_, rest)| rest.to_owned())
 }
 
-/// A process (not us) whose arguments include every one of `args`, found by scanning /proc.
-pub fn find_with_args(args: &[&str]) -> Option<u32> {
+fn pids() -> impl Iterator<Item = u32> {
     std::fs::read_dir("/proc")
-        .ok()?
+        .into_iter()
+        .flatten()
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|&pid| pid != std::process::id() && args.iter().all(|a| has_arg(pid, a)))
-}
-
-/// SIGTERM to `pid` if it still runs a command with all of `args`, then SIGKILL after a grace period.
-pub fn stop(pid: u32, args: &[&str]) {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
-    if !args.iter().all(|a| has_arg(pid, a)) {
-        return;
-    }
-    let target = Pid::from_raw(pid as i32);
-    let _ = kill(target, Signal::SIGTERM);
-    let start = Instant::now();
-    while is_running(pid) && start.elapsed() < STOP_WAIT {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    if is_running(pid) {
-        let _ = kill(target, Signal::SIGKILL);
-    }
 }
 
 #[cfg(test)]
@@ -79,23 +203,58 @@ mod tests {
         assert!(start_time(u32::MAX).is_none());
     }
 
-    #[test]
-    fn stop_spares_a_pid_that_runs_something_else() {
-        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
-        // Until the exec, the child's cmdline is still ours.
+    fn spawn_sleep(arg: &str) -> std::process::Child {
+        let child = Command::new("sh")
+            .args(["-c", "sleep 30; :", "sh", arg])
+            .spawn()
+            .unwrap();
         let start = Instant::now();
-        while !has_arg(child.id(), "30") {
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "sleep never started"
-            );
+        while !has_arg(child.id(), arg) {
+            assert!(start.elapsed() < Duration::from_secs(5), "sh never started");
             std::thread::sleep(Duration::from_millis(1));
         }
-        stop(child.id(), &["not-sleep"]);
-        assert!(is_running(child.id()));
-        assert!(has_arg(child.id(), "30"));
-        stop(child.id(), &["30"]);
+        child
+    }
+
+    #[test]
+    fn stop_spares_any_process_that_is_not_the_one_recorded() {
+        let mut child = spawn_sleep("wgo-test-name");
+        let pid = child.id();
+        let mut ours = Started::before_spawn(None, Vec::new());
+        ours.observe(pid);
+        assert_eq!(ours.pid, Some(pid));
+        assert!(ours.exe.is_some());
+        assert_eq!(ours.argv.last().unwrap(), "wgo-test-name");
+        assert_eq!(ours.find(), Some(pid));
+        // Another start time (a reused pid), another argv, another executable: all spared.
+        let mut reused = ours.clone();
+        reused.start_time -= 1;
+        let mut other_argv = ours.clone();
+        other_argv.argv.pop();
+        let mut other_exe = ours.clone();
+        other_exe.exe = Some("/nonexistent/sh".into());
+        for wrong in [reused, other_argv, other_exe] {
+            assert_eq!(wrong.find(), None, "{wrong:?}");
+            wrong.stop();
+            assert!(is_running(pid));
+        }
+        // With no pid recorded, a process with exactly the argv, started after the record, is found.
+        let mut unrecorded = Started::before_spawn(ours.exe.clone(), ours.argv.clone());
+        assert_eq!(unrecorded.find(), Some(pid));
+        unrecorded.start_time = ours.start_time + 1;
+        assert_eq!(unrecorded.find(), None, "started before the record");
+        ours.stop();
         let status = child.wait().unwrap();
         assert!(!status.success());
+        assert_eq!(ours.find(), None);
+    }
+
+    #[test]
+    fn legacy_stop_needs_every_argument() {
+        let mut child = spawn_sleep("legacy-name");
+        stop_legacy(child.id(), &["not-there"]);
+        assert!(is_running(child.id()));
+        stop_legacy(child.id(), &["legacy-name"]);
+        assert!(!child.wait().unwrap().success());
     }
 }

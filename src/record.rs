@@ -1,17 +1,19 @@
 //! The state directory: one record per container, `<state_dir>/<container-id>.json`, mode 0600, written to a
 //! temporary file, fsynced and renamed, so poststop finds either the old record or the new one, never half.
-//! Records hold names and pids, never keys.
+//! Records hold names and process identities, never keys. The directory must be ours alone (`PrivateDir`).
 
 use crate::dns::ResolvConfChange;
+use crate::private_dir::PrivateDir;
+use crate::process::Started;
 use crate::provider::pia::PiaRecord;
 use crate::wg::BackendKind;
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 
-pub const RECORD_VERSION: u32 = 1;
+/// 2: `host_link` is a random name chosen before anything was made, `daemon` the daemon's whole identity.
+/// 1 (still read): `host_link` derived from the container id, `daemon_pid` alone.
+pub const RECORD_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
@@ -20,11 +22,17 @@ pub struct Record {
     pub profile: String,
     /// The link's name inside the container.
     pub interface: String,
-    /// The temporary name the link had in the runtime netns (and the userspace daemon's interface argument).
+    /// The temporary name the link has in the runtime netns (and the userspace daemon's interface argument):
+    /// picked at random, checked free and recorded before the link or the daemon is made.
     pub host_link: String,
     pub backend: BackendKind,
+    /// The userspace daemon: recorded before it is started (its command, with no pid yet) and again once it
+    /// runs, so that poststop signals that process and no other.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub daemon_pid: Option<u32>,
+    pub daemon: Option<Started>,
+    /// A version-1 record's daemon pid (checked only against the link name in its argv).
+    #[serde(default, rename = "daemon_pid", skip_serializing)]
+    pub legacy_daemon_pid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolv_conf: Option<ResolvConfChange>,
     /// A PIA profile's registration and port-forwarding helper.
@@ -32,68 +40,52 @@ pub struct Record {
     pub pia: Option<PiaRecord>,
 }
 
+/// The state directory, opened and checked once per run (see `PrivateDir`).
 pub struct StateDir {
-    dir: PathBuf,
+    dir: PrivateDir,
 }
 
 impl StateDir {
-    pub fn new(dir: &Path) -> Self {
-        StateDir {
-            dir: dir.to_owned(),
-        }
+    /// Opens `path`, creating it (0700) when missing; one line naming it when it is refused.
+    pub fn open(path: &Path) -> Result<StateDir, String> {
+        PrivateDir::open(path).map(|dir| StateDir { dir })
     }
 
-    pub fn record_path(&self, container_id: &str) -> PathBuf {
-        self.dir.join(format!("{container_id}.json"))
+    /// Files of the state dir other than records (the port-forwarding helper's).
+    pub fn dir(&self) -> &PrivateDir {
+        &self.dir
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn record_name(container_id: &str) -> String {
+        format!("{container_id}.json")
     }
 
     pub fn save(&self, record: &Record) -> io::Result<()> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)?;
-        let path = self.record_path(&record.container_id);
-        let tmp = self.dir.join(format!(".{}.json.tmp", record.container_id));
         let body = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
-        let written = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(&body)?;
-            file.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            File::open(&self.dir)?.sync_all()
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        written
+        self.dir
+            .write(&Self::record_name(&record.container_id), &body, 0o600)
     }
 
     pub fn load(&self, container_id: &str) -> io::Result<Option<Record>> {
-        match fs::read(self.record_path(container_id)) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
+        match self.dir.read(&Self::record_name(container_id))? {
+            Some(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+            None => Ok(None),
         }
     }
 
     /// Every record in the directory, by container id (for `status`); unreadable ones are skipped.
     pub fn list(&self) -> io::Result<Vec<Record>> {
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let mut records: Vec<Record> = entries
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
+        let mut records: Vec<Record> = self
+            .dir
+            .names()?
+            .into_iter()
+            .filter_map(|name| {
                 let id = name
                     .strip_suffix(".json")
                     .filter(|id| !id.starts_with('.'))?;
@@ -105,22 +97,20 @@ impl StateDir {
     }
 
     pub fn remove(&self, container_id: &str) -> io::Result<()> {
-        match fs::remove_file(self.record_path(container_id)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+        self.dir.remove(&Self::record_name(container_id))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn save_load_remove_round_trip_with_private_mode() {
         let dir = std::env::temp_dir().join(format!("wgoh-record-{}", std::process::id()));
-        let state = StateDir::new(&dir);
+        let state = StateDir::open(&dir).unwrap();
         let record = Record {
             version: RECORD_VERSION,
             container_id: "c1".into(),
@@ -128,22 +118,51 @@ mod tests {
             interface: "wg0".into(),
             host_link: "wgo0123456789ab".into(),
             backend: BackendKind::Userspace,
-            daemon_pid: Some(42),
+            daemon: Some(Started {
+                pid: Some(42),
+                start_time: 7,
+                exe: Some("/usr/bin/wireguard-go".into()),
+                argv: vec!["/usr/bin/wireguard-go".into(), "wgo0123456789ab".into()],
+            }),
+            legacy_daemon_pid: None,
             resolv_conf: None,
             pia: None,
         };
         state.save(&record).unwrap();
-        let mode = fs::metadata(state.record_path("c1"))
+        let mode = fs::metadata(dir.join("c1.json"))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         let back = state.load("c1").unwrap().unwrap();
-        assert_eq!(back.daemon_pid, Some(42));
+        assert_eq!(back.daemon, record.daemon);
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temp file left");
         state.remove("c1").unwrap();
         state.remove("c1").unwrap();
         assert!(state.load("c1").unwrap().is_none());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_version_1_record_is_still_read() {
+        let v1 = r#"{"version":1,"container_id":"c1","profile":"vpn","interface":"wg0",
+            "host_link":"wgo0123456789ab","backend":"userspace","daemon_pid":42}"#;
+        let record: Record = serde_json::from_str(v1).unwrap();
+        assert_eq!(record.legacy_daemon_pid, Some(42));
+        assert!(record.daemon.is_none());
+        let again = serde_json::to_string(&record).unwrap();
+        assert!(!again.contains("daemon_pid"), "{again}");
+    }
+
+    #[test]
+    fn a_record_that_is_a_symlink_is_not_read() {
+        let dir = std::env::temp_dir().join(format!("wgoh-record-link-{}", std::process::id()));
+        let state = StateDir::open(&dir).unwrap();
+        let elsewhere = dir.join("elsewhere.txt");
+        fs::write(&elsewhere, "{}").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.join("c2.json")).unwrap();
+        let e = state.load("c2").unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

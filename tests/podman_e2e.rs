@@ -5,6 +5,7 @@
 mod lab;
 
 use lab::*;
+use std::os::unix::fs::DirBuilderExt;
 
 // ----- the lab itself, without the hook ---------------------------------------------------------------------------
 
@@ -582,32 +583,77 @@ fn auto_backend_chooses_by_what_the_kernel_can_do_and_says_why() {
     lab.assert_nothing_left(id);
 }
 
-/// runc kills a hook at its timeout. If that happens after create-runtime made the daemon and link but before
-/// it saved its record, poststop finds no record; it must still find and remove them by the container id.
+/// runc kills a hook at its timeout. The record names the link (and the daemon's exact argv) before anything is
+/// made; if the kill comes between starting the daemon and recording its pid, poststop finds that daemon by its
+/// exact argv, started after the record, and stops it, and nothing else: a process that merely mentions the
+/// name is spared.
 #[test]
-fn poststop_without_a_record_removes_what_a_killed_create_left() {
+fn poststop_stops_a_daemon_whose_pid_a_killed_create_did_not_record() {
     let lab = Lab::new("killed_create");
-    // Unique per lab, so that a daemon left by an earlier failed run cannot stand in for this one.
-    let id = format!("killed-{}", lab.host_ns);
+    let id = format!("killed-{}", lab.id);
     let id = id.as_str();
     lab.track_container_id(id);
-    let name = host_link_name(id);
+    let name = format!("{HOST_LINK_PREFIX}{}beef", lab.id);
+    let wireguard_go = [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ]
+    .iter()
+    .map(|d| format!("{d}/wireguard-go"))
+    .find(|p| std::path::Path::new(p).exists())
+    .expect("wireguard-go");
+    let me = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let started_after: u64 = me
+        .rsplit_once(") ")
+        .unwrap()
+        .1
+        .split(' ')
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    // What create-runtime saves just before it starts the daemon.
+    let record = serde_json::json!({
+        "version": 2, "container_id": id, "profile": "lab", "interface": "wg0", "host_link": name,
+        "backend": "userspace",
+        "daemon": { "start_time": started_after, "argv": [wireguard_go, name] },
+    });
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&lab.state_dir)
+        .unwrap();
+    std::fs::write(lab.record_path(id), record.to_string()).unwrap();
     let netns = format!("--net=/var/run/netns/{}", lab.host_ns);
-    lab.run(&["nsenter", &netns, "wireguard-go", &name])
-        .assert_success("starting an orphan daemon");
+    lab.run(&["nsenter", &netns, &wireguard_go, &name])
+        .assert_success("starting the daemon the killed create left");
+    let mut bystander = std::process::Command::new("sh")
+        .args(["-c", "sleep 600; :", "sh", &name])
+        .spawn()
+        .unwrap();
     assert!(
         lab.host_links().contains(&name),
         "the orphan's link is missing: {:?}",
         lab.host_links()
     );
     assert!(
-        !lab.leftovers(id).is_empty(),
+        lab.leftovers(id).iter().any(|l| l.starts_with("process ")),
         "the leftover check must see the orphan"
     );
     let pid = lab.spawn_netns_sleeper();
     let state = lab.fake_state(id, pid, &[("wg.enable", "true")]);
     let policy_path = lab.policy_path.to_string_lossy().into_owned();
     let out = lab.run_hook_direct(&["poststop", "--policy", &policy_path], &state);
-    assert!(out.success(), "poststop without a record\n{out}");
+    let spared = bystander.try_wait().unwrap().is_none();
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    assert!(out.success(), "poststop\n{out}");
+    assert!(
+        spared,
+        "poststop killed a process that only mentions {name}\n{out}"
+    );
     lab.assert_nothing_left(id);
 }

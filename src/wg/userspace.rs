@@ -1,11 +1,11 @@
-//! The userspace backend's daemon: started detached in the host netns, stopped by its recorded pid.
+//! The userspace backend's daemon: started detached in the host netns, stopped as the process recorded.
 
 use super::uapi;
 use crate::command::{resolve_program, DEFAULT_PATH};
 use crate::deadline::Deadline;
 use crate::process;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,8 @@ const SOCKET_WAIT: Duration = Duration::from_secs(5);
 /// A freshly started daemon. Dropping it leaves the daemon running (that is the point: it outlives the hook).
 pub struct Daemon {
     child: Child,
+    program: PathBuf,
+    socket: PathBuf,
 }
 
 impl Daemon {
@@ -21,15 +23,25 @@ impl Daemon {
         self.child.id()
     }
 
-    /// Starts `command... <interface>` in the foreground mode that wireguard-go enters with
-    /// WG_PROCESS_FOREGROUND=1 (so its pid is the one we record), in its own session, with no stdio of ours:
-    /// runc waits for the hook's stdout/stderr pipes to close. Returns once the UAPI socket accepts connections,
-    /// waiting no longer than `SOCKET_WAIT` nor past `deadline`.
-    pub fn start(command: &[String], interface: &str, deadline: Deadline) -> io::Result<Daemon> {
+    /// The program and whole argv that `start` runs for `interface`: `command... <interface>`, the program
+    /// looked up in PATH.
+    pub fn command(command: &[String], interface: &str) -> io::Result<(PathBuf, Vec<String>)> {
         let (program, args) = command.split_first().ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "userspace_command is empty")
         })?;
         let program = resolve_program(program)?;
+        let mut argv = Vec::with_capacity(args.len() + 2);
+        argv.push(program.to_string_lossy().into_owned());
+        argv.extend(args.iter().cloned());
+        argv.push(interface.to_owned());
+        Ok((program, argv))
+    }
+
+    /// Starts `program` with `argv` (from `command`) in the foreground mode that wireguard-go enters with
+    /// WG_PROCESS_FOREGROUND=1 (so its pid is the one we record), in its own session, with no stdio of ours
+    /// (runc waits for the hook's stdout/stderr pipes to close) and none of the hook's environment but PATH.
+    /// Returns once it runs; `wait_ready` waits for its UAPI socket.
+    pub fn spawn(program: &Path, argv: &[String], interface: &str) -> io::Result<Daemon> {
         let socket = uapi::socket_path(interface);
         if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
             return Err(io::Error::new(
@@ -37,13 +49,10 @@ impl Daemon {
                 format!("{} is already served by another daemon", socket.display()),
             ));
         }
-        let mut cmd = Command::new(&program);
-        cmd.args(args)
-            .arg(interface)
+        let mut cmd = Command::new(program);
+        cmd.args(&argv[1..])
+            .env_clear()
             .env("WG_PROCESS_FOREGROUND", "1")
-            .env_remove("WG_TUN_FD")
-            .env_remove("WG_UAPI_FD")
-            .env_remove("LOG_LEVEL")
             .env(
                 "PATH",
                 std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
@@ -56,12 +65,19 @@ impl Daemon {
         let child = cmd.spawn().map_err(|e| {
             io::Error::new(e.kind(), format!("starting {}: {e}", program.display()))
         })?;
-        let mut daemon = Daemon { child };
-        if let Err(e) = daemon.wait_for_socket(&socket, &program, deadline) {
-            daemon.kill_and_reap();
-            return Err(e);
-        }
-        Ok(daemon)
+        Ok(Daemon {
+            child,
+            program: program.to_owned(),
+            socket,
+        })
+    }
+
+    /// Waits for the daemon's UAPI socket to accept connections; on failure the daemon is gone.
+    /// Waits no longer than `SOCKET_WAIT` nor past `deadline`.
+    pub fn wait_ready(&mut self, deadline: Deadline) -> io::Result<()> {
+        let (socket, program) = (self.socket.clone(), self.program.clone());
+        self.wait_for_socket(&socket, &program, deadline)
+            .inspect_err(|_| self.kill_and_reap())
     }
 
     fn wait_for_socket(
@@ -110,10 +126,10 @@ impl Daemon {
     }
 }
 
-/// Stops a daemon started by an earlier hook run: only if `pid` still runs our command for `interface`
-/// (a pid can be reused), SIGTERM, then SIGKILL after a grace period. Removes a socket it left behind.
-pub fn stop(pid: u32, interface: &str) -> io::Result<()> {
-    process::stop(pid, &[interface]);
+/// Stops a daemon started by an earlier hook run: only that very process (see `process::Started`), SIGTERM,
+/// then SIGKILL after a grace period. Removes a socket it left behind.
+pub fn stop(daemon: &process::Started, interface: &str) -> io::Result<()> {
+    daemon.stop();
     remove_socket(interface)
 }
 
@@ -123,10 +139,4 @@ pub fn remove_socket(interface: &str) -> io::Result<()> {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
-}
-
-/// A daemon whose argv names `interface`, found by scanning /proc: for the case where no record holds its pid
-/// (runc killed create-runtime between starting it and saving the record).
-pub fn find_daemon(interface: &str) -> Option<u32> {
-    process::find_with_args(&[interface])
 }

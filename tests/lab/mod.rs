@@ -45,7 +45,7 @@ pub use bridge::*;
 pub use docker::*;
 #[allow(unused_imports)] // only the PIA tests use it
 pub use pia::*;
-pub use wg_oci_hook::names::host_link_name;
+pub use wg_oci_hook::names::HOST_LINK_PREFIX;
 
 /// The hook under test.
 pub const HOOK_BIN: &str = env!("CARGO_BIN_EXE_wg-oci-hook");
@@ -446,6 +446,8 @@ pub struct Lab {
     lab_wg_ifs: Mutex<Vec<String>>,
     /// Every container id podman gave us (their hook leftovers are cleaned at drop).
     seen_cids: Mutex<Vec<String>>,
+    /// The host link name each container's record gave (the hook picks them at random), once seen.
+    known_links: Mutex<Vec<(String, String)>>,
     /// Every command's full output, in order.
     transcript: Mutex<String>,
     runs: AtomicUsize,
@@ -505,6 +507,7 @@ impl Lab {
                 children: Mutex::new(Vec::new()),
                 lab_wg_ifs: Mutex::new(Vec::new()),
                 seen_cids: Mutex::new(Vec::new()),
+                known_links: Mutex::new(Vec::new()),
                 transcript: Mutex::new(String::new()),
                 runs: AtomicUsize::new(0),
                 netns_created: Vec::new(),
@@ -988,6 +991,16 @@ impl Lab {
     /// Runs the hook binary itself in the lab's host netns with `args`, `stdin`, and an EMPTY environment
     /// (as runc may start it), bounded by a timeout.
     pub fn run_hook_direct(&self, args: &[&str], stdin: &str) -> CmdOutput {
+        self.run_hook_direct_env(args, stdin, &[])
+    }
+
+    /// `run_hook_direct` with `env` as the hook's whole environment.
+    pub fn run_hook_direct_env(
+        &self,
+        args: &[&str],
+        stdin: &str,
+        env: &[(&str, &str)],
+    ) -> CmdOutput {
         let mut argv: Vec<String> = vec![
             "/usr/bin/timeout".into(),
             COMMAND_TIMEOUT_SECS.to_string(),
@@ -997,7 +1010,10 @@ impl Lab {
         ];
         argv.extend(args.iter().map(|s| s.to_string()));
         let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..]).env_clear().current_dir("/");
+        cmd.args(&argv[1..])
+            .env_clear()
+            .envs(env.iter().copied())
+            .current_dir("/");
         let out = output_with_stdin(cmd, stdin.as_bytes(), &argv.join(" "));
         self.log(&out);
         out
@@ -1175,24 +1191,69 @@ impl Lab {
         self.transcript.lock().unwrap().clone()
     }
 
-    /// What of container `cid`'s tunnel still exists; empty when nothing does.
+    /// The host link name of `cid`'s tunnel, from its record (the hook picks it at random), remembered once seen
+    /// so that it is still known after poststop removed the record.
+    pub fn host_link_of(&self, cid: &str) -> Option<String> {
+        let mut known = self.known_links.lock().unwrap();
+        if let Some((_, name)) = known.iter().find(|(id, _)| id == cid) {
+            return Some(name.clone());
+        }
+        let name = record_host_link(&self.record_path(cid))?;
+        known.push((cid.to_owned(), name.clone()));
+        Some(name)
+    }
+
+    /// The hook's userspace daemons in this lab's host netns: (pid, argv, the `wgo*` name in their argv).
+    pub fn hook_daemons(&self) -> Vec<(u32, String, String)> {
+        let Some(host) = ns_id(&netns_path(&self.host_ns)) else {
+            return Vec::new();
+        };
+        processes_mentioning(HOST_LINK_PREFIX)
+            .into_iter()
+            .filter(|(pid, _)| ns_id(&format!("/proc/{pid}/ns/net")) == Some(host))
+            .filter_map(|(pid, argv)| {
+                let name = argv
+                    .split(' ')
+                    .find(|a| a.starts_with(HOST_LINK_PREFIX))?
+                    .to_owned();
+                Some((pid, argv, name))
+            })
+            .collect()
+    }
+
+    /// What of container `cid`'s tunnel still exists; empty when nothing does. Its link name comes from its
+    /// record (see `host_link_of`); besides, any `wgo*` link in the lab's host netns, and any hook daemon there
+    /// that no other container's live record names, counts.
     pub fn leftovers(&self, cid: &str) -> Vec<String> {
-        let name = host_link_name(cid);
+        let name = self.host_link_of(cid);
         let mut found = Vec::new();
         for link in self.host_links() {
-            if link == name || link.starts_with("wgo") {
+            if link.starts_with(HOST_LINK_PREFIX) {
                 found.push(format!("link {link} in the host netns {}", self.host_ns));
             }
         }
-        for (pid, argv) in processes_mentioning(&name) {
-            found.push(format!("process {pid}: {argv}"));
+        let others: Vec<String> = fs::read_dir(&self.state_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name() != *format!("{cid}.json"))
+            .filter_map(|e| record_host_link(&e.path()))
+            .collect();
+        let mut sockets: Vec<String> = name.iter().cloned().collect();
+        for (pid, argv, daemon_name) in self.hook_daemons() {
+            if !others.contains(&daemon_name) {
+                found.push(format!("process {pid}: {argv}"));
+                sockets.push(daemon_name);
+            }
         }
         for (pid, argv) in port_forward_helpers(cid) {
             found.push(format!("port-forwarding helper {pid}: {argv}"));
         }
-        let sock = Path::new("/var/run/wireguard").join(format!("{name}.sock"));
-        if sock.exists() {
-            found.push(format!("UAPI socket {}", sock.display()));
+        for name in sockets {
+            let sock = Path::new("/var/run/wireguard").join(format!("{name}.sock"));
+            if sock.exists() {
+                found.push(format!("UAPI socket {}", sock.display()));
+            }
         }
         let record = self.record_path(cid);
         if record.exists() {
@@ -1214,8 +1275,8 @@ impl Lab {
     }
 
     /// Nothing of `cid`'s tunnel is left (waiting up to 10 s for teardown that the kernel does asynchronously):
-    /// no `host_link_name(cid)` nor any `wgo*` link in the host netns, no process naming it, no UAPI socket,
-    /// no record and no temp file in the state dir.
+    /// no `wgo*` link in the host netns, no hook daemon there that is not another live container's, no UAPI
+    /// socket of its name, no record and no temp file in the state dir.
     #[track_caller]
     pub fn assert_nothing_left(&self, cid: &str) {
         let deadline = Instant::now() + SETTLE;
@@ -1227,7 +1288,7 @@ impl Lab {
             if Instant::now() > deadline {
                 panic!(
                     "container {cid} (host link {}) left behind, {} s after it ended:\n  {}\n=== lab transcript ===\n{}",
-                    host_link_name(cid),
+                    self.host_link_of(cid).as_deref().unwrap_or("unknown"),
                     SETTLE.as_secs(),
                     left.join("\n  "),
                     self.transcript()
@@ -1385,15 +1446,24 @@ impl Drop for Lab {
             stop_child(&what, &mut child);
         }
         // 4. Whatever the hook left for containers of this lab (their tests have failed already if so).
+        let mut names: Vec<String> = Vec::new();
+        for (pid, _, name) in self.hook_daemons() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            names.push(name);
+        }
+        names.extend(self.known_links.lock().unwrap().drain(..).map(|(_, n)| n));
         for cid in self.seen_cids.lock().unwrap().iter() {
-            let name = host_link_name(cid);
-            let helpers = port_forward_helpers(cid);
-            for (pid, _) in processes_mentioning(&name).into_iter().chain(helpers) {
+            for (pid, _) in port_forward_helpers(cid) {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid as i32),
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
+        }
+        for name in names {
             let _ = fs::remove_file(Path::new("/var/run/wireguard").join(format!("{name}.sock")));
         }
         for ifname in self.lab_wg_ifs.lock().unwrap().iter() {
@@ -1769,6 +1839,13 @@ pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
         }
     }
     found
+}
+
+/// The `host_link` of the record at `path`, if it holds one.
+fn record_host_link(path: &Path) -> Option<String> {
+    let text = fs::read_to_string(path).ok()?;
+    let record: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some(record["host_link"].as_str()?.to_owned())
 }
 
 /// Names from `ip -o link` output (`2: name@peer: <...>`).

@@ -1,13 +1,12 @@
-//! What PIA hands out that outlives one container start, kept in `<state_dir>/pia/` (mode 0700, files 0600):
+//! What PIA hands out that outlives one container start, kept in `<state_dir>/pia/` (mode 0700, files 0600,
+//! checked and written like the state dir itself: see `PrivateDir`):
 //! the account's token (reusable for about a day) and the signed server list (re-verified on every read).
 
-use crate::atomic_file;
 use crate::names::fnv1a64;
+use crate::private_dir::PrivateDir;
+use crate::record::StateDir;
 use serde::{Deserialize, Serialize};
-use std::fs;
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::credentials::Secret;
@@ -16,7 +15,7 @@ use super::credentials::Secret;
 pub const TOKEN_MAX_AGE: Duration = Duration::from_secs(23 * 3600);
 
 pub struct Cache {
-    dir: PathBuf,
+    dir: PrivateDir,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -26,27 +25,18 @@ struct CachedToken {
 }
 
 impl Cache {
-    pub fn new(state_dir: &Path) -> Cache {
-        Cache {
-            dir: state_dir.join("pia"),
-        }
-    }
-
-    fn ensure_dir(&self) -> io::Result<()> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
+    /// `<state_dir>/pia`, created 0700 when missing, refused (one line) unless ours alone like the state dir.
+    pub fn open(state_dir: &StateDir) -> Result<Cache, String> {
+        state_dir.dir().subdir("pia").map(|dir| Cache { dir })
     }
 
     /// One token file per account, named by a hash of the username (the name itself stays out of paths).
-    fn token_path(&self, username: &str) -> PathBuf {
-        self.dir
-            .join(format!("token-{:016x}.json", fnv1a64(username.as_bytes())))
+    fn token_name(username: &str) -> String {
+        format!("token-{:016x}.json", fnv1a64(username.as_bytes()))
     }
 
     pub fn token(&self, username: &str) -> Option<Secret> {
-        let bytes = fs::read(self.token_path(username)).ok()?;
+        let bytes = self.dir.read(&Self::token_name(username)).ok()??;
         let cached: CachedToken = serde_json::from_slice(&bytes).ok()?;
         let age = now_secs().saturating_sub(cached.obtained);
         (age < TOKEN_MAX_AGE.as_secs() && !cached.token.is_empty())
@@ -54,40 +44,37 @@ impl Cache {
     }
 
     pub fn store_token(&self, username: &str, token: &Secret) -> io::Result<()> {
-        self.ensure_dir()?;
         let body = serde_json::to_vec(&serde_json::json!({
             "obtained": now_secs(),
             "token": token.expose(),
         }))
         .map_err(io::Error::other)?;
-        atomic_file::write(&self.token_path(username), &body, 0o600)
+        self.dir.write(&Self::token_name(username), &body, 0o600)
     }
 
     pub fn discard_token(&self, username: &str) {
-        let _ = fs::remove_file(self.token_path(username));
+        let _ = self.dir.remove(&Self::token_name(username));
     }
 
-    fn list_path(&self, url: &str) -> PathBuf {
-        self.dir
-            .join(format!("servers-{:016x}.v6", fnv1a64(url.as_bytes())))
+    fn list_name(url: &str) -> String {
+        format!("servers-{:016x}.v6", fnv1a64(url.as_bytes()))
     }
 
     /// The cached list body if younger than `ttl` (`stale` ignores the age, for when the API is down).
     pub fn server_list(&self, url: &str, ttl: Duration, stale: bool) -> Option<Vec<u8>> {
-        let path = self.list_path(url);
-        let modified = fs::metadata(&path).ok()?.modified().ok()?;
+        let name = Self::list_name(url);
+        let modified = self.dir.modified(&name)?;
         let age = SystemTime::now()
             .duration_since(modified)
             .unwrap_or_default();
         if !stale && age >= ttl {
             return None;
         }
-        fs::read(path).ok()
+        self.dir.read(&name).ok()?
     }
 
     pub fn store_server_list(&self, url: &str, body: &[u8]) -> io::Result<()> {
-        self.ensure_dir()?;
-        atomic_file::write(&self.list_path(url), body, 0o600)
+        self.dir.write(&Self::list_name(url), body, 0o600)
     }
 }
 
@@ -101,17 +88,18 @@ fn now_secs() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn tokens_and_lists_round_trip_privately() {
         let dir = std::env::temp_dir().join(format!("wgoh-pia-cache-{}", std::process::id()));
-        let cache = Cache::new(&dir);
+        let cache = Cache::open(&StateDir::open(&dir).unwrap()).unwrap();
         assert!(cache.token("p1").is_none());
         cache.store_token("p1", &Secret::new("tok".into())).unwrap();
         assert_eq!(cache.token("p1").unwrap().expose(), "tok");
         assert!(cache.token("p2").is_none());
-        let path = cache.token_path("p1");
+        let path = dir.join("pia").join(Cache::token_name("p1"));
         assert_eq!(
             fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600

@@ -49,7 +49,14 @@ pub struct HostRecord {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PortForwardRecord {
-    pub helper_pid: u32,
+    /// The helper's supervisor, recorded when started (its worker is its child).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helper: Option<crate::process::Started>,
+    /// A version-1 record's helper pid (checked only against its argv).
+    #[serde(default, rename = "helper_pid", skip_serializing)]
+    pub legacy_helper_pid: Option<u32>,
+    /// The first port bound; 0 while the helper has bound none.
+    #[serde(default)]
     pub port: u16,
     /// Where the port is written inside the container.
     pub port_file: String,
@@ -169,7 +176,7 @@ impl Tokens<'_> {
 /// `wg.region`, tried alone instead of the profile's list.
 pub fn register(
     settings: &PiaSettings,
-    state_dir: &Path,
+    state_dir: &crate::record::StateDir,
     region: Option<&str>,
     container: &str,
     deadline: Deadline,
@@ -182,7 +189,7 @@ pub fn register(
         ));
     }
     let api = Api::new(settings, deadline)?;
-    let cache = Cache::new(state_dir);
+    let cache = Cache::open(state_dir)?;
     let tokens = Tokens {
         api: &api,
         cache: &cache,

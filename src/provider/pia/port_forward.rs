@@ -23,7 +23,6 @@ use crate::process;
 use crate::record::StateDir;
 use log::{info, warn};
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -40,45 +39,67 @@ const RESTART_RESET: Duration = Duration::from_secs(60);
 const RETRY: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(250);
 
-pub fn port_file(state_dir: &Path, container: &str) -> PathBuf {
-    state_dir.join(format!("{container}.port"))
+fn port_file(container: &str) -> String {
+    format!("{container}.port")
 }
 
-pub fn log_file(state_dir: &Path, container: &str) -> PathBuf {
-    state_dir.join(format!("{container}.pf.log"))
+fn log_file(container: &str) -> String {
+    format!("{container}.pf.log")
 }
 
 /// The forwarded port as the helper last bound it, from the host-side file.
-pub fn current_port(state_dir: &Path, container: &str) -> Option<u16> {
-    std::fs::read_to_string(port_file(state_dir, container))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+pub fn current_port(state: &StateDir, container: &str) -> Option<u16> {
+    let bytes = state.dir().read(&port_file(container)).ok()??;
+    std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
 }
 
-/// A started helper that has bound its first port.
-pub struct Helper {
-    pub pid: u32,
-    pub port: u16,
+/// Removes the helper's host-side files (port, log).
+pub fn remove_files(state: &StateDir, container: &str) {
+    let _ = state.dir().remove(&port_file(container));
+    let _ = state.dir().remove(&log_file(container));
 }
 
-/// Starts the helper for `container` (whose record, with its `pia` part, is saved already) and waits up to
-/// `wait` for its first bind. On failure the helper is gone.
-pub fn start(policy: &Policy, container: &str, wait: Duration) -> Result<Helper, String> {
+/// The helper's executable (this binary) and whole argv for `container`: recorded before it is started.
+pub fn command(policy: &Policy, container: &str) -> Result<(PathBuf, Vec<String>), String> {
     let exe =
         std::fs::read_link("/proc/self/exe").map_err(|e| format!("finding our own binary: {e}"))?;
-    let log_path = log_file(&policy.state_dir, container);
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&log_path)
-        .map_err(|e| format!("{}: {e}", log_path.display()))?;
-    let mut cmd = Command::new(&exe);
-    cmd.arg("--policy")
-        .arg(&policy.path)
-        .args([SUBCOMMAND, container])
+    let argv = vec![
+        exe.to_string_lossy().into_owned(),
+        "--policy".into(),
+        policy.path.to_string_lossy().into_owned(),
+        SUBCOMMAND.into(),
+        container.into(),
+    ];
+    Ok((exe, argv))
+}
+
+/// The worker's argv, from its supervisor's.
+pub fn worker_argv(helper_argv: &[String]) -> Vec<String> {
+    let mut argv = helper_argv.to_vec();
+    argv.push(WORKER_FLAG.into());
+    argv
+}
+
+/// A started helper that has not bound its first port yet.
+pub struct Spawned {
+    child: std::process::Child,
+    first_line: std::sync::mpsc::Receiver<String>,
+}
+
+/// Starts the helper (`exe`, `argv` from `command`) for `container`, whose record, with its `pia` part, is
+/// saved already. `Spawned::wait_for_port` then waits for its first bind.
+pub fn spawn(
+    state: &StateDir,
+    container: &str,
+    exe: &Path,
+    argv: &[String],
+) -> Result<Spawned, String> {
+    let log = state
+        .dir()
+        .create_new(&log_file(container), 0o600)
+        .map_err(|e| format!("{}/{}: {e}", state.path().display(), log_file(container)))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(&argv[1..])
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -88,48 +109,64 @@ pub fn start(policy: &Policy, container: &str, wait: Duration) -> Result<Helper,
         cmd.env("RUST_LOG", filter);
     }
     process::detach(&mut cmd);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("starting {}: {e}", exe.display()))?;
-    let pid = child.id();
+    let mut child = cmd.spawn().map_err(|e| {
+        remove_files(state, container);
+        format!("starting {}: {e}", exe.display())
+    })?;
     let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, first_line) = std::sync::mpsc::channel();
     // A thread, so the wait is bounded; it ends at the helper's first line or when the pipe closes.
     std::thread::spawn(move || {
         let mut line = String::new();
         let _ = BufReader::new(stdout).read_line(&mut line);
         let _ = tx.send(line);
     });
-    let answer = rx.recv_timeout(wait);
-    let fail = |child: &mut std::process::Child, e: String| {
-        let _ = child.kill();
-        let _ = child.wait();
-        let _ = std::fs::remove_file(port_file(&policy.state_dir, container));
-        let _ = std::fs::remove_file(&log_path);
-        Err(e)
-    };
-    match answer {
-        Ok(line) => {
-            let line = line.trim_end();
-            if let Some(port) = line.strip_prefix("port ").and_then(|p| p.parse().ok()) {
+    Ok(Spawned { child, first_line })
+}
+
+impl Spawned {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `wait` for the helper's first bind. On failure the helper is gone, and its files too.
+    pub fn wait_for_port(
+        mut self,
+        state: &StateDir,
+        container: &str,
+        wait: Duration,
+    ) -> Result<u16, String> {
+        let pid = self.child.id();
+        let log_path = format!("{}/{}", state.path().display(), log_file(container));
+        let answer = match self.first_line.recv_timeout(wait) {
+            Ok(line) => {
+                let line = line.trim_end();
+                if let Some(port) = line.strip_prefix("port ").and_then(|p| p.parse().ok()) {
+                    Ok(port)
+                } else if let Some(e) = line.strip_prefix("error ") {
+                    Err(e.to_owned())
+                } else {
+                    let status = self.child.try_wait().ok().flatten();
+                    Err(format!(
+                        "the helper ended without a port ({}); see {log_path}",
+                        status.map_or("still running".into(), |s| s.to_string()),
+                    ))
+                }
+            }
+            Err(_) => Err(format!("no port forwarded within {} s", wait.as_secs())),
+        };
+        match answer {
+            Ok(port) => {
                 info!("container {container}: port {port} forwarded (helper pid {pid})");
-                Ok(Helper { pid, port })
-            } else if let Some(e) = line.strip_prefix("error ") {
-                fail(&mut child, e.to_owned())
-            } else {
-                let status = child.try_wait().ok().flatten();
-                let e = format!(
-                    "the helper ended without a port ({}); see {}",
-                    status.map_or("still running".into(), |s| s.to_string()),
-                    log_path.display()
-                );
-                fail(&mut child, e)
+                Ok(port)
+            }
+            Err(e) => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                remove_files(state, container);
+                Err(e)
             }
         }
-        Err(_) => fail(
-            &mut child,
-            format!("no port forwarded within {} s", wait.as_secs()),
-        ),
     }
 }
 
@@ -137,8 +174,9 @@ pub fn start(policy: &Policy, container: &str, wait: Duration) -> Result<Helper,
 fn registration<'a>(
     policy: &'a Policy,
     container: &str,
-) -> Result<(PiaRecord, &'a super::settings::PiaSettings), String> {
-    let record = StateDir::new(&policy.state_dir)
+) -> Result<(StateDir, PiaRecord, &'a super::settings::PiaSettings), String> {
+    let state = StateDir::open(&policy.state_dir).map_err(|e| format!("the state dir {e}"))?;
+    let record = state
         .load(container)
         .map_err(|e| format!("reading the record: {e}"))?
         .ok_or("no record for this container")?;
@@ -154,13 +192,13 @@ fn registration<'a>(
                 policy.path.display()
             )
         })?;
-    Ok((pia, settings))
+    Ok((state, pia, settings))
 }
 
 /// The supervisor: `wg-oci-hook pia-port-forward ID`. Relays the first worker's one line to the hook, then
 /// keeps a worker running for as long as the container's init lives.
 pub fn supervise(policy: &Policy, container: &str) -> Result<(), String> {
-    let (pia, _) = registration(policy, container)?;
+    let (_, pia, _) = registration(policy, container)?;
     let init = pia.container_pid;
     let init_started = process::start_time(init).ok_or("the container's init is gone")?;
     let exe =
@@ -235,18 +273,19 @@ pub fn supervise(policy: &Policy, container: &str) -> Result<(), String> {
 
 /// The worker's life: `wg-oci-hook pia-port-forward ID --worker`.
 pub fn run(policy: &Policy, container: &str) -> Result<(), String> {
-    let (pia, settings) = registration(policy, container)?;
+    let (state, pia, settings) = registration(policy, container)?;
     let mut forwarder = Forwarder {
-        policy,
         container,
         credentials: Credentials::load(&settings.credentials)?,
-        cache: Cache::new(&policy.state_dir),
+        cache: Cache::open(&state)?,
+        state,
         ns: NetNs::of_pid(pia.container_pid).map_err(|e| format!("the container's netns: {e}"))?,
         init_started: process::start_time(pia.container_pid)
             .ok_or("the container's init is gone")?,
         settings,
         pia,
         signature: None,
+        nft_command: &policy.nft_command,
     };
     let mut ready = Some(io::stdout());
     let mut bound: Option<u16> = None;
@@ -300,7 +339,7 @@ fn report(mut out: io::Stdout, result: Result<u16, String>) -> Result<(), String
 }
 
 struct Forwarder<'a> {
-    policy: &'a Policy,
+    state: StateDir,
     container: &'a str,
     settings: &'a super::settings::PiaSettings,
     credentials: Credentials,
@@ -309,6 +348,8 @@ struct Forwarder<'a> {
     ns: NetNs,
     init_started: u64,
     signature: Option<Signature>,
+    /// The policy's `nft_command`, which opens the forwarded port in the container's table.
+    nft_command: &'a str,
 }
 
 impl Forwarder<'_> {
@@ -380,7 +421,7 @@ impl Forwarder<'_> {
     fn publish(&self, port: u16) -> Result<(), String> {
         // The port opens in the container's table (the old one shuts in the same transaction) before the
         // workload can read it; the first one too, since the hook loads the table before any port is known.
-        crate::firewall::Nft::locate(&self.policy.nft_command)
+        crate::firewall::Nft::locate(self.nft_command)
             .and_then(|nft| nft.set_forwarded_port(&self.ns, port))
             .map_err(|e| format!("letting port {port} in through the tunnel (nftables): {e}"))?;
         let text = format!("{port}\n");
@@ -391,9 +432,11 @@ impl Forwarder<'_> {
             text.as_bytes(),
         )
         .map_err(|e| format!("writing the port inside the container: {e}"))?;
-        let host = port_file(&self.policy.state_dir, self.container);
-        crate::atomic_file::write(&host, text.as_bytes(), 0o644)
-            .map_err(|e| format!("{}: {e}", host.display()))
+        let host = port_file(self.container);
+        self.state
+            .dir()
+            .write(&host, text.as_bytes(), 0o644)
+            .map_err(|e| format!("{}/{host}: {e}", self.state.path().display()))
     }
 }
 
