@@ -133,12 +133,13 @@ pub fn parse(text: &str, file: &Path) -> Result<WgQuickConfig, WgQuickError> {
             )));
         }
         if value.is_empty() && !matches!(lower.as_str(), "dns" | "address" | "allowedips") {
-            return Err(err(format!("{key} has no value")));
+            return Err(err(format!("{} has no value", key_name(key))));
         }
         match section {
             Section::None => {
                 return Err(err(format!(
-                    "{key} outside of an [Interface] or [Peer] section"
+                    "{} outside of an [Interface] or [Peer] section",
+                    key_name(key)
                 )))
             }
             Section::Interface => match lower.as_str() {
@@ -398,6 +399,16 @@ fn is_dns_name(name: &str) -> bool {
         })
 }
 
+/// A key as written when it is a plain word (`PrivateKey`, `MTU`), else quoted like any other input: the text
+/// before `=` may be anything, a pasted key or control characters included.
+fn key_name(key: &str) -> String {
+    if key.len() <= 32 && key.bytes().all(|b| b.is_ascii_alphabetic()) {
+        key.to_owned()
+    } else {
+        short(key)
+    }
+}
+
 /// Quotes a piece of non-secret input, bounded, unless it looks like a key: a key pasted into the wrong
 /// field (Address = <private key>) must not reach an error message.
 fn short(s: &str) -> String {
@@ -589,6 +600,26 @@ mod tests {
             assert!(!e.contains(&PRIV[..40]), "{e}");
         }
         assert!(!err(&minimal("", &format!("Endpoint = {PRIV}:51820"))).contains(&PRIV[..40]));
+    }
+
+    /// Found by fuzzing (fuzz/corpus/wgquick/crash-02800fe7…): a line `<key material>=` with no value, or a key
+    /// line before any section, put the whole "key" into the error, control characters and all.
+    #[test]
+    fn a_key_name_that_is_not_a_word_is_quoted_bounded() {
+        let pasted = format!("PrivateKey\0\0\0{}", &PRIV[..43]);
+        for text in [
+            minimal(&format!("{pasted}="), ""),
+            format!("{PRIV} = 1\n"),
+            minimal("Bad\u{1b}[2JKey =", ""),
+            minimal(&format!("{} =", "k".repeat(5000)), ""),
+        ] {
+            let e = err(&text);
+            assert!(!e.contains(&PRIV[..40]), "{e}");
+            assert!(!e.chars().any(char::is_control), "{e:?}");
+            assert!(e.len() < 200, "{e}");
+        }
+        assert!(err(&minimal("Bad\u{1b}Key =", "")).contains(":3: \"Bad\\u{1b}Key\" has no value"));
+        assert!(err(&minimal("DNS = 1.1.1.1\nMTU =", "")).ends_with(":4: MTU has no value"));
     }
 
     #[test]
