@@ -57,27 +57,38 @@ pub fn split_options(args: &[String]) -> Result<(Options, &[String]), String> {
                 i += 1;
                 args.get(i)
                     .cloned()
-                    .ok_or_else(|| format!("--wg-{name} needs a value"))?
+                    .ok_or_else(|| format!("{} needs a value", shown_option(name)))?
             }
         };
         if value.is_empty() {
-            return Err(format!("--wg-{name} needs a value"));
+            return Err(format!("{} needs a value", shown_option(name)));
         }
         match name {
             "profile" => {
                 if !annotations::is_valid_name(&value) {
-                    return Err(format!("--wg-profile {value:?}: not a profile name"));
+                    let shown: String = value.chars().take(64).collect();
+                    return Err(format!("--wg-profile {shown:?}: not a profile name"));
                 }
                 opts.profile = Some(value);
             }
             "runtime" => opts.runtime = Some(value),
             "policy" => opts.policy = Some(value.into()),
             "hook" => opts.hook = Some(value.into()),
-            other => return Err(format!("unknown option --wg-{other}")),
+            other => return Err(format!("unknown option {}", shown_option(other))),
         }
         i += 1;
     }
     Ok((opts, &args[i..]))
+}
+
+/// `--wg-NAME` for an error: as is when NAME is a plain word, else quoted and bounded (it may hold anything).
+fn shown_option(name: &str) -> String {
+    if name.len() <= 32 && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') {
+        format!("--wg-{name}")
+    } else {
+        let cut: String = name.chars().take(32).collect();
+        format!("{:?}", format!("--wg-{cut}"))
+    }
 }
 
 /// What we need to know of a runc command line.
@@ -488,6 +499,38 @@ mod tests {
         let plain = strings(&["state", "x"]);
         let (opts, rest) = split_options(&plain).unwrap();
         assert_eq!((opts, rest.len()), (Options::default(), 2));
+    }
+
+    /// Found by fuzzing (fuzz/corpus/runc_args/crash-4a529fad…): an unknown `--wg-` option, or one without a
+    /// value, put its whole name into the error, control characters and newlines too.
+    #[test]
+    fn bad_option_names_are_quoted_bounded_on_one_line() {
+        let long = format!("--wg-{}", "x".repeat(5000));
+        let long_profile = format!("--wg-profile={}", "x".repeat(5000));
+        for args in [
+            &[long_profile.as_str()][..],
+            &["--wg-runtime\u{1}\u{18}HHHH", "crun"],
+            &["--wg-a\nb=1"],
+            &["--wg-\u{1b}[2J"],
+            &["--wg-\u{1b}[2J="],
+            &[long.as_str()],
+        ] {
+            let e = split_options(&strings(args)).unwrap_err();
+            assert!(!e.chars().any(char::is_control), "{e:?}");
+            assert!(e.len() < 200, "{e}");
+        }
+        assert_eq!(
+            split_options(&strings(&["--wg-colour=red"])).unwrap_err(),
+            "unknown option --wg-colour"
+        );
+        assert_eq!(
+            split_options(&strings(&["--wg-a\nb=1"])).unwrap_err(),
+            "unknown option \"--wg-a\\nb\""
+        );
+        assert_eq!(
+            split_options(&strings(&["--wg-profile"])).unwrap_err(),
+            "--wg-profile needs a value"
+        );
     }
 
     #[test]
