@@ -412,11 +412,13 @@ fn key_name(key: &str) -> String {
 /// Quotes a piece of non-secret input, bounded, unless it looks like a key: a key pasted into the wrong
 /// field (Address = <private key>) must not reach an error message.
 fn short(s: &str) -> String {
-    if looks_like_key(s) {
+    let cut: String = s.chars().take(64).collect();
+    let quoted = format!("{cut:?}");
+    // The quoted text too: an escape such as `\0` can complete a run of key characters.
+    if looks_like_key(s) || looks_like_key(&quoted) {
         return "(value not shown: it looks like a key)".to_owned();
     }
-    let cut: String = s.chars().take(64).collect();
-    format!("{cut:?}")
+    quoted
 }
 
 fn looks_like_key(s: &str) -> bool {
@@ -620,6 +622,15 @@ mod tests {
         }
         assert!(err(&minimal("Bad\u{1b}Key =", "")).contains(":3: \"Bad\\u{1b}Key\" has no value"));
         assert!(err(&minimal("DNS = 1.1.1.1\nMTU =", "")).ends_with(":4: MTU has no value"));
+    }
+
+    /// Found by fuzzing (fuzz/corpus/wgquick/crash-2ed7b1bb…): 39 characters of a key after a NUL are no key
+    /// run, but quoted the NUL becomes `\0` and its `0` makes the run 40 long in the message.
+    #[test]
+    fn an_escape_next_to_key_material_does_not_complete_a_key_run() {
+        let e = err(&minimal(&format!("Priv\0{} =", &PRIV[4..43]), ""));
+        assert!(!looks_like_key(&e), "{e}");
+        assert!(e.ends_with(":3: (value not shown: it looks like a key) has no value"), "{e}");
     }
 
     #[test]
