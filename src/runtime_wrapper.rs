@@ -228,8 +228,13 @@ pub fn add_hooks(config: &mut Value, call: &HookCall) -> Result<bool, String> {
     }
     if call.profile.is_some() && !enabled_by_annotation {
         if let Some(value) = &annotation {
+            // The container's own text: quoted and bounded (JSON would keep DEL and line separators).
+            let shown = match value {
+                Value::String(s) => format!("{:?}", s.chars().take(64).collect::<String>()),
+                _ => "(not a string)".to_owned(),
+            };
             return Err(format!(
-                "annotation {}={value} contradicts this runtime, which enables profile {:?}",
+                "annotation {}={shown} contradicts this runtime, which enables profile {:?}",
                 annotations::ENABLE,
                 call.profile.as_deref().unwrap_or_default()
             ));
@@ -669,6 +674,27 @@ mod tests {
         let mut config = json!({"annotations": {"wg.enable": "false"}});
         let e = add_hooks(&mut config, &call(Some("pia"))).unwrap_err();
         assert!(e.contains("contradicts"), "{e}");
+    }
+
+    /// Found by fuzzing (fuzz/corpus/add_hooks/crash-e1ead707…): the `wg.enable` value a runtime-bound profile
+    /// contradicts went into the error as JSON, which leaves DEL and line separators as they are, unbounded.
+    #[test]
+    fn a_contradicting_annotation_is_quoted_bounded() {
+        let long = "x".repeat(5000);
+        for value in ["tr\u{7f}ue", "a\u{2028}b", long.as_str()] {
+            let mut config = json!({"annotations": {"wg.enable": value}});
+            let e = add_hooks(&mut config, &call(Some("pia"))).unwrap_err();
+            assert!(
+                !e.chars().any(|c| c.is_control() || c == '\u{2028}'),
+                "{e:?}"
+            );
+            assert!(e.len() < 300, "{e}");
+        }
+        let mut config = json!({"annotations": {"wg.enable": "false"}});
+        assert_eq!(
+            add_hooks(&mut config, &call(Some("pia"))).unwrap_err(),
+            "annotation wg.enable=\"false\" contradicts this runtime, which enables profile \"pia\""
+        );
     }
 
     #[test]
