@@ -630,7 +630,10 @@ mod tests {
     fn an_escape_next_to_key_material_does_not_complete_a_key_run() {
         let e = err(&minimal(&format!("Priv\0{} =", &PRIV[4..43]), ""));
         assert!(!looks_like_key(&e), "{e}");
-        assert!(e.ends_with(":3: (value not shown: it looks like a key) has no value"), "{e}");
+        assert!(
+            e.ends_with(":3: (value not shown: it looks like a key) has no value"),
+            "{e}"
+        );
     }
 
     #[test]
