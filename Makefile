@@ -1,10 +1,11 @@
 # make demo: a throwaway WireGuard peer and a podman container on a tunnel to it (root, Debian).
 # make test: unit tests, then the end-to-end tests with real podman, runc and wireguard-go (root).
+# make fuzz: the cargo-fuzz targets in fuzz/, each for FUZZ_SECONDS (default 45; see tests/fuzz.sh).
 CARGO ?= cargo
 
 PREFIX ?= /usr/local
 
-.PHONY: build deps demo test lint install
+.PHONY: build deps demo test lint fuzz install
 
 build:
 	$(CARGO) build --release --locked
@@ -21,6 +22,9 @@ test: deps
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+fuzz:
+	bash tests/fuzz.sh
 
 # The binaries, the podman/CRI-O registration and the example policy (kept if one is there already).
 install: build

@@ -62,27 +62,38 @@ pub fn split_options(args: &[String]) -> Result<(Options, &[String]), String> {
                 i += 1;
                 args.get(i)
                     .cloned()
-                    .ok_or_else(|| format!("--wg-{name} needs a value"))?
+                    .ok_or_else(|| format!("{} needs a value", shown_option(name)))?
             }
         };
         if value.is_empty() {
-            return Err(format!("--wg-{name} needs a value"));
+            return Err(format!("{} needs a value", shown_option(name)));
         }
         match name {
             "profile" => {
                 if !annotations::is_valid_name(&value) {
-                    return Err(format!("--wg-profile {value:?}: not a profile name"));
+                    let shown: String = value.chars().take(64).collect();
+                    return Err(format!("--wg-profile {shown:?}: not a profile name"));
                 }
                 opts.profile = Some(value);
             }
             "runtime" => opts.runtime = Some(value),
             "policy" => opts.policy = Some(value.into()),
             "hook" => opts.hook = Some(value.into()),
-            other => return Err(format!("unknown option --wg-{other}")),
+            other => return Err(format!("unknown option {}", shown_option(other))),
         }
         i += 1;
     }
     Ok((opts, &args[i..]))
+}
+
+/// `--wg-NAME` for an error: as is when NAME is a plain word, else quoted and bounded (it may hold anything).
+fn shown_option(name: &str) -> String {
+    if name.len() <= 32 && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') {
+        format!("--wg-{name}")
+    } else {
+        let cut: String = name.chars().take(32).collect();
+        format!("{:?}", format!("--wg-{cut}"))
+    }
 }
 
 /// What we need to know of a runc command line.
@@ -231,12 +242,13 @@ pub fn add_hooks(config: &mut Value, call: &HookCall) -> Result<bool, String> {
         (Some(_), None) => {}
         (Some(value), Some(profile)) => {
             // An explicit "off" on a runtime whose whole point is "on": say so rather than pick one.
-            if matches!(
-                value.as_str().map(annotations::enable_value),
-                Some(Ok(false))
-            ) {
+            // Only the off spellings (short, plain words) get here; quoted all the same.
+            if let Some(off) = value
+                .as_str()
+                .filter(|v| matches!(annotations::enable_value(v), Ok(false)))
+            {
                 return Err(format!(
-                    "annotation {}={value} contradicts this runtime, which enables profile {profile:?}",
+                    "annotation {}={off:?} contradicts this runtime, which enables profile {profile:?}",
                     annotations::ENABLE,
                 ));
             }
@@ -613,6 +625,38 @@ mod tests {
         assert_eq!((opts, rest.len()), (Options::default(), 2));
     }
 
+    /// Found by fuzzing (fuzz/corpus/runc_args/crash-4a529fad…): an unknown `--wg-` option, or one without a
+    /// value, put its whole name into the error, control characters and newlines too.
+    #[test]
+    fn bad_option_names_are_quoted_bounded_on_one_line() {
+        let long = format!("--wg-{}", "x".repeat(5000));
+        let long_profile = format!("--wg-profile={}", "x".repeat(5000));
+        for args in [
+            &[long_profile.as_str()][..],
+            &["--wg-runtime\u{1}\u{18}HHHH", "crun"],
+            &["--wg-a\nb=1"],
+            &["--wg-\u{1b}[2J"],
+            &["--wg-\u{1b}[2J="],
+            &[long.as_str()],
+        ] {
+            let e = split_options(&strings(args)).unwrap_err();
+            assert!(!e.chars().any(char::is_control), "{e:?}");
+            assert!(e.len() < 200, "{e}");
+        }
+        assert_eq!(
+            split_options(&strings(&["--wg-colour=red"])).unwrap_err(),
+            "unknown option --wg-colour"
+        );
+        assert_eq!(
+            split_options(&strings(&["--wg-a\nb=1"])).unwrap_err(),
+            "unknown option \"--wg-a\\nb\""
+        );
+        assert_eq!(
+            split_options(&strings(&["--wg-profile"])).unwrap_err(),
+            "--wg-profile needs a value"
+        );
+    }
+
     #[test]
     fn containerd_shim_create_is_read_like_runc_reads_it() {
         let cmd = parse_runc_args(&strings(&[
@@ -850,6 +894,23 @@ mod tests {
             let e = runtime_key(bad).unwrap_err();
             assert!(!e.contains('\n'), "{bad}: {e}");
         }
+    }
+
+    /// Found by fuzzing (fuzz/corpus/add_hooks/crash-e1ead707…): the `wg.enable` value a runtime-bound profile
+    /// contradicts went into the error as JSON, which leaves DEL and line separators as they are, unbounded.
+    #[test]
+    fn a_contradicting_annotation_is_quoted_bounded() {
+        // Since any value but an off one now goes to the hook (which quotes it bounded), odd ones are no error here.
+        let long = "x".repeat(5000);
+        for value in ["tr\u{7f}ue", "a\u{2028}b", long.as_str()] {
+            let mut config = json!({"annotations": {"wg.enable": value}});
+            assert!(add_hooks(&mut config, &call(Some("pia"))).unwrap());
+        }
+        let mut config = json!({"annotations": {"wg.enable": "false"}});
+        assert_eq!(
+            add_hooks(&mut config, &call(Some("pia"))).unwrap_err(),
+            "annotation wg.enable=\"false\" contradicts this runtime, which enables profile \"pia\""
+        );
     }
 
     #[test]

@@ -133,12 +133,13 @@ pub fn parse(text: &str, file: &Path) -> Result<WgQuickConfig, WgQuickError> {
             )));
         }
         if value.is_empty() && !matches!(lower.as_str(), "dns" | "address" | "allowedips") {
-            return Err(err(format!("{key} has no value")));
+            return Err(err(format!("{} has no value", key_name(key))));
         }
         match section {
             Section::None => {
                 return Err(err(format!(
-                    "{key} outside of an [Interface] or [Peer] section"
+                    "{} outside of an [Interface] or [Peer] section",
+                    key_name(key)
                 )))
             }
             Section::Interface => match lower.as_str() {
@@ -398,14 +399,26 @@ fn is_dns_name(name: &str) -> bool {
         })
 }
 
+/// A key as written when it is a plain word (`PrivateKey`, `MTU`), else quoted like any other input: the text
+/// before `=` may be anything, a pasted key or control characters included.
+fn key_name(key: &str) -> String {
+    if key.len() <= 32 && key.bytes().all(|b| b.is_ascii_alphabetic()) {
+        key.to_owned()
+    } else {
+        short(key)
+    }
+}
+
 /// Quotes a piece of non-secret input, bounded, unless it looks like a key: a key pasted into the wrong
 /// field (Address = <private key>) must not reach an error message.
 fn short(s: &str) -> String {
-    if looks_like_key(s) {
+    let cut: String = s.chars().take(64).collect();
+    let quoted = format!("{cut:?}");
+    // The quoted text too: an escape such as `\0` can complete a run of key characters.
+    if looks_like_key(s) || looks_like_key(&quoted) {
         return "(value not shown: it looks like a key)".to_owned();
     }
-    let cut: String = s.chars().take(64).collect();
-    format!("{cut:?}")
+    quoted
 }
 
 fn looks_like_key(s: &str) -> bool {
@@ -589,6 +602,38 @@ mod tests {
             assert!(!e.contains(&PRIV[..40]), "{e}");
         }
         assert!(!err(&minimal("", &format!("Endpoint = {PRIV}:51820"))).contains(&PRIV[..40]));
+    }
+
+    /// Found by fuzzing (fuzz/corpus/wgquick/crash-02800fe7…): a line `<key material>=` with no value, or a key
+    /// line before any section, put the whole "key" into the error, control characters and all.
+    #[test]
+    fn a_key_name_that_is_not_a_word_is_quoted_bounded() {
+        let pasted = format!("PrivateKey\0\0\0{}", &PRIV[..43]);
+        for text in [
+            minimal(&format!("{pasted}="), ""),
+            format!("{PRIV} = 1\n"),
+            minimal("Bad\u{1b}[2JKey =", ""),
+            minimal(&format!("{} =", "k".repeat(5000)), ""),
+        ] {
+            let e = err(&text);
+            assert!(!e.contains(&PRIV[..40]), "{e}");
+            assert!(!e.chars().any(char::is_control), "{e:?}");
+            assert!(e.len() < 200, "{e}");
+        }
+        assert!(err(&minimal("Bad\u{1b}Key =", "")).contains(":3: \"Bad\\u{1b}Key\" has no value"));
+        assert!(err(&minimal("DNS = 1.1.1.1\nMTU =", "")).ends_with(":4: MTU has no value"));
+    }
+
+    /// Found by fuzzing (fuzz/corpus/wgquick/crash-2ed7b1bb…): 39 characters of a key after a NUL are no key
+    /// run, but quoted the NUL becomes `\0` and its `0` makes the run 40 long in the message.
+    #[test]
+    fn an_escape_next_to_key_material_does_not_complete_a_key_run() {
+        let e = err(&minimal(&format!("Priv\0{} =", &PRIV[4..43]), ""));
+        assert!(!looks_like_key(&e), "{e}");
+        assert!(
+            e.ends_with(":3: (value not shown: it looks like a key) has no value"),
+            "{e}"
+        );
     }
 
     #[test]

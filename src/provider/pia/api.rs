@@ -387,51 +387,7 @@ impl<'a> Api<'a> {
             }
         };
         let (status, body) = call.send(request, MAX_ANSWER_BYTES).await?;
-        let what = &call.what;
-        #[derive(Deserialize, Default)]
-        #[serde(default)]
-        struct Answer {
-            status: String,
-            message: String,
-            server_key: String,
-            server_port: u16,
-            server_ip: String,
-            server_vip: String,
-            peer_ip: String,
-            peer_pubkey: String,
-            dns_servers: Vec<String>,
-        }
-        let a: Answer = serde_json::from_slice(&body).map_err(|_| {
-            format!(
-                "{what}: HTTP {}, the answer is not the expected JSON",
-                status.as_u16()
-            )
-        })?;
-        check_status(what, &a.status, &a.message)?;
-        let bad = |field: &str| ApiError::Other(format!("{what}: the answer has no valid {field}"));
-        if a.peer_pubkey != ours {
-            return Err(ApiError::Other(format!(
-                "{what}: the server answered for another public key (peer_pubkey is not the key we sent)"
-            )));
-        }
-        let server_key = Key::from_base64(&a.server_key).ok_or_else(|| bad("server_key"))?;
-        let server_ip: IpAddr = a.server_ip.parse().map_err(|_| bad("server_ip"))?;
-        if a.server_port == 0 {
-            return Err(bad("server_port"));
-        }
-        let dns_servers = a
-            .dns_servers
-            .iter()
-            .map(|s| s.parse::<IpAddr>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| bad("dns_servers"))?;
-        Ok(Registration {
-            server_key,
-            endpoint: SocketAddr::new(server_ip, a.server_port),
-            server_vip: a.server_vip.parse().map_err(|_| bad("server_vip"))?,
-            peer_ip: a.peer_ip.parse().map_err(|_| bad("peer_ip"))?,
-            dns_servers,
-        })
+        parse_add_key_answer(&call.what, status.as_u16(), &body, &ours)
     }
 
     /// A port-forwarding signature, through the tunnel (the caller runs this inside the container's netns).
@@ -448,25 +404,7 @@ impl<'a> Api<'a> {
         let (_, body) = call
             .send(call.client.get(call.url.clone()), MAX_ANSWER_BYTES)
             .await?;
-        let what = &call.what;
-        #[derive(Deserialize, Default)]
-        #[serde(default)]
-        struct Answer {
-            status: String,
-            message: String,
-            payload: String,
-            signature: String,
-        }
-        let a: Answer = serde_json::from_slice(&body)
-            .map_err(|_| format!("{what}: the answer is not the expected JSON"))?;
-        check_status(what, &a.status, &a.message)?;
-        let (port, expires_at) = decode_payload(&a.payload).map_err(|e| format!("{what}: {e}"))?;
-        Ok(Signature {
-            payload: a.payload,
-            signature: a.signature,
-            port,
-            expires_at,
-        })
+        parse_signature_answer(&call.what, &body)
     }
 
     /// Binds (or keeps) the signature's port, through the tunnel.
@@ -480,20 +418,96 @@ impl<'a> Api<'a> {
         let (_, body) = call
             .send(call.client.get(call.url.clone()), MAX_ANSWER_BYTES)
             .await?;
-        let what = &call.what;
-        #[derive(Deserialize, Default)]
-        #[serde(default)]
-        struct Answer {
-            status: String,
-            message: String,
-        }
-        let a: Answer = serde_json::from_slice(&body)
-            .map_err(|_| format!("{what}: the answer is not the expected JSON"))?;
-        check_status(what, &a.status, &a.message).map_err(|e| match e {
-            ApiError::LoginFailed => format!("{what}: refused (Login failed!)"),
-            ApiError::Other(e) => e,
-        })
+        parse_bind_port_answer(&call.what, &body)
     }
+}
+
+/// addKey's answer (HTTP `status`, `body`), checked: "OK", for the key we sent (`ours`, base64), every field
+/// valid. `what` names the call in errors.
+pub fn parse_add_key_answer(
+    what: &str,
+    status: u16,
+    body: &[u8],
+    ours: &str,
+) -> Result<Registration, ApiError> {
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct Answer {
+        status: String,
+        message: String,
+        server_key: String,
+        server_port: u16,
+        server_ip: String,
+        server_vip: String,
+        peer_ip: String,
+        peer_pubkey: String,
+        dns_servers: Vec<String>,
+    }
+    let a: Answer = serde_json::from_slice(body)
+        .map_err(|_| format!("{what}: HTTP {status}, the answer is not the expected JSON"))?;
+    check_status(what, &a.status, &a.message)?;
+    let bad = |field: &str| ApiError::Other(format!("{what}: the answer has no valid {field}"));
+    if a.peer_pubkey != ours {
+        return Err(ApiError::Other(format!(
+            "{what}: the server answered for another public key (peer_pubkey is not the key we sent)"
+        )));
+    }
+    let server_key = Key::from_base64(&a.server_key).ok_or_else(|| bad("server_key"))?;
+    let server_ip: IpAddr = a.server_ip.parse().map_err(|_| bad("server_ip"))?;
+    if a.server_port == 0 {
+        return Err(bad("server_port"));
+    }
+    let dns_servers = a
+        .dns_servers
+        .iter()
+        .map(|s| s.parse::<IpAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| bad("dns_servers"))?;
+    Ok(Registration {
+        server_key,
+        endpoint: SocketAddr::new(server_ip, a.server_port),
+        server_vip: a.server_vip.parse().map_err(|_| bad("server_vip"))?,
+        peer_ip: a.peer_ip.parse().map_err(|_| bad("peer_ip"))?,
+        dns_servers,
+    })
+}
+
+/// getSignature's answer: "OK" and a payload that gives the port and its expiry.
+pub fn parse_signature_answer(what: &str, body: &[u8]) -> Result<Signature, ApiError> {
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct Answer {
+        status: String,
+        message: String,
+        payload: String,
+        signature: String,
+    }
+    let a: Answer = serde_json::from_slice(body)
+        .map_err(|_| format!("{what}: the answer is not the expected JSON"))?;
+    check_status(what, &a.status, &a.message)?;
+    let (port, expires_at) = decode_payload(&a.payload).map_err(|e| format!("{what}: {e}"))?;
+    Ok(Signature {
+        payload: a.payload,
+        signature: a.signature,
+        port,
+        expires_at,
+    })
+}
+
+/// bindPort's answer: "OK", or a refusal.
+pub fn parse_bind_port_answer(what: &str, body: &[u8]) -> Result<(), String> {
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct Answer {
+        status: String,
+        message: String,
+    }
+    let a: Answer = serde_json::from_slice(body)
+        .map_err(|_| format!("{what}: the answer is not the expected JSON"))?;
+    check_status(what, &a.status, &a.message).map_err(|e| match e {
+        ApiError::LoginFailed => format!("{what}: refused (Login failed!)"),
+        ApiError::Other(e) => e,
+    })
 }
 
 /// The `status` and `message` every answer of PIA's servers carries: "OK", the expired-token refusal, or

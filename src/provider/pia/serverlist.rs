@@ -74,6 +74,11 @@ impl ServerList {
     pub fn region(&self, id: &str) -> Option<&Region> {
         self.regions.iter().find(|r| r.id == id)
     }
+
+    /// The signed JSON line, once `verify_and_parse` has checked its signature.
+    pub fn parse(signed: &[u8]) -> Result<ServerList, String> {
+        serde_json::from_slice(signed).map_err(|e| format!("signed, but not a server list: {e}"))
+    }
 }
 
 /// The regions-list public key: a PEM "PUBLIC KEY" (SubjectPublicKeyInfo) holding an RSA key, returned as
@@ -127,7 +132,7 @@ pub fn verify_and_parse(body: &[u8], rsa_public_key: &[u8]) -> Result<ServerList
     )
     .verify(signed, &signature)
     .map_err(|_| "the signature does not verify with regions_key (not PIA's list, or altered)")?;
-    serde_json::from_slice(signed).map_err(|e| format!("signed, but not a server list: {e}"))
+    ServerList::parse(signed)
 }
 
 #[cfg(test)]
