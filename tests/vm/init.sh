@@ -193,7 +193,7 @@ hook_direct() {
   printf '{"ociVersion":"1.0.2","id":"%s","status":"creating","pid":%s,"bundle":"/b/direct-%s","annotations":{"wg.enable":"true"}}' \
     "$3" "$4" "$3" | env -i /bin/wg-oci-hook "$1" --policy "/etc/wgoh/$2.toml"
 }
-unshare -n sleep 60 & sleeper=$!; sleep 1
+unshare -n -m sleep 60 & sleeper=$!; sleep 1
 log=$(hook_direct create-runtime auto auto1 "$sleeper" 2>&1); rc=$?
 echo "$log" | show
 check auto_picks_kernel "auto did not choose the kernel: $log" sh -c "[ $rc = 0 ] && echo \"\$0\" | grep -q 'backend auto: kernel WireGuard link created, using the kernel'" "$log"
@@ -211,7 +211,7 @@ check auto_container_teardown "a link or record is left" sh -c "! /usr/bin/ip -o
 at timings
 for round in 1 2 3 4 5 6 7; do
   for backend in kernel userspace; do
-    unshare -n sleep 60 & sleeper=$!; sleep 0.3
+    unshare -n -m sleep 60 & sleeper=$!; sleep 0.3
     log=$(hook_direct create-runtime "$backend" "t$round$backend" "$sleeper" 2>&1)
     ms=$(echo "$log" | sed -n 's/.*create-runtime done in \([0-9.]*\) ms.*/\1/p')
     [ -n "$ms" ] && say TIMING "$backend" "$ms" || say RESULT "timing_$backend" FAIL "$log"
