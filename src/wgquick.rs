@@ -421,7 +421,8 @@ fn short(s: &str) -> String {
     quoted
 }
 
-fn looks_like_key(s: &str) -> bool {
+/// A run of 40 or more base64 characters: what a WireGuard key looks like (kept out of every error).
+pub fn looks_like_key(s: &str) -> bool {
     let mut run = 0;
     for c in s.chars() {
         run = if c.is_ascii_alphanumeric() || c == '+' || c == '/' {

@@ -438,18 +438,7 @@ fn ctr_runtime_calls() {
     let lab = Lab::new("ctr_runtime_calls");
     let logger = lab.runtime_logger("log-runc");
     let d = lab.start_dockerd(&[]);
-    let image = d.import_busybox(&lab);
-    let saved = d.scratch_dir().join("image.tar");
-    d.docker(&["save", "-o", &saved.to_string_lossy(), &image])
-        .assert_success("docker save");
-    d.ctr(&[
-        "image",
-        "import",
-        "--snapshotter",
-        "native",
-        &saved.to_string_lossy(),
-    ])
-    .assert_success("ctr image import");
+    let image = d.import_busybox_into_containerd(&lab);
     let runc_root = d.exec_root().join("ctr-runc");
     let cgroup = format!("{}/ctr1", d.cgroup_parent());
     let out = d.ctr(&[

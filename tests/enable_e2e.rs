@@ -269,18 +269,7 @@ fn containerd_handler_installed_with_a_profile_applies_it() {
 
     // The lab's containerd has WG_OCI_HOOK_POLICY (the README's way to give containerd's handlers a policy).
     let d = lab.start_dockerd(&[]);
-    let image = d.import_busybox(&lab);
-    let saved = d.scratch_dir().join("image.tar");
-    d.docker(&["save", "-o", &saved.to_string_lossy(), &image])
-        .assert_success("docker save");
-    d.ctr(&[
-        "image",
-        "import",
-        "--snapshotter",
-        "native",
-        &saved.to_string_lossy(),
-    ])
-    .assert_success("ctr image import");
+    let image = d.import_busybox_into_containerd(&lab);
     let id = format!("wgctr{}", lab.id);
     lab.track_container_id(&id);
     let runc_root = d.exec_root().join("ctr-runc");

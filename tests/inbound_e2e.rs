@@ -44,19 +44,7 @@ fn start_listening(lab: &Lab, opts: RunOpts, ports: &[u16]) -> RunOutput {
 /// Connects from the lab's WireGuard server netns (through the tunnel) to `addr` `port`; the listener's
 /// answer, or "" when nothing answered.
 fn from_the_tunnel(lab: &Lab, addr: &str, port: u16) -> String {
-    let port = port.to_string();
-    let out = lab.run(&[
-        "nsenter",
-        &format!("--net=/var/run/netns/{}", lab.server_ns),
-        "busybox",
-        "timeout",
-        "3",
-        "nc",
-        "-w",
-        "2",
-        addr,
-        &port,
-    ]);
+    let out = lab.nc_from_server(addr, &port.to_string());
     out.stdout.trim().to_owned()
 }
 

@@ -708,26 +708,12 @@ sleep 600";
     );
     run.assert_success("starting the server");
     wait_for_file(&run.rootfs.join("tmp/ready"), "the server");
-    let from_peer = |addr: &str, port: &str| {
-        lab.run(&[
-            "nsenter",
-            &format!("--net=/var/run/netns/{}", lab.server_ns),
-            "busybox",
-            "timeout",
-            "3",
-            "nc",
-            "-w",
-            "2",
-            addr,
-            port,
-        ])
-    };
     for (addr, port, want) in [
         (CLIENT_TUNNEL_V4, "9080", "mapped-80"),
         (CLIENT_TUNNEL_V6, "9080", "mapped-80"),
         (CLIENT_TUNNEL_V4, "9081", "mapped-81"),
     ] {
-        let out = from_peer(addr, port);
+        let out = lab.nc_from_server(addr, port);
         assert!(
             out.stdout.contains(want),
             "{addr} port {port} through the tunnel did not reach {want}\n{out}"

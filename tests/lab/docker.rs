@@ -478,6 +478,23 @@ impl Dockerd {
         image
     }
 
+    /// The busybox image of `import_busybox`, imported into containerd's own image store (for `ctr run`) too.
+    pub fn import_busybox_into_containerd(&self, lab: &Lab) -> String {
+        let image = self.import_busybox(lab);
+        let saved = self.scratch_dir().join("image.tar");
+        self.docker(&["save", "-o", &saved.to_string_lossy(), &image])
+            .assert_success("docker save");
+        self.ctr(&[
+            "image",
+            "import",
+            "--snapshotter",
+            "native",
+            &saved.to_string_lossy(),
+        ])
+        .assert_success("ctr image import");
+        image
+    }
+
     /// dockerd's stdout and stderr so far.
     pub fn log(&self) -> String {
         fs::read_to_string(self.inner.dir.join("dockerd.log")).unwrap_or_default()

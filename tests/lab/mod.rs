@@ -1161,6 +1161,15 @@ impl Lab {
         self.run(&self.in_ns(&self.host_ns, &argv))
     }
 
+    /// From the lab's WireGuard server netns (so through the tunnel when `addr` is the container's tunnel
+    /// address), a TCP connection to `addr` `port` with busybox nc, given 2 s to answer.
+    pub fn nc_from_server(&self, addr: &str, port: &str) -> CmdOutput {
+        self.run(&self.in_ns(
+            &self.server_ns,
+            &["busybox", "timeout", "3", "nc", "-w", "2", addr, port],
+        ))
+    }
+
     // ----- observations ------------------------------------------------------------------------------------------
 
     /// The addresses of the peers the TCP responder accepted, in order.
