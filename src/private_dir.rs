@@ -109,16 +109,16 @@ impl PrivateDir {
     }
 
     /// Replaces `name` whole with `bytes` (permission bits `mode`): written to a temporary file of this process's
-    /// own, fsynced, renamed over `name`, so a reader finds the old file or the new one, never half. A stale
-    /// temporary file of that name is removed first, and the new one is made with O_EXCL|O_NOFOLLOW.
+    /// own, renamed over `name`, so a reader (a poststop after runc killed us) finds the old file or the new one,
+    /// never half. Not fsynced: what is kept here (records of live tunnels, a token) means nothing after a reboot,
+    /// and an fsync costs ~10 ms on a disk-backed state dir, on every start. A stale temporary file of that name
+    /// is removed first, and the new one is made with O_EXCL|O_NOFOLLOW.
     pub fn write(&self, name: &str, bytes: &[u8], mode: u32) -> io::Result<()> {
         let tmp = format!(".{name}.{}.tmp", std::process::id());
         let result = (|| {
             let mut file = self.create_new(&tmp, mode)?;
             file.write_all(bytes)?;
-            file.sync_all()?;
             renameat(self.fd.as_fd(), tmp.as_str(), self.fd.as_fd(), name)?;
-            nix::unistd::fsync(self.fd.as_fd())?;
             Ok(())
         })();
         if result.is_err() {

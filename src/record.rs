@@ -1,5 +1,5 @@
 //! The state directory: one record per container, `<state_dir>/<container-id>.json`, mode 0600, written to a
-//! temporary file, fsynced and renamed, so poststop finds either the old record or the new one, never half.
+//! temporary file and renamed, so poststop finds either the old record or the new one, never half.
 //! Records hold names and process identities, never keys. The directory must be ours alone (`PrivateDir`).
 
 use crate::dns::ResolvConfChange;
