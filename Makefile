@@ -17,7 +17,7 @@ demo: deps build
 	bash tests/demo.sh target/release/wg-oci-hook
 
 test: deps
-	$(CARGO) test --locked -- --test-threads=2
+	$(CARGO) test --locked --no-fail-fast -- --test-threads=2
 
 lint:
 	$(CARGO) fmt --check

@@ -26,6 +26,13 @@ fn probes(net: &BridgeNet) -> String {
     leak_probe_script(&refs)
 }
 
+/// The probes a second after the workload starts, for tests that must SEE packets: podman stamps StartedAt once
+/// `runc start` returns, and on a loaded machine the workload's first packets can come before that, outside the
+/// window the tests count (the leak checks count packets before it too, so they need no such wait).
+fn probes_after_start(net: &BridgeNet) -> String {
+    format!("sleep 1\n{}", probes(net))
+}
+
 /// When podman says the workload started, in seconds since the epoch (tcpdump's clock).
 fn started_at(lab: &Lab, cid: &str) -> f64 {
     let out = lab.podman(&["inspect", "--format", "{{.State.StartedAt.UnixNano}}", cid]);
@@ -138,7 +145,7 @@ fn read(path: &Path) -> String {
 fn probes_without_the_tunnel_do_reach_the_bridge() {
     let lab = Lab::new("leak_positive_control");
     let net = lab.bridge_network("leak");
-    let obs = observe(&lab, &net, RunOpts::plain(&probes(&net)));
+    let obs = observe(&lab, &net, RunOpts::plain(&probes_after_start(&net)));
     obs.run.assert_success("probing without a tunnel");
     let seen = obs.workload_packets();
     let mut missing = Vec::new();
@@ -552,7 +559,7 @@ fn allow_local_lets_exactly_that_cidr_through() {
         .extra
         .push(("allow_local".into(), allowed));
     lab.write_policy(&policy);
-    let obs = observe(&lab, &net, RunOpts::wg(&probes(&net)));
+    let obs = observe(&lab, &net, RunOpts::wg(&probes_after_start(&net)));
     obs.run.assert_success("probing with allow_local");
     let seen = obs.workload_packets();
     for kind in PROBE_KINDS {
@@ -590,7 +597,7 @@ fn a_split_tunnel_keeps_the_bridge_default_and_tunnels_only_its_subnets() {
         "echo BEGIN route; ip route get {PUBLIC_V4}; ip route get 10.77.0.1; echo END route
 {TUNNEL_CHECK}
 {}",
-        probes(&net)
+        probes_after_start(&net)
     );
     let obs = observe(&lab, &net, RunOpts::wg(&script));
     obs.run.assert_success("a split tunnel");
