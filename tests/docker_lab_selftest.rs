@@ -439,27 +439,7 @@ fn ctr_runtime_calls() {
     let logger = lab.runtime_logger("log-runc");
     let d = lab.start_dockerd(&[]);
     let image = d.import_busybox_into_containerd(&lab);
-    let runc_root = d.exec_root().join("ctr-runc");
-    let cgroup = format!("{}/ctr1", d.cgroup_parent());
-    let out = d.ctr(&[
-        "run",
-        "--rm",
-        "--snapshotter",
-        "native",
-        "--fifo-dir",
-        &d.scratch_dir().to_string_lossy(),
-        "--runc-binary",
-        &logger.path.to_string_lossy(),
-        "--runc-root",
-        &runc_root.to_string_lossy(),
-        "--cgroup",
-        &cgroup,
-        &format!("docker.io/library/{image}"),
-        "ctr1",
-        "/bin/sh",
-        "-c",
-        "echo done; ip -o link",
-    ]);
+    let out = d.ctr_run(&logger.path, &image, "ctr1", "echo done; ip -o link");
     out.assert_success("ctr run");
     assert!(out.stdout.starts_with("done\n"), "{out}");
     assert_eq!(parse_link_names(&out.stdout), ["lo"], "{out}");
@@ -470,7 +450,10 @@ fn ctr_runtime_calls() {
     let c = &creates[0];
     assert_eq!(
         c.argv[..2],
-        ["--root", &format!("{}/wgtest", runc_root.display())]
+        [
+            "--root",
+            &format!("{}/wgtest", d.exec_root().join("ctr-runc").display())
+        ]
     );
     let config = fs::read_to_string(c.config.as_ref().unwrap()).unwrap();
     save_fixture("containerd-config.json", &config);

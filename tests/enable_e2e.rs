@@ -272,27 +272,7 @@ fn containerd_handler_installed_with_a_profile_applies_it() {
     let image = d.import_busybox_into_containerd(&lab);
     let id = format!("wgctr{}", lab.id);
     lab.track_container_id(&id);
-    let runc_root = d.exec_root().join("ctr-runc");
-    let cgroup = format!("{}/{id}", d.cgroup_parent());
-    let out = d.ctr(&[
-        "run",
-        "--rm",
-        "--snapshotter",
-        "native",
-        "--fifo-dir",
-        &d.scratch_dir().to_string_lossy(),
-        "--runc-binary",
-        &binary.to_string_lossy(),
-        "--runc-root",
-        &runc_root.to_string_lossy(),
-        "--cgroup",
-        &cgroup,
-        &format!("docker.io/library/{image}"),
-        &id,
-        "/bin/sh",
-        "-c",
-        PROBE,
-    ]);
+    let out = d.ctr_run(&binary, &image, &id, PROBE);
     out.assert_success("ctr run through the installed handler");
     assert!(
         out.stdout.contains(MARKER.trim_end()),

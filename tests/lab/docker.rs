@@ -478,6 +478,32 @@ impl Dockerd {
         image
     }
 
+    /// `ctr run --rm` of `image` (from `import_busybox_into_containerd`) as container `id`, with `runc` as the
+    /// runc binary and `sh -c script` as the workload, under this daemon's containerd, runc root and cgroup.
+    pub fn ctr_run(&self, runc: &Path, image: &str, id: &str, script: &str) -> CmdOutput {
+        let runc_root = self.exec_root().join("ctr-runc");
+        let cgroup = format!("{}/{id}", self.cgroup_parent());
+        self.ctr(&[
+            "run",
+            "--rm",
+            "--snapshotter",
+            "native",
+            "--fifo-dir",
+            &self.scratch_dir().to_string_lossy(),
+            "--runc-binary",
+            &runc.to_string_lossy(),
+            "--runc-root",
+            &runc_root.to_string_lossy(),
+            "--cgroup",
+            &cgroup,
+            &format!("docker.io/library/{image}"),
+            id,
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+    }
+
     /// The busybox image of `import_busybox`, imported into containerd's own image store (for `ctr run`) too.
     pub fn import_busybox_into_containerd(&self, lab: &Lab) -> String {
         let image = self.import_busybox(lab);
