@@ -11,9 +11,9 @@
 //! loopback by interface index (`iif`/`oif`, resolved when the table is loaded), not by name: an interface
 //! that appears later, even one renamed to the tunnel's name, matches nothing and is dropped.
 
-use crate::command::{output_until, resolve_program};
-use crate::deadline::Deadline;
-use crate::netns::NetNs;
+use crate::sys::command::{output_until, resolve_program};
+use crate::sys::deadline::Deadline;
+use crate::sys::netns::NetNs;
 use ipnetwork::IpNetwork;
 use std::fmt::{self, Display, Write as _};
 use std::io::{self, Write as _};

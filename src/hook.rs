@@ -1,18 +1,18 @@
 //! createRuntime and poststop: the flow of DESIGN.md section 1, each step undone in reverse on failure.
 
 use crate::annotations;
-use crate::deadline::Deadline;
 use crate::dns;
 use crate::firewall::{self, Nft, Rules};
-use crate::link::Netlink;
-use crate::names::random_host_link_name;
-use crate::netns::NetNs;
 use crate::policy::{BackendChoice, Policy, Profile, ProfileSource};
-use crate::process::{self, Started};
 use crate::profile::{self, TunnelSpec};
 use crate::provider::pia::{self, port_forward, PortForwardRecord};
 use crate::record::{Record, StateDir, RECORD_VERSION};
 use crate::state::{Bundle, ContainerState};
+use crate::sys::deadline::Deadline;
+use crate::sys::names::random_host_link_name;
+use crate::sys::netlink::Netlink;
+use crate::sys::netns::NetNs;
+use crate::sys::process::{self, Started};
 use crate::wg::uapi;
 use crate::wg::{self, userspace::Daemon, BackendKind};
 use log::{debug, info, warn};

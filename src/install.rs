@@ -104,8 +104,8 @@ pub fn hooks_d_entry(hook: &Path, policy: Option<&Path>, stage: &str) -> Value {
         "hook": {
             "path": hook.to_string_lossy(),
             "args": args,
-            "env": [format!("PATH={}", crate::command::DEFAULT_PATH)],
-            "timeout": crate::deadline::HOOK_TIMEOUT.as_secs()
+            "env": [format!("PATH={}", crate::sys::command::DEFAULT_PATH)],
+            "timeout": crate::sys::deadline::HOOK_TIMEOUT.as_secs()
         },
         // Any value: the hook itself tells on from off and refuses the rest. A filter on the value would let
         // `True` or `yes` start the container without the hook, that is without the tunnel.
@@ -227,7 +227,7 @@ fn install(args: &InstallArgs) -> Result<String, String> {
                 ))
                 .expect("serializable")
                     + "\n";
-                crate::atomic_file::write(&path, text.as_bytes(), 0o644)
+                crate::sys::atomic_file::write(&path, text.as_bytes(), 0o644)
                     .map_err(io(&path.display().to_string()))?;
                 written.push(path.display().to_string());
             }
@@ -257,7 +257,7 @@ fn install(args: &InstallArgs) -> Result<String, String> {
                 fs::create_dir_all(dir).map_err(io(&dir.display().to_string()))?;
             }
             let text = serde_json::to_string_pretty(&daemon).expect("serializable") + "\n";
-            crate::atomic_file::write(&path, text.as_bytes(), 0o644).map_err(io(&shown))?;
+            crate::sys::atomic_file::write(&path, text.as_bytes(), 0o644).map_err(io(&shown))?;
             Ok(format!(
                 "{} runtime {name:?} in {shown}; restart dockerd, then: docker run --runtime {name} ...",
                 if replaced { "replaced" } else { "added" }

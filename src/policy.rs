@@ -2,11 +2,11 @@
 //! and bad values are errors naming `FILE:LINE:COLUMN`, on one line.
 
 use crate::annotations;
-use crate::deadline::{DEFAULT_CREATE_TIMEOUT, DEFAULT_RESOLVE_TIMEOUT, HOOK_TIMEOUT};
 use crate::firewall::{self, Inbound, PortMap};
 use crate::provider::pia::api::{check_cn, PiaHost};
 use crate::provider::pia::settings::{self as pia, PiaSettings};
-use crate::regular_file;
+use crate::sys::deadline::{DEFAULT_CREATE_TIMEOUT, DEFAULT_RESOLVE_TIMEOUT, HOOK_TIMEOUT};
+use crate::sys::regular_file;
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -1,10 +1,10 @@
 //! Turning a policy profile into a complete, checked plan (`TunnelSpec`) before anything is touched: from a
 //! static wg-quick file, or from a provider's registration (`provider::pia`).
 
-use crate::deadline::Deadline;
 use crate::firewall::{Inbound, PortMap};
 use crate::policy::Profile;
 use crate::provider::pia::Registered;
+use crate::sys::deadline::Deadline;
 use crate::wg::{DeviceConfig, PeerConfig};
 use crate::wgquick;
 use ipnetwork::IpNetwork;

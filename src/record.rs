@@ -3,9 +3,9 @@
 //! Records hold names and process identities, never keys. The directory must be ours alone (`PrivateDir`).
 
 use crate::dns::ResolvConfChange;
-use crate::private_dir::PrivateDir;
-use crate::process::Started;
 use crate::provider::pia::PiaRecord;
+use crate::sys::private_dir::PrivateDir;
+use crate::sys::process::Started;
 use crate::wg::BackendKind;
 use serde::{Deserialize, Serialize};
 use std::io;

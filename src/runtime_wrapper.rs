@@ -13,8 +13,8 @@
 //! a link named `wg-oci-runtime@pia`.
 
 use crate::annotations;
-use crate::command::{resolve_program, DEFAULT_PATH};
 use crate::policy::{Policy, DEFAULT_POLICY_PATH, MAX_POLICY_BYTES};
+use crate::sys::command::{resolve_program, DEFAULT_PATH};
 use serde_json::{json, Map, Value};
 use std::ffi::OsString;
 use std::fs::{self, File};
@@ -212,7 +212,7 @@ impl HookCall {
             "path": self.hook.to_string_lossy(),
             "args": args,
             "env": [format!("PATH={DEFAULT_PATH}")],
-            "timeout": crate::deadline::HOOK_TIMEOUT.as_secs(),
+            "timeout": crate::sys::deadline::HOOK_TIMEOUT.as_secs(),
         })
     }
 }
@@ -310,7 +310,7 @@ pub fn rewrite_bundle_config(bundle: &Path, call: &HookCall) -> Result<bool, Str
         return Ok(false);
     }
     let out = serde_json::to_vec(&config).map_err(|e| format!("{shown}: {e}"))?;
-    crate::atomic_file::write(&path, &out, meta.permissions().mode() & 0o7777)
+    crate::sys::atomic_file::write(&path, &out, meta.permissions().mode() & 0o7777)
         .map_err(|e| format!("{shown}: {e}"))?;
     Ok(true)
 }

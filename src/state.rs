@@ -4,7 +4,7 @@
 //! adds `root`, sends pid 0 at poststop; runc sends no pid at poststop), and oci-spec refuses config.json files
 //! with capability names it does not know (youki#3723). We key everything on the container id.
 
-use crate::regular_file;
+use crate::sys::regular_file;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::io::Read;

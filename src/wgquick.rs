@@ -6,7 +6,7 @@
 //! they would run as root on the host. No error ever quotes a key or a whole line.
 
 use crate::key::Key;
-use crate::private_file;
+use crate::sys::private_file;
 use ipnetwork::IpNetwork;
 use std::net::IpAddr;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! Spoken directly rather than through wireguard-control, whose userspace backend sleeps a fixed 100 ms.
 
 use super::DeviceConfig;
-use crate::deadline::Deadline;
+use crate::sys::deadline::Deadline;
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;

@@ -1,9 +1,9 @@
 //! The userspace backend's daemon: started detached in the host netns, stopped as the process recorded.
 
 use super::uapi;
-use crate::command::{resolve_program, DEFAULT_PATH};
-use crate::deadline::Deadline;
-use crate::process;
+use crate::sys::command::{resolve_program, DEFAULT_PATH};
+use crate::sys::deadline::Deadline;
+use crate::sys::process;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -45,7 +45,7 @@ pub use bridge::*;
 pub use docker::*;
 #[allow(unused_imports)] // only the PIA tests use it
 pub use pia::*;
-pub use wg_oci_hook::names::HOST_LINK_PREFIX;
+pub use wg_oci_hook::sys::names::HOST_LINK_PREFIX;
 
 /// The hook under test.
 pub const HOOK_BIN: &str = env!("CARGO_BIN_EXE_wg-oci-hook");

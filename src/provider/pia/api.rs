@@ -7,8 +7,8 @@
 use super::credentials::{Credentials, Secret};
 use super::settings::PiaSettings;
 use super::tls;
-use crate::deadline::Deadline;
 use crate::key::Key;
+use crate::sys::deadline::Deadline;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Once;

@@ -1,7 +1,7 @@
 //! The PIA credentials file: TOML with `username`, `password` and optionally `dedicated_ip_token`, mode 0600.
 //! No error ever quotes a value from it (toml's own messages can: "invalid type: integer `1234`").
 
-use crate::private_file;
+use crate::sys::private_file;
 use serde::Deserialize;
 use std::path::Path;
 

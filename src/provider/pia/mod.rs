@@ -11,8 +11,8 @@ pub mod serverlist;
 pub mod settings;
 pub mod tls;
 
-use crate::deadline::Deadline;
 use crate::key::Key;
+use crate::sys::deadline::Deadline;
 use api::{AddKeyAuth, Api, ApiError, PiaHost, Registration};
 use cache::Cache;
 use credentials::{Credentials, Secret};
@@ -51,7 +51,7 @@ pub struct HostRecord {
 pub struct PortForwardRecord {
     /// The helper's supervisor, recorded when started (its worker is its child).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub helper: Option<crate::process::Started>,
+    pub helper: Option<crate::sys::process::Started>,
     /// A version-1 record's helper pid (checked only against its argv).
     #[serde(default, rename = "helper_pid", skip_serializing)]
     pub legacy_helper_pid: Option<u32>,

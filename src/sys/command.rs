@@ -1,7 +1,7 @@
 //! Finding the helper programs we run (wireguard-go, nft) when runc gave the hook little or no environment, and
 //! waiting for one without outliving the hook's deadline.
 
-use crate::deadline::Deadline;
+use crate::sys::deadline::Deadline;
 use nix::sys::wait::{waitid, Id, WaitPidFlag};
 use nix::unistd::Pid;
 use std::io::{self, Read};
@@ -102,7 +102,7 @@ mod tests {
         assert!(output_until(child, deadline).unwrap().is_none());
         assert!(started.elapsed() < Duration::from_secs(5));
         // Reaped: no zombie left under that pid (a new process could only have it after many more forks).
-        assert!(!crate::process::is_running(pid));
+        assert!(!crate::sys::process::is_running(pid));
         assert!(std::fs::metadata(format!("/proc/{pid}")).is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! Reading a file that holds secrets (a wg-quick config, provider credentials): refused unless it is a regular
 //! file owned by root that neither group nor others can access, and bounded in size.
 
-use crate::regular_file;
+use crate::sys::regular_file;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
