@@ -5,8 +5,8 @@ mod common;
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use wg_oci_hook::annotations;
-use wg_oci_hook::runtime_wrapper::{add_hooks, HookCall};
+use wg_oci_hook::config::annotations;
+use wg_oci_hook::runtime::{add_hooks, HookCall};
 
 const HOOK: &str = "/usr/local/bin/wg-oci-hook";
 

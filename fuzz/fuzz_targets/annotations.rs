@@ -6,8 +6,8 @@ mod common;
 
 use libfuzzer_sys::fuzz_target;
 use std::collections::HashMap;
-use wg_oci_hook::annotations;
-use wg_oci_hook::policy::KNOWN_CHOOSABLE;
+use wg_oci_hook::config::annotations;
+use wg_oci_hook::config::policy::KNOWN_CHOOSABLE;
 
 /// `annotations.rs`'s MAX_PORT_MAPS.
 const MAX_PORT_MAPS: usize = 64;

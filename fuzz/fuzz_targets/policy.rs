@@ -6,8 +6,8 @@ mod common;
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 use std::time::Duration;
-use wg_oci_hook::annotations;
-use wg_oci_hook::policy::{Policy, KNOWN_CHOOSABLE};
+use wg_oci_hook::config::annotations;
+use wg_oci_hook::config::policy::{Policy, KNOWN_CHOOSABLE};
 use wg_oci_hook::provider::pia::api::check_cn;
 use wg_oci_hook::provider::pia::settings;
 

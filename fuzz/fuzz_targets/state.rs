@@ -4,7 +4,7 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use wg_oci_hook::state::{validate_container_id, ContainerState};
+use wg_oci_hook::oci::state::{validate_container_id, ContainerState};
 
 fuzz_target!(|data: &[u8]| {
     match ContainerState::read(data) {

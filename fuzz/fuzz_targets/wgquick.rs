@@ -5,7 +5,7 @@ mod common;
 
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
-use wg_oci_hook::wgquick;
+use wg_oci_hook::config::wgquick;
 
 const FILE: &str = "/etc/wg-oci-hook/fuzz.conf";
 

@@ -1,5 +1,5 @@
 //! wg-oci-runtime: a runc wrapper that adds wg-oci-hook's hooks to enabled containers (see `runtime_wrapper`).
 
 fn main() -> std::process::ExitCode {
-    wg_oci_hook::runtime_wrapper::run(std::env::args().collect())
+    wg_oci_hook::runtime::run(std::env::args().collect())
 }

@@ -3,10 +3,11 @@
 //! runtime's (host) netns, where its UDP socket stays for its whole life.
 
 pub mod kernel;
+pub mod key;
 pub mod uapi;
 pub mod userspace;
 
-use crate::key::Key;
+use crate::wg::key::Key;
 use ipnetwork::IpNetwork;
 use std::net::SocketAddr;
 

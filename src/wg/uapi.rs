@@ -115,7 +115,7 @@ const fn libc_eio() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::Key;
+    use crate::wg::key::Key;
     use crate::wg::PeerConfig;
 
     #[test]

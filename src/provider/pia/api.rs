@@ -7,8 +7,8 @@
 use super::credentials::{Credentials, Secret};
 use super::settings::PiaSettings;
 use super::tls;
-use crate::key::Key;
 use crate::sys::deadline::Deadline;
+use crate::wg::key::Key;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Once;
@@ -630,7 +630,7 @@ mod tests {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         std::fs::write(&ca, params.self_signed(&key).unwrap().pem()).unwrap();
-        let policy = crate::policy::Policy::parse(
+        let policy = crate::config::policy::Policy::parse(
             &format!(
                 "[profiles.pia]\nprovider = \"pia\"\ncredentials = \"/c\"\nca = {ca:?}\n\
                  server = {{ ip = \"192.0.2.1\", cn = \"x\" }}\n"

@@ -2,7 +2,7 @@
 //! checked and written like the state dir itself: see `PrivateDir`):
 //! the account's token (reusable for about a day) and the signed server list (re-verified on every read).
 
-use crate::record::StateDir;
+use crate::hook::record::StateDir;
 use crate::sys::names::fnv1a64;
 use crate::sys::private_dir::PrivateDir;
 use serde::{Deserialize, Serialize};

@@ -11,8 +11,8 @@ pub mod serverlist;
 pub mod settings;
 pub mod tls;
 
-use crate::key::Key;
 use crate::sys::deadline::Deadline;
+use crate::wg::key::Key;
 use api::{AddKeyAuth, Api, ApiError, PiaHost, Registration};
 use cache::Cache;
 use credentials::{Credentials, Secret};
@@ -176,7 +176,7 @@ impl Tokens<'_> {
 /// `wg.region`, tried alone instead of the profile's list.
 pub fn register(
     settings: &PiaSettings,
-    state_dir: &crate::record::StateDir,
+    state_dir: &crate::hook::record::StateDir,
     region: Option<&str>,
     container: &str,
     deadline: Deadline,

@@ -1,13 +1,16 @@
 //! createRuntime and poststop: the flow of DESIGN.md section 1, each step undone in reverse on failure.
 
-use crate::annotations;
-use crate::dns;
+pub mod record;
+pub mod resolv_conf;
+pub mod tunnel;
+
+use crate::config::annotations;
+
+use crate::config::policy::{BackendChoice, Policy, Profile, ProfileSource};
 use crate::firewall::{self, Nft, Rules};
-use crate::policy::{BackendChoice, Policy, Profile, ProfileSource};
-use crate::profile::{self, TunnelSpec};
+use crate::hook::record::{Record, StateDir, RECORD_VERSION};
+use crate::oci::state::{Bundle, ContainerState};
 use crate::provider::pia::{self, port_forward, PortForwardRecord};
-use crate::record::{Record, StateDir, RECORD_VERSION};
-use crate::state::{Bundle, ContainerState};
 use crate::sys::deadline::Deadline;
 use crate::sys::names::random_host_link_name;
 use crate::sys::netlink::Netlink;
@@ -24,6 +27,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use tunnel::TunnelSpec;
 
 /// wg-quick's fallback when nothing tells it the path MTU, and its WireGuard overhead (IPv6 + UDP + WG).
 const FALLBACK_UNDERLAY_MTU: u32 = 1500;
@@ -212,7 +216,7 @@ pub fn create_runtime(
     // Last of the checks, since a provider registers a key: nothing before this may still refuse the start.
     let (mut spec, pia_record, api_deadline) = match &profile.source {
         ProfileSource::WgQuick(path) => {
-            let spec = profile::from_wg_quick(profile, path, policy.resolve_timeout, deadline)
+            let spec = tunnel::from_wg_quick(profile, path, policy.resolve_timeout, deadline)
                 .map_err(step_err(id, "reading the profile"))?;
             (spec, None, None)
         }
@@ -224,7 +228,7 @@ pub fn create_runtime(
             let registered = pia::register(settings, &state_dir, region, id, api_deadline)
                 .map_err(step_err(id, "registering with PIA"))?;
             let record = registered.record(pid, &bundle.rootfs);
-            let spec = profile::from_pia(profile, &settings.credentials, registered);
+            let spec = tunnel::from_pia(profile, &settings.credentials, registered);
             (spec, Some(record), Some(api_deadline))
         }
     };
@@ -404,8 +408,9 @@ impl Setup<'_> {
         }
         if !spec.dns_servers.is_empty() {
             self.check_deadline("writing resolv.conf")?;
-            let content = dns::render(&spec.dns_servers, &spec.dns_search, self.id);
-            let change = dns::write(bundle, &content).map_err(self.err("writing resolv.conf"))?;
+            let content = resolv_conf::render(&spec.dns_servers, &spec.dns_search, self.id);
+            let change =
+                resolv_conf::write(bundle, &content).map_err(self.err("writing resolv.conf"))?;
             self.record.resolv_conf = Some(change);
         }
         if let Some(settings) = pia.filter(|s| s.port_forwarding) {
@@ -548,7 +553,7 @@ impl Setup<'_> {
             stop_port_forwarding(&self.state_dir, self.id, &forward);
         }
         if let Some(change) = self.record.resolv_conf.take() {
-            if let Err(e) = dns::restore(&change) {
+            if let Err(e) = resolv_conf::restore(&change) {
                 warn!(
                     "container {}: undo: restoring {}: {e}",
                     self.id, change.location
@@ -756,7 +761,7 @@ pub fn poststop(state: &ContainerState, policy: &Policy) -> Result<(), HookError
         stop_port_forwarding(&dir, id, forward);
     }
     if let Some(change) = &record.resolv_conf {
-        if let Err(e) = dns::restore(change) {
+        if let Err(e) = resolv_conf::restore(change) {
             failures.push(format!("restoring {}: {e}", change.location));
         }
     }

@@ -1,12 +1,12 @@
 //! Turning a policy profile into a complete, checked plan (`TunnelSpec`) before anything is touched: from a
 //! static wg-quick file, or from a provider's registration (`provider::pia`).
 
+use crate::config::policy::Profile;
+use crate::config::wgquick;
 use crate::firewall::{Inbound, PortMap};
-use crate::policy::Profile;
 use crate::provider::pia::Registered;
 use crate::sys::deadline::Deadline;
 use crate::wg::{DeviceConfig, PeerConfig};
-use crate::wgquick;
 use ipnetwork::IpNetwork;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -252,7 +252,9 @@ mod tests {
     fn profile(kill_switch: bool, allow_local: Option<Vec<IpNetwork>>) -> Profile {
         Profile {
             name: "site".into(),
-            source: crate::policy::ProfileSource::WgQuick("/etc/wg-oci-hook/site.conf".into()),
+            source: crate::config::policy::ProfileSource::WgQuick(
+                "/etc/wg-oci-hook/site.conf".into(),
+            ),
             kill_switch,
             allow_local,
             port_maps: Vec::new(),

@@ -5,8 +5,8 @@
 //! AllowedIPs) repeat and take comma lists. Unlike wg-quick, PreUp/PostUp/PreDown/PostDown are refused:
 //! they would run as root on the host. No error ever quotes a key or a whole line.
 
-use crate::key::Key;
 use crate::sys::private_file;
+use crate::wg::key::Key;
 use ipnetwork::IpNetwork;
 use std::net::IpAddr;
 use std::path::Path;

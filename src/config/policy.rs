@@ -1,7 +1,7 @@
 //! The TOML policy: which tunnels exist and what a container may choose. Strict: unknown keys, wrong types
 //! and bad values are errors naming `FILE:LINE:COLUMN`, on one line.
 
-use crate::annotations;
+use crate::config::annotations;
 use crate::firewall::{self, Inbound, PortMap};
 use crate::provider::pia::api::{check_cn, PiaHost};
 use crate::provider::pia::settings::{self as pia, PiaSettings};

@@ -12,8 +12,8 @@
 //! --runtime wg-pia` is enough, or for containerd (whose runc options take no arguments) a `BinaryName` that is
 //! a link named `wg-oci-runtime@pia`.
 
-use crate::annotations;
-use crate::policy::{Policy, DEFAULT_POLICY_PATH, MAX_POLICY_BYTES};
+use crate::config::annotations;
+use crate::config::policy::{Policy, DEFAULT_POLICY_PATH, MAX_POLICY_BYTES};
 use crate::sys::command::{resolve_program, DEFAULT_PATH};
 use serde_json::{json, Map, Value};
 use std::ffi::OsString;

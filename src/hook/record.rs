@@ -2,7 +2,7 @@
 //! temporary file and renamed, so poststop finds either the old record or the new one, never half.
 //! Records hold names and process identities, never keys. The directory must be ours alone (`PrivateDir`).
 
-use crate::dns::ResolvConfChange;
+use crate::hook::resolv_conf::ResolvConfChange;
 use crate::provider::pia::PiaRecord;
 use crate::sys::private_dir::PrivateDir;
 use crate::sys::process::Started;

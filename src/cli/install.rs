@@ -8,7 +8,7 @@
 //!   is the operator's to edit. runc.v2 options pass the binary no arguments, so a profile is bound by a link
 //!   `wg-oci-runtime@PROFILE` (which this creates) whose name the wrapper reads.
 
-use crate::runtime_wrapper::BOUND_NAME_PREFIX;
+use crate::runtime::BOUND_NAME_PREFIX;
 use serde_json::{json, Map, Value};
 use std::fs;
 use std::io;
@@ -67,7 +67,7 @@ fn parse(args: &[String]) -> Result<InstallArgs, String> {
             ("--daemon-json", "docker") => parsed.daemon_json = Some(value.into()),
             ("--name", "docker" | "containerd") => parsed.name = Some(value),
             ("--profile", "docker" | "containerd") => {
-                if !crate::annotations::is_valid_name(&value) {
+                if !crate::config::annotations::is_valid_name(&value) {
                     return Err(format!("--profile {value:?}: not a profile name"));
                 }
                 parsed.profile = Some(value)

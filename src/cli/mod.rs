@@ -1,11 +1,13 @@
 //! Command line: `wg-oci-hook [--policy PATH] create-runtime|poststop`, the OCI state JSON on stdin.
 
-use crate::annotations;
+pub mod install;
+
+use crate::config::annotations;
+use crate::config::policy::{Policy, DEFAULT_POLICY_PATH};
 use crate::hook;
-use crate::policy::{Policy, DEFAULT_POLICY_PATH};
+use crate::hook::record::StateDir;
+use crate::oci::state::ContainerState;
 use crate::provider::pia::port_forward;
-use crate::record::StateDir;
-use crate::state::ContainerState;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,7 +88,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let command = command.ok_or("no command given")?;
     // Container ids name files in the state dir.
     if let Command::Status(Some(id)) | Command::PortForward { id, .. } = &command {
-        crate::state::validate_container_id(id).map_err(|e| e.to_string())?;
+        crate::oci::state::validate_container_id(id).map_err(|e| e.to_string())?;
     }
     if let Some(name) = &profile {
         if !annotations::is_valid_name(name) {
@@ -132,7 +134,7 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
     let started = std::time::Instant::now();
     let args: Vec<String> = args.into_iter().collect();
     if args.first().is_some_and(|a| a == "install") {
-        return crate::install::run(&args[1..]);
+        return crate::cli::install::run(&args[1..]);
     }
     let args = match parse_args(args) {
         Ok(args) => args,

@@ -1,0 +1,3 @@
+//! The OCI formats the runtime speaks: the state on a hook's stdin, the bundle's config.json, runc's argv.
+
+pub mod state;
