@@ -11,7 +11,6 @@
 
 pub mod cli;
 pub mod config;
-pub mod firewall;
 pub mod hook;
 pub mod oci;
 pub mod provider;

@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
                     );
                     // What goes into nft rules reads back as itself.
                     assert_eq!(
-                        m.to_string().parse::<wg_oci_hook::firewall::PortMap>(),
+                        m.to_string().parse::<wg_oci_hook::config::ports::PortMap>(),
                         Ok(*m)
                     );
                 }

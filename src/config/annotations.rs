@@ -1,7 +1,7 @@
 //! The `wg.*` annotations a container sets. They are untrusted (whoever may start a container sets them):
 //! they only ever choose among names the policy lists, never a path or a key.
 
-use crate::firewall::{self, PortMap};
+use crate::config::ports::{self, PortMap};
 use std::collections::HashMap;
 
 pub const ENABLE: &str = "wg.enable";
@@ -115,7 +115,7 @@ pub fn parse(annotations: &HashMap<String, String>) -> Result<Request, Annotatio
                         "annotation {PORTS}: more than {MAX_PORT_MAPS} port maps"
                     )));
                 }
-                let maps = firewall::parse_port_maps(items.iter().map(|i| i.trim()))
+                let maps = ports::parse_port_maps(items.iter().map(|i| i.trim()))
                     .map_err(|e| AnnotationError(format!("annotation {PORTS}: {e}")))?;
                 request.ports = Some(maps);
             }

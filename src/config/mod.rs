@@ -3,4 +3,5 @@
 
 pub mod annotations;
 pub mod policy;
+pub mod ports;
 pub mod wgquick;

@@ -2,7 +2,7 @@
 //! and bad values are errors naming `FILE:LINE:COLUMN`, on one line.
 
 use crate::config::annotations;
-use crate::firewall::{self, Inbound, PortMap};
+use crate::config::ports::{self, Inbound, PortMap};
 use crate::provider::pia::api::{check_cn, PiaHost};
 use crate::provider::pia::settings::{self as pia, PiaSettings};
 use crate::sys::deadline::{DEFAULT_CREATE_TIMEOUT, DEFAULT_RESOLVE_TIMEOUT, HOOK_TIMEOUT};
@@ -305,7 +305,7 @@ impl Policy {
                 let map = item
                     .get_ref()
                     .parse::<PortMap>()
-                    .and_then(|m| firewall::add_port_map(&mut port_maps, m));
+                    .and_then(|m| ports::add_port_map(&mut port_maps, m));
                 if let Err(e) = map {
                     return Err(at(
                         item.span(),
@@ -958,7 +958,7 @@ config = "work.conf"
 
     #[test]
     fn inbound_is_replies_all_or_a_list_of_ports() {
-        use crate::firewall::{PortRange, Protocol};
+        use crate::config::ports::{PortRange, Protocol};
         let inbound = |value: &str| {
             parse(&format!(
                 "[profiles.vpn]\nconfig = \"a\"\ninbound = {value}\n"

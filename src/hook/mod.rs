@@ -1,5 +1,6 @@
 //! createRuntime and poststop: the flow of DESIGN.md section 1, each step undone in reverse on failure.
 
+pub mod firewall;
 pub mod record;
 pub mod resolv_conf;
 pub mod tunnel;
@@ -7,7 +8,7 @@ pub mod tunnel;
 use crate::config::annotations;
 
 use crate::config::policy::{BackendChoice, Policy, Profile, ProfileSource};
-use crate::firewall::{self, Nft, Rules};
+use crate::config::ports::{self, PortMap};
 use crate::hook::record::{Record, StateDir, RECORD_VERSION};
 use crate::oci::state::{Bundle, ContainerState};
 use crate::provider::pia::{self, port_forward, PortForwardRecord};
@@ -15,9 +16,11 @@ use crate::sys::deadline::Deadline;
 use crate::sys::names::random_host_link_name;
 use crate::sys::netlink::Netlink;
 use crate::sys::netns::NetNs;
+use crate::sys::nft::Nft;
 use crate::sys::process::{self, Started};
 use crate::wg::uapi;
 use crate::wg::{self, userspace::Daemon, BackendKind};
+use firewall::Rules;
 use log::{debug, info, warn};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -47,7 +50,7 @@ fn port_maps(
     policy: &Policy,
     profile: &Profile,
     request: &annotations::Request,
-) -> Result<Vec<firewall::PortMap>, String> {
+) -> Result<Vec<PortMap>, String> {
     let mut maps = profile.port_maps.clone();
     let Some(ports) = &request.ports else {
         return Ok(maps);
@@ -60,7 +63,7 @@ fn port_maps(
         ));
     }
     for map in ports {
-        firewall::add_port_map(&mut maps, *map).map_err(|e| {
+        ports::add_port_map(&mut maps, *map).map_err(|e| {
             format!(
                 "annotation {} against profile {}'s port_maps: {e}",
                 annotations::PORTS,

@@ -2,8 +2,8 @@
 //! static wg-quick file, or from a provider's registration (`provider::pia`).
 
 use crate::config::policy::Profile;
+use crate::config::ports::{Inbound, PortMap};
 use crate::config::wgquick;
-use crate::firewall::{Inbound, PortMap};
 use crate::provider::pia::Registered;
 use crate::sys::deadline::Deadline;
 use crate::wg::{DeviceConfig, PeerConfig};

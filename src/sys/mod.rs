@@ -8,6 +8,7 @@ pub mod deadline;
 pub mod names;
 pub mod netlink;
 pub mod netns;
+pub mod nft;
 pub mod private_dir;
 pub mod private_file;
 pub mod process;

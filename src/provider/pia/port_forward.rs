@@ -421,7 +421,7 @@ impl Forwarder<'_> {
     fn publish(&self, port: u16) -> Result<(), String> {
         // The port opens in the container's table (the old one shuts in the same transaction) before the
         // workload can read it; the first one too, since the hook loads the table before any port is known.
-        crate::firewall::Nft::locate(self.nft_command)
+        crate::sys::nft::Nft::locate(self.nft_command)
             .and_then(|nft| nft.set_forwarded_port(&self.ns, port))
             .map_err(|e| format!("letting port {port} in through the tunnel (nftables): {e}"))?;
         let text = format!("{port}\n");
