@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 use wg_oci_hook::config::annotations;
 use wg_oci_hook::config::policy::{Policy, KNOWN_CHOOSABLE};
-use wg_oci_hook::provider::pia::api::check_cn;
+use wg_oci_hook::provider::pia::settings::check_cn;
 use wg_oci_hook::provider::pia::settings;
 
 const FILE: &str = "/etc/wg-oci-hook/policy.toml";

@@ -165,12 +165,7 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
                 Err(e) => return fail(&e),
             };
             init_logging(Some(policy.log_level.unwrap_or(log::LevelFilter::Info)));
-            let result = if worker {
-                port_forward::run(&policy, &id)
-            } else {
-                port_forward::supervise(&policy, &id)
-            };
-            return match result {
+            return match hook::port_forward::run_helper(&policy, &id, worker) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&format!("container {id}: port forwarding: {e}")),
             };
@@ -251,7 +246,8 @@ fn status(policy: &Policy, only: Option<&str>) -> ExitCode {
                 pia.region, pia.server_cn, pia.server_ip, pia.peer_ip
             );
             if let Some(pf) = &pia.port_forward {
-                let port = port_forward::current_port(&state, &r.container_id).unwrap_or(pf.port);
+                let port =
+                    port_forward::current_port(state.dir(), &r.container_id).unwrap_or(pf.port);
                 let helper = match pf.helper.as_ref().map(|h| (h.find(), h.pid)) {
                     Some((Some(pid), _)) => format!("{pid}:running"),
                     Some((None, Some(pid))) => format!("{pid}:gone"),

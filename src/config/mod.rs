@@ -1,6 +1,7 @@
 //! Parsers of what operators and container users write: the policy, wg-quick files, annotations. They check
 //! and describe; they run nothing.
 
+pub mod admission;
 pub mod annotations;
 pub mod policy;
 pub mod ports;

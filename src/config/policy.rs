@@ -3,8 +3,7 @@
 
 use crate::config::annotations;
 use crate::config::ports::{self, Inbound, PortMap};
-use crate::provider::pia::api::{check_cn, PiaHost};
-use crate::provider::pia::settings::{self as pia, PiaSettings};
+use crate::provider::pia::settings::{self as pia, check_cn, PiaHost, PiaSettings};
 use crate::sys::deadline::{DEFAULT_CREATE_TIMEOUT, DEFAULT_RESOLVE_TIMEOUT, HOOK_TIMEOUT};
 use crate::sys::regular_file;
 use ipnetwork::IpNetwork;

@@ -60,6 +60,11 @@ impl StateDir {
         self.dir.path()
     }
 
+    /// The directory alone, for a helper that outlives this run.
+    pub fn into_dir(self) -> PrivateDir {
+        self.dir
+    }
+
     fn record_name(container_id: &str) -> String {
         format!("{container_id}.json")
     }

@@ -13,3 +13,4 @@ pub mod private_dir;
 pub mod private_file;
 pub mod process;
 pub mod regular_file;
+pub mod sysctl;

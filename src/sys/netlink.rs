@@ -60,7 +60,8 @@ impl Netlink {
         match self.block_on(request.try_next()) {
             Ok(link) => Ok(link),
             Err(e) => match nl_err(e) {
-                e if e.raw_os_error() == Some(libc_enodev()) => Ok(None),
+                // ENODEV: what RTM_GETLINK answers for a name that does not exist.
+                e if e.raw_os_error() == Some(nix::errno::Errno::ENODEV as i32) => Ok(None),
                 e => Err(e),
             },
         }
@@ -280,8 +281,4 @@ impl Netlink {
             None => Ok(None),
         }
     }
-}
-
-const fn libc_enodev() -> i32 {
-    19 // ENODEV: what RTM_GETLINK answers for a name that does not exist
 }

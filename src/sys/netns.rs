@@ -4,7 +4,10 @@
 //! container's netns on a short-lived scoped thread, open what we need there, and let the thread end: the main
 //! thread never changes namespace, and nothing has to find its way back (netavark's approach, without setns-back).
 
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::sched::{setns, CloneFlags};
+use nix::sys::stat::Mode;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -33,6 +36,60 @@ impl NetNs {
     /// A netns file opened elsewhere (through a handle on `/proc/PID`); `path` names it in messages.
     pub fn from_file(file: File, path: String) -> Self {
         NetNs { file, path }
+    }
+
+    /// The network namespace of the container whose init the OCI state names. The state is input, not truth: the pid
+    /// must be a live process in mount and network namespaces other than the runtime's (every runc or crun container
+    /// has both), so that no state can make us build a tunnel in, or clean up, a host process's namespace.
+    pub fn of_container(pid: u32) -> Result<NetNs, String> {
+        // Checked by number: in a sandbox /proc/1/ns/* may be unreadable, and a runtime never runs a container as 1.
+        if pid == 1 {
+            return Err("pid 1 is the host's init, not a container".into());
+        }
+        // The namespaces are opened through one handle on /proc/PID: if the process dies and its pid is reused
+        // between the two, the second open fails instead of reaching the new process.
+        let proc_dir = nix::fcntl::open(
+            format!("/proc/{pid}").as_str(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            Errno::ENOENT => format!("pid {pid} is not running"),
+            e => format!("pid {pid}: /proc/{pid}: {e}"),
+        })?;
+        let ns = |kind: &str| {
+            nix::fcntl::openat(
+                &proc_dir,
+                format!("ns/{kind}").as_str(),
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map(std::fs::File::from)
+            .map_err(|e| match e {
+                Errno::ENOENT | Errno::ESRCH => format!("pid {pid} is not running"),
+                e => format!("pid {pid}: opening its {kind} namespace: {e}"),
+            })
+        };
+        let same = |a: &std::fs::File, b: &str| -> Result<bool, String> {
+            let (a, b) = (a.metadata(), std::fs::metadata(b));
+            match (a, b) {
+                (Ok(a), Ok(b)) => Ok(a.dev() == b.dev() && a.ino() == b.ino()),
+                (Err(e), _) | (_, Err(e)) => Err(format!("pid {pid}: comparing namespaces: {e}")),
+            }
+        };
+        if same(&ns("mnt")?, "/proc/thread-self/ns/mnt")? {
+            return Err(format!(
+                "pid {pid} shares the runtime's mount namespace: not a container; refusing to touch its network"
+            ));
+        }
+        let net = ns("net")?;
+        if same(&net, "/proc/thread-self/ns/net")? {
+            return Err(format!(
+                "pid {pid}: the container shares the runtime's network namespace (--network host); refusing to move \
+                 a tunnel there"
+            ));
+        }
+        Ok(NetNs::from_file(net, format!("/proc/{pid}/ns/net")))
     }
 
     /// The netns this process runs in (the runtime's, that is the host side).

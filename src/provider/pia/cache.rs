@@ -2,7 +2,6 @@
 //! checked and written like the state dir itself: see `PrivateDir`):
 //! the account's token (reusable for about a day) and the signed server list (re-verified on every read).
 
-use crate::hook::record::StateDir;
 use crate::sys::names::fnv1a64;
 use crate::sys::private_dir::PrivateDir;
 use serde::{Deserialize, Serialize};
@@ -26,8 +25,8 @@ struct CachedToken {
 
 impl Cache {
     /// `<state_dir>/pia`, created 0700 when missing, refused (one line) unless ours alone like the state dir.
-    pub fn open(state_dir: &StateDir) -> Result<Cache, String> {
-        state_dir.dir().subdir("pia").map(|dir| Cache { dir })
+    pub fn open(state_dir: &PrivateDir) -> Result<Cache, String> {
+        state_dir.subdir("pia").map(|dir| Cache { dir })
     }
 
     /// One token file per account, named by a hash of the username (the name itself stays out of paths).
@@ -94,7 +93,7 @@ mod tests {
     #[test]
     fn tokens_and_lists_round_trip_privately() {
         let dir = std::env::temp_dir().join(format!("wgoh-pia-cache-{}", std::process::id()));
-        let cache = Cache::open(&StateDir::open(&dir).unwrap()).unwrap();
+        let cache = Cache::open(&PrivateDir::open(&dir).unwrap()).unwrap();
         assert!(cache.token("p1").is_none());
         cache.store_token("p1", &Secret::new("tok".into())).unwrap();
         assert_eq!(cache.token("p1").unwrap().expose(), "tok");

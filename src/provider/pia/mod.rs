@@ -12,14 +12,15 @@ pub mod settings;
 pub mod tls;
 
 use crate::sys::deadline::Deadline;
+use crate::sys::private_dir::PrivateDir;
 use crate::wg::key::Key;
-use api::{AddKeyAuth, Api, ApiError, PiaHost, Registration};
+use api::{AddKeyAuth, Api, ApiError, Registration};
 use cache::Cache;
 use credentials::{Credentials, Secret};
 use log::{info, warn};
 use serde::{Deserialize, Serialize};
 use serverlist::ServerList;
-use settings::PiaSettings;
+use settings::{PiaHost, PiaSettings};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -176,7 +177,7 @@ impl Tokens<'_> {
 /// `wg.region`, tried alone instead of the profile's list.
 pub fn register(
     settings: &PiaSettings,
-    state_dir: &crate::hook::record::StateDir,
+    state_dir: &PrivateDir,
     region: Option<&str>,
     container: &str,
     deadline: Deadline,
@@ -372,7 +373,7 @@ fn candidates(
             .servers
             .meta
             .iter()
-            .filter(|s| api::check_cn(&s.cn).is_ok())
+            .filter(|s| settings::check_cn(&s.cn).is_ok())
             .map(|s| PiaHost {
                 ip: s.ip,
                 cn: s.cn.clone(),
@@ -380,7 +381,7 @@ fn candidates(
             .collect();
         let before = targets.len();
         for server in &region.servers.wg {
-            if api::check_cn(&server.cn).is_ok() {
+            if settings::check_cn(&server.cn).is_ok() {
                 targets.push(Target {
                     region: id.clone(),
                     host: PiaHost {

@@ -11,15 +11,16 @@
 //! bind that fails fails the start. The helper holds none of the hook's stdio: its stdout is a pipe the hook
 //! reads one line from, then /dev/null; its stderr is `<state_dir>/<id>.pf.log`.
 
-use super::api::{Api, ApiError, PiaHost, Signature};
+use super::api::{Api, ApiError, Signature};
 use super::cache::Cache;
 use super::credentials::Credentials;
+use super::settings::PiaHost;
+use super::settings::PiaSettings;
 use super::{runtime, PiaRecord, Tokens};
-use crate::config::policy::Policy;
-use crate::hook::record::StateDir;
 use crate::sys::container_file;
 use crate::sys::deadline::Deadline;
 use crate::sys::netns::NetNs;
+use crate::sys::private_dir::PrivateDir;
 use crate::sys::process;
 use log::{info, warn};
 use std::io::{self, BufRead, BufReader, Write};
@@ -48,25 +49,25 @@ fn log_file(container: &str) -> String {
 }
 
 /// The forwarded port as the helper last bound it, from the host-side file.
-pub fn current_port(state: &StateDir, container: &str) -> Option<u16> {
-    let bytes = state.dir().read(&port_file(container)).ok()??;
+pub fn current_port(state: &PrivateDir, container: &str) -> Option<u16> {
+    let bytes = state.read(&port_file(container)).ok()??;
     std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
 }
 
 /// Removes the helper's host-side files (port, log).
-pub fn remove_files(state: &StateDir, container: &str) {
-    let _ = state.dir().remove(&port_file(container));
-    let _ = state.dir().remove(&log_file(container));
+pub fn remove_files(state: &PrivateDir, container: &str) {
+    let _ = state.remove(&port_file(container));
+    let _ = state.remove(&log_file(container));
 }
 
 /// The helper's executable (this binary) and whole argv for `container`: recorded before it is started.
-pub fn command(policy: &Policy, container: &str) -> Result<(PathBuf, Vec<String>), String> {
+pub fn command(policy_path: &Path, container: &str) -> Result<(PathBuf, Vec<String>), String> {
     let exe =
         std::fs::read_link("/proc/self/exe").map_err(|e| format!("finding our own binary: {e}"))?;
     let argv = vec![
         exe.to_string_lossy().into_owned(),
         "--policy".into(),
-        policy.path.to_string_lossy().into_owned(),
+        policy_path.to_string_lossy().into_owned(),
         SUBCOMMAND.into(),
         container.into(),
     ];
@@ -89,13 +90,12 @@ pub struct Spawned {
 /// Starts the helper (`exe`, `argv` from `command`) for `container`, whose record, with its `pia` part, is
 /// saved already. `Spawned::wait_for_port` then waits for its first bind.
 pub fn spawn(
-    state: &StateDir,
+    state: &PrivateDir,
     container: &str,
     exe: &Path,
     argv: &[String],
 ) -> Result<Spawned, String> {
     let log = state
-        .dir()
         .create_new(&log_file(container), 0o600)
         .map_err(|e| format!("{}/{}: {e}", state.path().display(), log_file(container)))?;
     let mut cmd = Command::new(exe);
@@ -132,7 +132,7 @@ impl Spawned {
     /// Waits up to `wait` for the helper's first bind. On failure the helper is gone, and its files too.
     pub fn wait_for_port(
         mut self,
-        state: &StateDir,
+        state: &PrivateDir,
         container: &str,
         wait: Duration,
     ) -> Result<u16, String> {
@@ -170,36 +170,23 @@ impl Spawned {
     }
 }
 
-/// The container's registration and its profile's settings, as the helper finds them.
-fn registration<'a>(
-    policy: &'a Policy,
-    container: &str,
-) -> Result<(StateDir, PiaRecord, &'a super::settings::PiaSettings), String> {
-    let state = StateDir::open(&policy.state_dir).map_err(|e| format!("the state dir {e}"))?;
-    let record = state
-        .load(container)
-        .map_err(|e| format!("reading the record: {e}"))?
-        .ok_or("no record for this container")?;
-    let pia = record.pia.ok_or("the record has no PIA registration")?;
-    let settings = policy
-        .profiles
-        .get(&record.profile)
-        .and_then(|p| p.pia())
-        .ok_or_else(|| {
-            format!(
-                "profile {:?} is not a PIA profile of {}",
-                record.profile,
-                policy.path.display()
-            )
-        })?;
-    Ok((state, pia, settings))
+/// What the helper works from, found by its caller in the container's record and the policy.
+pub struct Helper<'a> {
+    /// The policy the helper was started with, passed on to the worker.
+    pub policy_path: &'a Path,
+    pub state_dir: PrivateDir,
+    /// The container's registration, from its record.
+    pub pia: PiaRecord,
+    /// The settings of the profile the container was registered under.
+    pub settings: &'a PiaSettings,
+    /// The policy's `nft_command`, which opens the forwarded port in the container's table.
+    pub nft_command: &'a str,
 }
 
 /// The supervisor: `wg-oci-hook pia-port-forward ID`. Relays the first worker's one line to the hook, then
 /// keeps a worker running for as long as the container's init lives.
-pub fn supervise(policy: &Policy, container: &str) -> Result<(), String> {
-    let (_, pia, _) = registration(policy, container)?;
-    let init = pia.container_pid;
+pub fn supervise(helper: Helper, container: &str) -> Result<(), String> {
+    let init = helper.pia.container_pid;
     let init_started = process::start_time(init).ok_or("the container's init is gone")?;
     let exe =
         std::fs::read_link("/proc/self/exe").map_err(|e| format!("finding our own binary: {e}"))?;
@@ -209,7 +196,7 @@ pub fn supervise(policy: &Policy, container: &str) -> Result<(), String> {
     loop {
         let mut cmd = Command::new(&exe);
         cmd.arg("--policy")
-            .arg(&policy.path)
+            .arg(helper.policy_path)
             .args([SUBCOMMAND, container, WORKER_FLAG])
             .stdin(Stdio::null())
             .stdout(if ready.is_some() {
@@ -272,8 +259,14 @@ pub fn supervise(policy: &Policy, container: &str) -> Result<(), String> {
 }
 
 /// The worker's life: `wg-oci-hook pia-port-forward ID --worker`.
-pub fn run(policy: &Policy, container: &str) -> Result<(), String> {
-    let (state, pia, settings) = registration(policy, container)?;
+pub fn run(helper: Helper, container: &str) -> Result<(), String> {
+    let Helper {
+        state_dir: state,
+        pia,
+        settings,
+        nft_command,
+        ..
+    } = helper;
     let mut forwarder = Forwarder {
         container,
         credentials: Credentials::load(&settings.credentials)?,
@@ -285,7 +278,7 @@ pub fn run(policy: &Policy, container: &str) -> Result<(), String> {
         settings,
         pia,
         signature: None,
-        nft_command: &policy.nft_command,
+        nft_command,
     };
     let mut ready = Some(io::stdout());
     let mut bound: Option<u16> = None;
@@ -339,9 +332,9 @@ fn report(mut out: io::Stdout, result: Result<u16, String>) -> Result<(), String
 }
 
 struct Forwarder<'a> {
-    state: StateDir,
+    state: PrivateDir,
     container: &'a str,
-    settings: &'a super::settings::PiaSettings,
+    settings: &'a PiaSettings,
     credentials: Credentials,
     cache: Cache,
     pia: PiaRecord,
@@ -434,7 +427,6 @@ impl Forwarder<'_> {
         .map_err(|e| format!("writing the port inside the container: {e}"))?;
         let host = port_file(self.container);
         self.state
-            .dir()
             .write(&host, text.as_bytes(), 0o644)
             .map_err(|e| format!("{}/{host}: {e}", self.state.path().display()))
     }

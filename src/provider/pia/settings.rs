@@ -1,6 +1,6 @@
 //! A `provider = "pia"` profile's settings, as the policy gives them (checked there, with line numbers).
 
-use super::api::PiaHost;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -44,4 +44,73 @@ pub struct PiaSettings {
     pub token_url: String,
     pub server_list_url: String,
     pub dedicated_ip_url: String,
+}
+
+/// One of PIA's own servers: reached at `ip`, its certificate checked for `cn`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PiaHost {
+    pub ip: IpAddr,
+    pub cn: String,
+}
+
+impl std::fmt::Display for PiaHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.cn, self.ip)
+    }
+}
+
+/// PIA's server names go into URLs and SNI: host-name characters only.
+pub fn check_cn(cn: &str) -> Result<(), String> {
+    let ok = !cn.is_empty()
+        && cn.len() <= 253
+        && cn
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !cn.starts_with(['-', '.']);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "server name {:?} is not a host name",
+            cn.chars().take(64).collect::<String>()
+        ))
+    }
+}
+
+impl PiaSettings {
+    /// A profile with `credentials` and `ca` and every other setting at its default (no regions yet).
+    pub fn new(credentials: PathBuf, ca: PathBuf) -> PiaSettings {
+        PiaSettings {
+            credentials,
+            regions: Vec::new(),
+            ca,
+            regions_key: None,
+            server: None,
+            token_via_meta: false,
+            port_forwarding: false,
+            port_file: DEFAULT_PORT_FILE.to_owned(),
+            bind_interval: DEFAULT_BIND_INTERVAL,
+            server_list_ttl: DEFAULT_SERVER_LIST_TTL,
+            api_timeout: DEFAULT_API_TIMEOUT,
+            api_deadline: DEFAULT_API_DEADLINE,
+            api_ca: None,
+            token_url: DEFAULT_TOKEN_URL.to_owned(),
+            server_list_url: DEFAULT_SERVER_LIST_URL.to_owned(),
+            dedicated_ip_url: DEFAULT_DEDICATED_IP_URL.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names_must_be_host_names() {
+        assert!(check_cn("vancouver402").is_ok());
+        assert!(check_cn("a.b-c").is_ok());
+        for bad in ["", "a/b", "a b", "-a", "x:1", "a@b"] {
+            assert!(check_cn(bad).is_err(), "{bad:?}");
+        }
+    }
 }

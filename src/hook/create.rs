@@ -1,0 +1,467 @@
+//! createRuntime: the container's tunnel, built step by step in the order ARCHITECTURE.md gives. `Setup` keeps
+//! what has been made so far, so that a failure at any step takes it all back in reverse.
+
+use super::firewall::Rules;
+use super::record::{Record, StateDir, RECORD_VERSION};
+use super::tunnel::{self, TunnelSpec};
+use super::{mtu, port_forward, resolv_conf, routing, HookError, Step, StepError};
+use crate::config::admission::{self, Refusal};
+use crate::config::annotations;
+use crate::config::policy::{BackendChoice, Policy, ProfileSource};
+use crate::oci::state::{Bundle, ContainerState};
+use crate::provider::pia::settings::PiaSettings;
+use crate::provider::pia::{self, port_forward as pia_port_forward, PortForwardRecord};
+use crate::sys::deadline::Deadline;
+use crate::sys::names::random_host_link_name;
+use crate::sys::netlink::Netlink;
+use crate::sys::netns::NetNs;
+use crate::sys::nft::Nft;
+use crate::sys::process::Started;
+use crate::sys::sysctl;
+use crate::wg::uapi;
+use crate::wg::{self, userspace::Daemon, BackendKind};
+use log::{debug, info, warn};
+use nix::errno::Errno;
+use std::io;
+use std::os::fd::AsFd;
+use std::path::Path;
+
+/// Brings the container's tunnel up. The caller has checked `wg.enable` and loaded the policy.
+/// `runtime_profile` is the profile a runtime wrapper was bound to (`--profile`), the container's default.
+pub fn create_runtime(
+    state: &ContainerState,
+    policy: &Policy,
+    runtime_profile: Option<&str>,
+) -> Result<Record, HookError> {
+    let id = state.id.as_str();
+    create(state, policy, runtime_profile).map_err(|e| e.of(id))
+}
+
+fn create(
+    state: &ContainerState,
+    policy: &Policy,
+    runtime_profile: Option<&str>,
+) -> Result<Record, StepError> {
+    // Every step must end before the engine's hook timeout kills us with no word of why.
+    let deadline = Deadline::after(policy.create_timeout, "create_timeout");
+    let id = state.id.as_str();
+    let request = annotations::parse(&state.annotations).step("reading annotations")?;
+    let admitted = admission::admit(policy, &request, runtime_profile).map_err(|e| match e {
+        Refusal::Profile(cause) => StepError {
+            step: "choosing a profile",
+            cause,
+        },
+        Refusal::Annotation(cause) => StepError {
+            step: "reading annotations",
+            cause,
+        },
+    })?;
+    let profile = admitted.profile;
+    let nft = Nft::locate(&policy.nft_command).step("finding nft")?;
+    let state_dir = StateDir::open(&policy.state_dir).step("opening the state directory")?;
+    let pid = state
+        .live_pid()
+        .ok_or("the OCI state has no container pid")
+        .step("reading the OCI state")?;
+    let container_ns = NetNs::of_container(pid).step("checking the container's pid")?;
+    let bundle = Bundle::load(&state.bundle).step("reading the bundle")?;
+    // Last of the checks, since a provider registers a key: nothing before this may still refuse the start.
+    let (mut spec, pia_record, api_deadline) = match &profile.source {
+        ProfileSource::WgQuick(path) => {
+            let spec = tunnel::from_wg_quick(profile, path, policy.resolve_timeout, deadline)
+                .step("reading the profile")?;
+            (spec, None, None)
+        }
+        ProfileSource::Pia(settings) => {
+            // Its HTTP calls and the wait for a forwarded port share one deadline, inside the start's.
+            let api_deadline =
+                Deadline::after(settings.api_deadline, "api_deadline").earlier(deadline);
+            let registered =
+                pia::register(settings, state_dir.dir(), admitted.region, id, api_deadline)
+                    .step("registering with PIA")?;
+            let record = registered.record(pid, &bundle.rootfs);
+            let spec = tunnel::from_pia(profile, &settings.credentials, registered);
+            (spec, Some(record), Some(api_deadline))
+        }
+    };
+    spec.port_maps = admitted.port_maps;
+    let mut setup = Setup {
+        id,
+        policy,
+        state_dir,
+        record: Record {
+            version: RECORD_VERSION,
+            container_id: id.to_owned(),
+            profile: profile.name.clone(),
+            interface: policy.interface.clone(),
+            // Picked once netlink can tell which names are free.
+            host_link: String::new(),
+            backend: BackendKind::Userspace,
+            daemon: None,
+            legacy_daemon_pid: None,
+            resolv_conf: None,
+            pia: pia_record,
+        },
+        host_nl: None,
+        container_nl: None,
+        container_ns: &container_ns,
+        nft: &nft,
+        host_link_index: None,
+        daemon: None,
+        record_saved: false,
+        firewall_loaded: false,
+        rules_added: Vec::new(),
+        deadline,
+        api_deadline,
+    };
+    match setup.run(&spec, &bundle, profile.pia()) {
+        Ok(()) => {
+            info!(
+                "container {id}: {} up ({} backend, profile {}, {} peer(s))",
+                policy.interface,
+                setup.record.backend,
+                profile.name,
+                spec.device.peers.len()
+            );
+            Ok(setup.record.clone())
+        }
+        Err(e) => {
+            setup.undo();
+            Err(e)
+        }
+    }
+}
+
+/// What has been made so far, so that a failure can take it all back.
+struct Setup<'a> {
+    id: &'a str,
+    policy: &'a Policy,
+    state_dir: StateDir,
+    record: Record,
+    host_nl: Option<Netlink>,
+    container_nl: Option<Netlink>,
+    container_ns: &'a NetNs,
+    nft: &'a Nft,
+    /// Set while the link exists in the host netns under its temporary name.
+    host_link_index: Option<u32>,
+    daemon: Option<Daemon>,
+    record_saved: bool,
+    firewall_loaded: bool,
+    /// (ipv6, priority) of the policy rules added in the container.
+    rules_added: Vec<(bool, u32)>,
+    /// create_timeout, from the hook's start.
+    deadline: Deadline,
+    /// A provider profile's deadline for its API calls, the first port binding included (never after `deadline`).
+    api_deadline: Option<Deadline>,
+}
+
+impl Setup<'_> {
+    /// Fails `step` before it starts once create_timeout has passed; `run` then undoes what was made.
+    fn check_deadline(&self, step: &'static str) -> Result<(), StepError> {
+        self.deadline.check().step(step)
+    }
+
+    fn run(
+        &mut self,
+        spec: &TunnelSpec,
+        bundle: &Bundle,
+        pia: Option<&PiaSettings>,
+    ) -> Result<(), StepError> {
+        let container_ns = self.container_ns;
+        let host = Netlink::connect().step("opening netlink")?;
+        let tmp = free_host_link_name(&host).step("naming the WireGuard interface")?;
+        self.record.host_link = tmp.clone();
+        self.host_nl = Some(host);
+        self.check_deadline("creating the WireGuard interface")?;
+        self.create_device(&tmp)?;
+        self.save_record()?;
+        let socket = uapi::socket_path(&tmp);
+        self.check_deadline("configuring WireGuard")?;
+        match self.record.backend {
+            BackendKind::Kernel => wg::kernel::configure(&tmp, &spec.device),
+            BackendKind::Userspace => uapi::configure(&socket, &spec.device, self.deadline),
+        }
+        .step("configuring WireGuard")?;
+
+        let host = self.host_nl.as_ref().expect("connected above");
+        let index = host
+            .index_of(&tmp)
+            .step("finding the WireGuard interface")?
+            .ok_or_else(|| format!("{tmp} vanished"))
+            .step("finding the WireGuard interface")?;
+        self.host_link_index = Some(index);
+        // Set before the move: the userspace daemon only hears about MTU changes in its own netns.
+        let mtu = match spec.mtu {
+            Some(mtu) => mtu,
+            None => mtu::computed(host, spec).step("computing the MTU")?,
+        };
+        host.set_mtu(index, mtu).step("setting the MTU")?;
+        self.check_deadline("moving the interface into the container")?;
+        host.move_to_netns(index, container_ns.file().as_fd(), &self.policy.interface)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(Errno::EEXIST as i32) {
+                    format!(
+                        "the container already has an interface named {}",
+                        self.policy.interface
+                    )
+                } else {
+                    e.to_string()
+                }
+            })
+            .step("moving the interface into the container")?;
+        self.host_link_index = None;
+        let container = container_ns
+            .run(Netlink::connect)
+            .step("opening netlink in the container")?;
+        // Held from here on, so that the undo takes the link out of a netns that outlives the container.
+        self.container_nl = Some(container);
+        if spec.addresses.iter().any(|a| a.is_ipv6()) {
+            enable_ipv6(container_ns, &self.policy.interface, self.id)?;
+        }
+        let container = self.container_nl.as_ref().expect("connected above");
+        let index = routing::bring_up(container, &self.policy.interface, spec)?;
+        // The kill switch goes in before any route leads into the tunnel.
+        let rules = Rules {
+            interface: &self.policy.interface,
+            kill_switch: spec.kill_switch,
+            allow_local: &spec.allow_local,
+            tunnel_addresses: &spec.addresses,
+            port_maps: &spec.port_maps,
+            inbound: &spec.inbound,
+            port_forwarding: pia.is_some_and(|s| s.port_forwarding),
+        };
+        self.check_deadline("loading the kill switch (nftables)")?;
+        self.firewall_loaded = true;
+        let nft_started = std::time::Instant::now();
+        self.nft
+            .load(container_ns, &rules.render(), self.deadline)
+            .step("loading the kill switch (nftables)")?;
+        debug!(
+            "container {}: nftables table loaded in {:.1} ms",
+            self.id,
+            nft_started.elapsed().as_secs_f64() * 1e3
+        );
+        let container = self.container_nl.as_ref().expect("connected above");
+        routing::add_routes(container, index, spec, &mut self.rules_added)?;
+
+        if spec.dns_servers.is_empty() && spec.kill_switch {
+            warn!(
+                "container {}: the profile's config has no DNS: resolv.conf keeps the engine's resolvers, \
+                 which the kill switch blocks unless allow_local covers them",
+                self.id
+            );
+        }
+        if !spec.dns_servers.is_empty() {
+            self.check_deadline("writing resolv.conf")?;
+            let content = resolv_conf::render(&spec.dns_servers, &spec.dns_search, self.id);
+            let change = resolv_conf::write(bundle, &content).step("writing resolv.conf")?;
+            self.record.resolv_conf = Some(change);
+        }
+        if let Some(settings) = pia.filter(|s| s.port_forwarding) {
+            self.check_deadline("forwarding a port (PIA)")?;
+            self.forward_port(settings)?;
+        }
+        self.save_record()
+    }
+
+    /// Starts the PIA port-forwarding helper, recorded before it starts (executable, argv) and whole once it runs,
+    /// so that poststop stops exactly it, and waits for its first bind.
+    fn forward_port(&mut self, settings: &PiaSettings) -> Result<(), StepError> {
+        let step = "forwarding a port (PIA)";
+        let (exe, argv) = pia_port_forward::command(&self.policy.path, self.id).step(step)?;
+        let Some(record) = self.record.pia.as_mut() else {
+            return Ok(());
+        };
+        record.port_forward = Some(PortForwardRecord {
+            helper: Some(Started::before_spawn(Some(exe.clone()), argv.clone())),
+            legacy_helper_pid: None,
+            port: 0,
+            port_file: settings.port_file.clone(),
+        });
+        // The helper reads its registration from the record.
+        self.save_record()?;
+        let helper =
+            pia_port_forward::spawn(self.state_dir.dir(), self.id, &exe, &argv).step(step)?;
+        // Recorded whole with the port (the caller saves); until then a poststop finds it by its argv.
+        if let Some(started) = self.forwarding_mut().and_then(|f| f.helper.as_mut()) {
+            started.observe(helper.pid());
+        }
+        let wait = self.api_deadline.unwrap_or(self.deadline).left();
+        let port = helper
+            .wait_for_port(self.state_dir.dir(), self.id, wait)
+            .step(step)?;
+        if let Some(forward) = self.forwarding_mut() {
+            forward.port = port;
+        }
+        Ok(())
+    }
+
+    fn forwarding_mut(&mut self) -> Option<&mut PortForwardRecord> {
+        self.record.pia.as_mut()?.port_forward.as_mut()
+    }
+
+    /// Makes the link or the userspace daemon under the name `tmp`, recorded first: the record is saved before
+    /// anything is made, with the daemon's argv (which holds `tmp`) when one may be started, so that a poststop
+    /// after a kill (runc's hook timeout) knows exactly what to look for, and one that finds no record knows
+    /// that nothing was made.
+    fn create_device(&mut self, tmp: &str) -> Result<(), StepError> {
+        let daemon_command = match self.policy.backend {
+            BackendChoice::Kernel => None,
+            _ => Some(Daemon::command(&self.policy.userspace_command, tmp)),
+        };
+        if let Some(Ok((_, argv))) = &daemon_command {
+            self.record.daemon = Some(Started::before_spawn(None, argv.clone()));
+        }
+        self.save_record()?;
+        let host = self.host_nl.as_ref().expect("connected");
+        let no_kernel_wireguard =
+            |e: &io::Error| e.raw_os_error() == Some(Errno::EOPNOTSUPP as i32);
+        let kernel = match self.policy.backend {
+            BackendChoice::Userspace => false,
+            BackendChoice::Kernel => {
+                host.add_wireguard_link(tmp)
+                    .map_err(|e| {
+                        let hint = if no_kernel_wireguard(&e) {
+                            " (this kernel has no WireGuard; use backend = \"userspace\" or \"auto\")"
+                        } else {
+                            ""
+                        };
+                        format!("{e}{hint}")
+                    })
+                    .step("creating the kernel WireGuard link")?;
+                true
+            }
+            BackendChoice::Auto => match host.add_wireguard_link(tmp) {
+                Ok(()) => {
+                    info!("container {}: backend auto: kernel WireGuard link created, using the kernel", self.id);
+                    true
+                }
+                Err(e) if no_kernel_wireguard(&e) => {
+                    info!(
+                        "container {}: backend auto: the kernel cannot create a wireguard link ({e}), using userspace",
+                        self.id
+                    );
+                    false
+                }
+                Err(e) => return Err(e).step("creating the kernel WireGuard link"),
+            },
+        };
+        if kernel {
+            self.record.backend = BackendKind::Kernel;
+            self.record.daemon = None;
+            self.host_link_index = host.index_of(tmp).step("finding the WireGuard interface")?;
+        } else {
+            self.record.backend = BackendKind::Userspace;
+            let (program, argv) = daemon_command
+                .expect("no kernel link: the backend may be userspace")
+                .step("starting the userspace WireGuard daemon")?;
+            self.start_daemon(&program, &argv, tmp)?;
+        }
+        Ok(())
+    }
+
+    /// Starts the userspace daemon (whose argv the record holds already) and waits until it serves its socket,
+    /// then records it whole (pid, start time, executable: the caller saves), so that poststop stops exactly it.
+    fn start_daemon(
+        &mut self,
+        program: &Path,
+        argv: &[String],
+        tmp: &str,
+    ) -> Result<(), StepError> {
+        let step = "starting the userspace WireGuard daemon";
+        let daemon = Daemon::spawn(program, argv, tmp).step(step)?;
+        let pid = daemon.pid();
+        self.daemon
+            .insert(daemon)
+            .wait_ready(self.deadline)
+            .step(step)?;
+        debug!(
+            "container {}: userspace daemon pid {pid} for {tmp}",
+            self.id
+        );
+        if let Some(started) = self.record.daemon.as_mut() {
+            started.observe(pid);
+        }
+        Ok(())
+    }
+
+    fn save_record(&mut self) -> Result<(), StepError> {
+        self.state_dir
+            .save(&self.record)
+            .step("writing the state record")?;
+        self.record_saved = true;
+        Ok(())
+    }
+
+    /// Takes back, in reverse, whatever `run` made. Best effort: every step is tried.
+    fn undo(&mut self) {
+        if let Some(forward) = self.record.pia.as_mut().and_then(|p| p.port_forward.take()) {
+            port_forward::stop(&self.state_dir, self.id, &forward);
+        }
+        if let Some(change) = self.record.resolv_conf.take() {
+            if let Err(e) = resolv_conf::restore(&change) {
+                warn!(
+                    "container {}: undo: restoring {}: {e}",
+                    self.id, change.location
+                );
+            }
+        }
+        if let Some(container) = &self.container_nl {
+            for (ipv6, priority) in self.rules_added.drain(..) {
+                let _ = container.delete_rules_at(ipv6, priority);
+            }
+            let _ = container.delete_link_named(&self.policy.interface);
+        }
+        if self.firewall_loaded {
+            if let Err(e) = self.nft.delete_table(self.container_ns) {
+                warn!(
+                    "container {}: undo: deleting the nftables table: {e}",
+                    self.id
+                );
+            }
+        }
+        if let (Some(host), Some(index)) = (&self.host_nl, self.host_link_index) {
+            let _ = host.delete_link(index);
+        }
+        if let Some(mut daemon) = self.daemon.take() {
+            daemon.kill_and_reap();
+            let _ = wg::userspace::remove_socket(&self.record.host_link);
+        }
+        if self.record_saved {
+            if let Err(e) = self.state_dir.remove(self.id) {
+                warn!(
+                    "container {}: undo: removing the state record: {e}",
+                    self.id
+                );
+            }
+        }
+    }
+}
+
+/// Docker (20.10 with `--network none`, and any network without IPv6) disables IPv6 in the container's netns,
+/// so the tunnel would come up there without IPv6 too (the kernel refuses its addresses with EACCES). The
+/// profile's IPv6 addresses are the tunnel's business, and the kill switch still keeps IPv6 off every other
+/// interface: enable it on the tunnel alone.
+fn enable_ipv6(ns: &NetNs, interface: &str, id: &str) -> Result<(), StepError> {
+    if sysctl::enable_ipv6(ns, interface).step("enabling IPv6 on the interface")? {
+        info!(
+            "container {id}: IPv6 was disabled in the container's netns; enabled it on {interface} for the \
+             profile's IPv6 addresses"
+        );
+    }
+    Ok(())
+}
+
+/// A random name for the link in the runtime netns that neither a link there nor a UAPI socket uses.
+fn free_host_link_name(host: &Netlink) -> io::Result<String> {
+    for _ in 0..4 {
+        let name = random_host_link_name().map_err(io::Error::other)?;
+        let socket_taken = std::fs::symlink_metadata(uapi::socket_path(&name)).is_ok();
+        if !socket_taken && host.index_of(&name)?.is_none() {
+            return Ok(name);
+        }
+    }
+    Err(io::Error::other(
+        "four random link names in a row were taken: something is wrong with the system's randomness",
+    ))
+}
