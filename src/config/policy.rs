@@ -9,7 +9,6 @@ use crate::sys::regular_file;
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -24,6 +23,22 @@ pub const KNOWN_CHOOSABLE: &[&str] = &[
     annotations::REGION,
 ];
 pub const MAX_POLICY_BYTES: u64 = 1 << 20;
+/// Names the policy for the hook and the wrapper when no flag does.
+pub const POLICY_ENV: &str = "WG_OCI_HOOK_POLICY";
+
+/// The policy someone named: `flag` (`--policy`, `--wg-policy`), else `$WG_OCI_HOOK_POLICY`.
+pub fn named_path(flag: Option<&Path>) -> Option<PathBuf> {
+    flag.map(Path::to_path_buf).or_else(|| {
+        std::env::var_os(POLICY_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+}
+
+/// The policy to read: the one named, else the default path.
+pub fn path(flag: Option<&Path>) -> PathBuf {
+    named_path(flag).unwrap_or_else(|| PathBuf::from(DEFAULT_POLICY_PATH))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -177,16 +192,8 @@ impl Policy {
                 path.display()
             )));
         }
-        let mut text = String::new();
-        file.take(MAX_POLICY_BYTES + 1)
-            .read_to_string(&mut text)
+        let text = regular_file::read_capped_text(file, MAX_POLICY_BYTES)
             .map_err(|e| PolicyError(format!("{}: {e}", path.display())))?;
-        if text.len() as u64 > MAX_POLICY_BYTES {
-            return Err(PolicyError(format!(
-                "{}: larger than 1 MiB",
-                path.display()
-            )));
-        }
         Policy::parse(&text, path)
     }
 

@@ -8,7 +8,8 @@ use super::{mtu, port_forward, resolv_conf, routing, HookError, Step, StepError}
 use crate::config::admission::{self, Refusal};
 use crate::config::annotations;
 use crate::config::policy::{BackendChoice, Policy, ProfileSource};
-use crate::oci::state::{Bundle, ContainerState};
+use crate::oci::config::Bundle;
+use crate::oci::state::ContainerState;
 use crate::provider::pia::settings::PiaSettings;
 use crate::provider::pia::{self, port_forward as pia_port_forward, PortForwardRecord};
 use crate::sys::deadline::Deadline;

@@ -7,7 +7,7 @@
 //! path is resolved in the container's root (`container_file`) each time: a symlink it planted (`/etc ->
 //! /host/dir`) leads somewhere inside the container, never to a host file.
 
-use crate::oci::state::Bundle;
+use crate::oci::config::Bundle;
 use crate::sys::container_file;
 use nix::errno::Errno;
 use nix::fcntl::{openat, readlinkat, OFlag};

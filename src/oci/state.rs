@@ -1,18 +1,16 @@
-//! The OCI state the runtime writes to a hook's stdin, and the few fields of the bundle's config.json we need.
+//! The OCI state the runtime writes to a hook's stdin.
 //!
-//! Parsed leniently into minimal structs rather than oci-spec's types: runc and crun differ (crun says "created",
-//! adds `root`, sends pid 0 at poststop; runc sends no pid at poststop), and oci-spec refuses config.json files
-//! with capability names it does not know (youki#3723). We key everything on the container id.
+//! Parsed leniently into a minimal struct rather than oci-spec's type: runc and crun differ (crun says "created",
+//! adds `root`, sends pid 0 at poststop; runc sends no pid at poststop). We key everything on the container id.
 
 use crate::sys::regular_file;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Runtimes send a few hundred bytes; anything near this is not a state document.
 const MAX_STATE_BYTES: u64 = 1 << 20;
-const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -32,16 +30,11 @@ pub struct ContainerState {
 impl ContainerState {
     /// Reads the state JSON (bounded) and checks the container id, which names our files.
     pub fn read(input: impl Read) -> Result<Self, StateError> {
-        let mut text = Vec::with_capacity(1024);
-        input
-            .take(MAX_STATE_BYTES + 1)
-            .read_to_end(&mut text)
-            .map_err(|e| StateError(format!("reading the OCI state from stdin: {e}")))?;
-        if text.len() as u64 > MAX_STATE_BYTES {
-            return Err(StateError(
-                "the OCI state on stdin is larger than 1 MiB".into(),
-            ));
-        }
+        let text =
+            regular_file::read_capped(input, MAX_STATE_BYTES).map_err(|e| match e.kind() {
+                std::io::ErrorKind::Other => StateError(format!("the OCI state on stdin is {e}")),
+                _ => StateError(format!("reading the OCI state from stdin: {e}")),
+            })?;
         // serde's derived visitor also takes a sequence for a struct: `["id", pid, "bundle"]` would pass.
         if text.iter().find(|b| !b" \t\r\n".contains(b)) != Some(&b'{') {
             return Err(StateError(
@@ -99,78 +92,6 @@ fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
         None => s,
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct RawBundleConfig {
-    #[serde(default)]
-    root: Option<RawRoot>,
-    #[serde(default)]
-    mounts: Vec<RawMount>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawRoot {
-    path: PathBuf,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawMount {
-    destination: PathBuf,
-    #[serde(default)]
-    source: Option<PathBuf>,
-    #[serde(default, rename = "type")]
-    kind: Option<String>,
-    #[serde(default)]
-    options: Vec<String>,
-}
-
-/// What we need from the bundle: where the container's root file system is, and whether the engine
-/// bind-mounts a resolv.conf of its own over the rootfs one.
-#[derive(Debug, Clone)]
-pub struct Bundle {
-    pub rootfs: PathBuf,
-    pub resolv_conf_mount_source: Option<PathBuf>,
-}
-
-impl Bundle {
-    /// Neither the bundle directory the state names nor its config.json may be a symlink: the engine makes both,
-    /// so a link can only lead somewhere else. Components above the bundle may be links (a moved storage dir).
-    pub fn load(bundle_dir: &Path) -> Result<Self, StateError> {
-        let dir = regular_file::open_dir(bundle_dir)
-            .map_err(|e| StateError(format!("bundle {}: {e}", bundle_dir.display())))?;
-        let path = bundle_dir.join("config.json");
-        let (file, _) = regular_file::open_in(&dir, "config.json")
-            .map_err(|e| StateError(format!("{}: {e}", path.display())))?;
-        let mut text = Vec::new();
-        file.take(MAX_CONFIG_BYTES)
-            .read_to_end(&mut text)
-            .map_err(|e| StateError(format!("{}: {e}", path.display())))?;
-        let raw: RawBundleConfig = serde_json::from_slice(&text)
-            .map_err(|e| StateError(format!("{}: {e}", path.display())))?;
-        let root = raw
-            .root
-            .ok_or_else(|| StateError(format!("{}: no root.path", path.display())))?;
-        let rootfs = if root.path.is_absolute() {
-            root.path
-        } else {
-            bundle_dir.join(root.path)
-        };
-        let resolv_conf_mount_source = raw
-            .mounts
-            .into_iter()
-            .filter(|m| m.destination == Path::new("/etc/resolv.conf"))
-            .filter(|m| {
-                m.kind.as_deref() == Some("bind")
-                    || m.options.iter().any(|o| o == "bind" || o == "rbind")
-            })
-            .filter_map(|m| m.source)
-            .next_back();
-        Ok(Bundle {
-            rootfs,
-            resolv_conf_mount_source,
-        })
     }
 }
 
@@ -255,56 +176,5 @@ mod tests {
             .unwrap_err()
             .0
             .contains("1 MiB"));
-    }
-
-    #[test]
-    fn bundle_finds_rootfs_and_resolv_conf_bind_source() {
-        let dir = std::env::temp_dir().join(format!("wgoh-bundle-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("config.json"),
-            r#"{"root":{"path":"rootfs"},"process":{"capabilities":{"bounding":["CAP_FUTURE"]}},
-               "mounts":[{"destination":"/proc","type":"proc","source":"proc"},
-                         {"destination":"/etc/resolv.conf","type":"bind","source":"/run/c/resolv.conf","options":["bind","rprivate"]}]}"#,
-        )
-        .unwrap();
-        let b = Bundle::load(&dir).unwrap();
-        assert_eq!(b.rootfs, dir.join("rootfs"));
-        assert_eq!(
-            b.resolv_conf_mount_source.as_deref(),
-            Some(Path::new("/run/c/resolv.conf"))
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn bundle_refuses_a_symlinked_bundle_or_config_and_a_fifo() {
-        let dir = std::env::temp_dir().join(format!("wgoh-bundle-links-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("real")).unwrap();
-        std::fs::create_dir_all(dir.join("config-link")).unwrap();
-        std::fs::create_dir_all(dir.join("fifo")).unwrap();
-        std::fs::write(
-            dir.join("real/config.json"),
-            r#"{"root":{"path":"rootfs"}}"#,
-        )
-        .unwrap();
-        std::os::unix::fs::symlink(dir.join("real"), dir.join("bundle-link")).unwrap();
-        std::os::unix::fs::symlink(
-            dir.join("real/config.json"),
-            dir.join("config-link/config.json"),
-        )
-        .unwrap();
-        nix::unistd::mkfifo(
-            &dir.join("fifo/config.json"),
-            nix::sys::stat::Mode::from_bits_truncate(0o600),
-        )
-        .unwrap();
-        assert!(Bundle::load(&dir.join("real")).is_ok());
-        let err = |name: &str| Bundle::load(&dir.join(name)).unwrap_err().0;
-        assert!(err("bundle-link").ends_with("bundle-link: is a symlink"));
-        assert!(err("config-link").ends_with("config-link/config.json: is a symlink"));
-        assert!(err("fifo").ends_with("fifo/config.json: not a regular file"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

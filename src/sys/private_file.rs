@@ -2,7 +2,6 @@
 //! file owned by root that neither group nor others can access, and bounded in size.
 
 use crate::sys::regular_file;
-use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -30,11 +29,7 @@ pub fn read(path: &Path, max_bytes: u64) -> Result<String, String> {
     if meta.size() > max_bytes {
         return Err(format!("larger than {} KiB", max_bytes / 1024));
     }
-    let mut text = String::new();
-    file.take(max_bytes)
-        .read_to_string(&mut text)
-        .map_err(|e| e.to_string())?;
-    Ok(text)
+    regular_file::read_capped_text(file, max_bytes).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

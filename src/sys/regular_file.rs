@@ -7,6 +7,7 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use std::fs::{File, Metadata};
+use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::path::Path;
 
@@ -45,6 +46,32 @@ pub fn open_dir(path: &Path) -> Result<File, String> {
         Err("not a directory".into())
     } else {
         Ok(dir)
+    }
+}
+
+/// All that `reader` gives, refused past `limit` bytes: no one can make us hold more than that of a file or
+/// a pipe someone else fills. The error says only "larger than N" (callers put the name in front).
+pub fn read_capped(reader: impl Read, limit: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    reader.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(io::Error::other(format!("larger than {}", size(limit))));
+    }
+    Ok(bytes)
+}
+
+/// `read_capped`, as UTF-8 text.
+pub fn read_capped_text(reader: impl Read, limit: u64) -> io::Result<String> {
+    String::from_utf8(read_capped(reader, limit)?)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
+/// A limit as people write it: 1 MiB, 64 KiB, 300 bytes.
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
     }
 }
 
