@@ -3,7 +3,7 @@
 pub mod install;
 
 use crate::config::annotations;
-use crate::config::policy::{Policy, DEFAULT_POLICY_PATH};
+use crate::config::policy::{self, Policy};
 use crate::hook;
 use crate::hook::record::StateDir;
 use crate::oci::state::ContainerState;
@@ -11,8 +11,6 @@ use crate::provider::pia::port_forward;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-pub const POLICY_ENV: &str = "WG_OCI_HOOK_POLICY";
 
 const USAGE: &str = "usage: wg-oci-hook [--policy PATH] [--profile NAME] <create-runtime|poststop>
        wg-oci-hook [--policy PATH] status [CONTAINER-ID]
@@ -143,7 +141,9 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let create = match args.command {
+    let policy_path = policy::path(args.policy.as_deref());
+    // A container's hook reads its state first: a container that did not ask for a tunnel costs no policy read.
+    let state = match args.command {
         Command::Help => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -152,71 +152,64 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
             println!("wg-oci-hook {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Command::Status(id) => {
-            let policy = match Policy::load(&policy_path(args.policy)) {
-                Ok(policy) => policy,
+        Command::CreateRuntime | Command::Poststop => {
+            match read_state(args.command == Command::CreateRuntime) {
+                Ok(Some(state)) => Some(state),
+                Ok(None) => return ExitCode::SUCCESS,
                 Err(e) => return fail(&e),
-            };
-            return status(&policy, id.as_deref());
+            }
         }
-        Command::PortForward { id, worker } => {
-            let policy = match Policy::load(&policy_path(args.policy)) {
-                Ok(policy) => policy,
-                Err(e) => return fail(&e),
-            };
+        Command::Status(_) | Command::PortForward { .. } => None,
+    };
+    let policy = match (Policy::load(&policy_path), &state) {
+        (Ok(policy), _) => policy,
+        (Err(e), Some(state)) => {
+            return fail(&format!("container {}: reading the policy: {e}", state.id))
+        }
+        (Err(e), None) => return fail(&e),
+    };
+    match (args.command, state) {
+        (Command::Status(id), _) => status(&policy, id.as_deref()),
+        (Command::PortForward { id, worker }, _) => {
             init_logging(Some(policy.log_level.unwrap_or(log::LevelFilter::Info)));
-            return match hook::port_forward::run_helper(&policy, &id, worker) {
+            match hook::port_forward::run_helper(&policy, &id, worker) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&format!("container {id}: port forwarding: {e}")),
-            };
+            }
         }
-        Command::CreateRuntime => true,
-        Command::Poststop => false,
-    };
-    let state = match ContainerState::read(std::io::stdin().lock()) {
-        Ok(state) => state,
-        Err(e) => return fail(&e),
-    };
+        (command, Some(state)) => {
+            init_logging(policy.log_level);
+            let (stage, result) = if command == Command::CreateRuntime {
+                let result = hook::create_runtime(&state, &policy, args.profile.as_deref());
+                ("create-runtime", result.map(drop))
+            } else {
+                ("poststop", hook::poststop(&state, &policy))
+            };
+            match result {
+                Ok(()) => {
+                    let ms = started.elapsed().as_secs_f64() * 1e3;
+                    log::info!("container {}: {stage} done in {ms:.3} ms", state.id);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        (_, None) => unreachable!("create-runtime and poststop read the state above"),
+    }
+}
+
+/// The container state on stdin, or None when the container did not ask for a tunnel.
+fn read_state(create: bool) -> Result<Option<ContainerState>, String> {
+    let state = ContainerState::read(std::io::stdin().lock()).map_err(|e| e.to_string())?;
     // hooks.d runs us for any value of wg.enable. A container that did not ask for a tunnel: touch nothing, not
     // even the policy. A value that is neither on nor off is refused at create; poststop tears down whatever
     // exists all the same (nothing should, and teardown is idempotent).
     match annotations::enabled(&state.annotations) {
-        Ok(true) => {}
-        Ok(false) => return ExitCode::SUCCESS,
-        Err(e) if create => {
-            return fail(&format!("container {}: reading annotations: {e}", state.id))
-        }
-        Err(_) => {}
+        Ok(true) => Ok(Some(state)),
+        Ok(false) => Ok(None),
+        Err(e) if create => Err(format!("container {}: reading annotations: {e}", state.id)),
+        Err(_) => Ok(Some(state)),
     }
-    let policy = match Policy::load(&policy_path(args.policy)) {
-        Ok(policy) => policy,
-        Err(e) => return fail(&format!("container {}: reading the policy: {e}", state.id)),
-    };
-    init_logging(policy.log_level);
-    let result = if create {
-        hook::create_runtime(&state, &policy, args.profile.as_deref()).map(drop)
-    } else {
-        hook::poststop(&state, &policy)
-    };
-    match result {
-        Ok(()) => {
-            let stage = if create { "create-runtime" } else { "poststop" };
-            let ms = started.elapsed().as_secs_f64() * 1e3;
-            log::info!("container {}: {stage} done in {ms:.3} ms", state.id);
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(&e),
-    }
-}
-
-/// --policy, else $WG_OCI_HOOK_POLICY, else the default path.
-fn policy_path(flag: Option<PathBuf>) -> PathBuf {
-    flag.or_else(|| {
-        std::env::var_os(POLICY_ENV)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    })
-    .unwrap_or_else(|| PathBuf::from(DEFAULT_POLICY_PATH))
 }
 
 /// One line per live tunnel, `key=value` words after the container id, so scripts can read it.
