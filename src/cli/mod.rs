@@ -1,11 +1,11 @@
 //! Command line: `wg-oci-hook [--policy PATH] create-runtime|poststop`, the OCI state JSON on stdin.
 
 pub mod install;
+mod status;
 
 use crate::config::annotations;
 use crate::config::policy::{self, Policy};
 use crate::hook;
-use crate::hook::record::StateDir;
 use crate::oci::state::ContainerState;
 use crate::provider::pia::port_forward;
 use std::io::Write;
@@ -169,7 +169,7 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
         (Err(e), None) => return fail(&e),
     };
     match (args.command, state) {
-        (Command::Status(id), _) => status(&policy, id.as_deref()),
+        (Command::Status(id), _) => status::run(&policy, id.as_deref()),
         (Command::PortForward { id, worker }, _) => {
             init_logging(Some(policy.log_level.unwrap_or(log::LevelFilter::Info)));
             match hook::port_forward::run_helper(&policy, &id, worker) {
@@ -212,56 +212,7 @@ fn read_state(create: bool) -> Result<Option<ContainerState>, String> {
     }
 }
 
-/// One line per live tunnel, `key=value` words after the container id, so scripts can read it.
-fn status(policy: &Policy, only: Option<&str>) -> ExitCode {
-    let state = match StateDir::open(&policy.state_dir) {
-        Ok(state) => state,
-        Err(e) => return fail(&format!("the state dir {e}")),
-    };
-    let records = match state.list() {
-        Ok(records) => records,
-        Err(e) => return fail(&format!("{}: {e}", policy.state_dir.display())),
-    };
-    let mut out = String::new();
-    let mut found = false;
-    for r in records
-        .iter()
-        .filter(|r| only.map_or(true, |id| id == r.container_id))
-    {
-        found = true;
-        out += &format!(
-            "{} profile={} interface={} backend={}",
-            r.container_id, r.profile, r.interface, r.backend
-        );
-        if let Some(pia) = &r.pia {
-            out += &format!(
-                " region={} server={} server_ip={} address={}",
-                pia.region, pia.server_cn, pia.server_ip, pia.peer_ip
-            );
-            if let Some(pf) = &pia.port_forward {
-                let port =
-                    port_forward::current_port(state.dir(), &r.container_id).unwrap_or(pf.port);
-                let helper = match pf.helper.as_ref().map(|h| (h.find(), h.pid)) {
-                    Some((Some(pid), _)) => format!("{pid}:running"),
-                    Some((None, Some(pid))) => format!("{pid}:gone"),
-                    _ => "gone".to_owned(),
-                };
-                out += &format!(" port={port} port_file={} helper={helper}", pf.port_file);
-            }
-        }
-        out.push('\n');
-    }
-    print!("{out}");
-    if let (Some(id), false) = (only, found) {
-        return fail(&format!(
-            "no live tunnel for container {id} in {}",
-            policy.state_dir.display()
-        ));
-    }
-    ExitCode::SUCCESS
-}
-
-fn fail(e: &dyn std::fmt::Display) -> ExitCode {
+pub(crate) fn fail(e: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("wg-oci-hook: {e}");
     ExitCode::FAILURE
 }

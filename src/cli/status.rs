@@ -1,0 +1,56 @@
+//! `wg-oci-hook status [ID]`: the live tunnels of the policy's state dir, one `key=value` line each.
+
+use super::fail;
+use crate::config::policy::Policy;
+use crate::hook::record::StateDir;
+use crate::provider::pia::port_forward;
+use std::process::ExitCode;
+
+/// One line per live tunnel, `key=value` words after the container id, so scripts can read it.
+pub fn run(policy: &Policy, only: Option<&str>) -> ExitCode {
+    let state = match StateDir::open(&policy.state_dir) {
+        Ok(state) => state,
+        Err(e) => return fail(&format!("the state dir {e}")),
+    };
+    let records = match state.list() {
+        Ok(records) => records,
+        Err(e) => return fail(&format!("{}: {e}", policy.state_dir.display())),
+    };
+    let mut out = String::new();
+    let mut found = false;
+    for r in records
+        .iter()
+        .filter(|r| only.map_or(true, |id| id == r.container_id))
+    {
+        found = true;
+        out += &format!(
+            "{} profile={} interface={} backend={}",
+            r.container_id, r.profile, r.interface, r.backend
+        );
+        if let Some(pia) = &r.pia {
+            out += &format!(
+                " region={} server={} server_ip={} address={}",
+                pia.region, pia.server_cn, pia.server_ip, pia.peer_ip
+            );
+            if let Some(pf) = &pia.port_forward {
+                let port =
+                    port_forward::current_port(state.dir(), &r.container_id).unwrap_or(pf.port);
+                let helper = match pf.helper.as_ref().map(|h| (h.find(), h.pid)) {
+                    Some((Some(pid), _)) => format!("{pid}:running"),
+                    Some((None, Some(pid))) => format!("{pid}:gone"),
+                    _ => "gone".to_owned(),
+                };
+                out += &format!(" port={port} port_file={} helper={helper}", pf.port_file);
+            }
+        }
+        out.push('\n');
+    }
+    print!("{out}");
+    if let (Some(id), false) = (only, found) {
+        return fail(&format!(
+            "no live tunnel for container {id} in {}",
+            policy.state_dir.display()
+        ));
+    }
+    ExitCode::SUCCESS
+}
