@@ -133,6 +133,9 @@ fn create(
     }
 }
 
+/// The last step: the record, whole.
+const LAST_STEP: &str = "writing the state record";
+
 /// What has been made so far, so that a failure can take it all back.
 struct Setup<'a> {
     id: &'a str,
@@ -159,7 +162,19 @@ struct Setup<'a> {
 impl Setup<'_> {
     /// Fails `step` before it starts once create_timeout has passed; `run` then undoes what was made.
     fn check_deadline(&self, step: &'static str) -> Result<(), StepError> {
+        self.fail_point(step)?;
         self.deadline.check().step(step)
+    }
+
+    /// In test builds, fails the step `tests::FAIL_AT` names, so that each undo path can be walked.
+    #[cfg(test)]
+    fn fail_point(&self, step: &'static str) -> Result<(), StepError> {
+        super::tests::fail_point(step, &self.record.host_link)
+    }
+
+    #[cfg(not(test))]
+    fn fail_point(&self, _step: &'static str) -> Result<(), StepError> {
+        Ok(())
     }
 
     fn run(
@@ -262,6 +277,7 @@ impl Setup<'_> {
             self.check_deadline("forwarding a port (PIA)")?;
             self.forward_port(settings)?;
         }
+        self.fail_point(LAST_STEP)?;
         self.save_record()
     }
 

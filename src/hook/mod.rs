@@ -12,6 +12,9 @@ pub mod resolv_conf;
 mod routing;
 pub mod tunnel;
 
+#[cfg(test)]
+mod tests;
+
 pub use create::create_runtime;
 pub use poststop::poststop;
 
