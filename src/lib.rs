@@ -17,3 +17,6 @@ pub mod provider;
 pub mod runtime;
 pub mod sys;
 pub mod wg;
+
+#[cfg(test)]
+mod architecture;

@@ -1,4 +1,4 @@
-//! The PIA HTTP calls (PIA-API.md), each bounded by the profile's per-call timeout and by the start's
+//! The PIA HTTP calls (ARCHITECTURE.md, "Private Internet Access"), each bounded by the profile's per-call timeout and by the start's
 //! overall deadline. TLS: the web API (token, dedicated IP, server list) trusts the system roots or the
 //! profile's `api_ca`; PIA's own servers (meta, WireGuard API, port forwarding) are reached by IP while the
 //! certificate is checked for their `cn` against PIA's CA (see `tls`). Errors name the call and the host,

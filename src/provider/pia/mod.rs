@@ -1,5 +1,5 @@
 //! Private Internet Access (`provider = "pia"`): at createRuntime a fresh key pair per container, registered
-//! with addKey on the first region server that accepts it (PIA-API.md). What a start obtains is kept for the
+//! with addKey on the first region server that accepts it (ARCHITECTURE.md, "Private Internet Access"). What a start obtains is kept for the
 //! next (token, signed server list: `cache`); what a container holds is in its record (`PiaRecord`) and, with
 //! port forwarding, in a helper process (`port_forward`).
 
