@@ -6,7 +6,8 @@ mod common;
 
 use libfuzzer_sys::fuzz_target;
 use wg_oci_hook::config::annotations;
-use wg_oci_hook::runtime::{parse_runc_args, split_options};
+use wg_oci_hook::oci::runc_args::parse_runc_args;
+use wg_oci_hook::runtime::split_options;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
