@@ -121,4 +121,19 @@ mod tests {
         assert_eq!(open_dir(&dir.join("file")).unwrap_err(), "not a directory");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn capped_reads_take_the_limit_and_refuse_one_byte_more() {
+        assert_eq!(read_capped(&[7u8; 1024][..], 1024).unwrap().len(), 1024);
+        let e = read_capped(&[7u8; 1025][..], 1024).unwrap_err();
+        assert_eq!(e.to_string(), "larger than 1 KiB");
+        let e = read_capped(std::io::repeat(0), 16 << 20).unwrap_err();
+        assert_eq!(e.to_string(), "larger than 16 MiB");
+        assert_eq!(
+            read_capped(&b"0123456789"[..], 9).unwrap_err().to_string(),
+            "larger than 9 bytes"
+        );
+        assert_eq!(read_capped_text(&b"ok"[..], 2).unwrap(), "ok");
+        assert!(read_capped_text(&[0xffu8][..], 2).is_err());
+    }
 }
