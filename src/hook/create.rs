@@ -7,6 +7,7 @@ use super::tunnel::{self, TunnelSpec};
 use super::{mtu, port_forward, resolv_conf, routing, HookError, Step, StepError};
 use crate::config::admission::{self, Refusal};
 use crate::config::annotations;
+use crate::config::pia_credentials;
 use crate::config::policy::{BackendChoice, Policy, ProfileSource};
 use crate::oci::config::Bundle;
 use crate::oci::state::ContainerState;
@@ -77,9 +78,18 @@ fn create(
             // Its HTTP calls and the wait for a forwarded port share one deadline, inside the start's.
             let api_deadline =
                 Deadline::after(settings.api_deadline, "api_deadline").earlier(deadline);
-            let registered =
-                pia::register(settings, state_dir.dir(), admitted.region, id, api_deadline)
-                    .step("registering with PIA")?;
+            let credentials =
+                pia_credentials::load(&settings.credentials).step("registering with PIA")?;
+            let region = admitted.region;
+            let registered = pia::register(
+                settings,
+                &credentials,
+                state_dir.dir(),
+                region,
+                id,
+                api_deadline,
+            )
+            .step("registering with PIA")?;
             let record = registered.record(pid, &bundle.rootfs);
             let spec = tunnel::from_pia(profile, &settings.credentials, registered);
             (spec, Some(record), Some(api_deadline))

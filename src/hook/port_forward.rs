@@ -2,6 +2,7 @@
 //! profile's settings), and stopping it. The helper itself is `provider::pia::port_forward`.
 
 use super::record::StateDir;
+use crate::config::pia_credentials;
 use crate::config::policy::Policy;
 use crate::provider::pia::port_forward::{self, Helper};
 use crate::provider::pia::PortForwardRecord;
@@ -35,7 +36,8 @@ pub fn run_helper(policy: &Policy, container: &str, worker: bool) -> Result<(), 
         nft_command: &policy.nft_command,
     };
     if worker {
-        port_forward::run(helper, container)
+        let credentials = pia_credentials::load(&settings.credentials)?;
+        port_forward::run(helper, credentials, container)
     } else {
         port_forward::supervise(helper, container)
     }

@@ -177,12 +177,12 @@ impl Tokens<'_> {
 /// `wg.region`, tried alone instead of the profile's list.
 pub fn register(
     settings: &PiaSettings,
+    credentials: &Credentials,
     state_dir: &PrivateDir,
     region: Option<&str>,
     container: &str,
     deadline: Deadline,
 ) -> Result<Registered, String> {
-    let credentials = Credentials::load(&settings.credentials)?;
     if let (Some(region), Some(_)) = (region, &credentials.dedicated_ip_token) {
         return Err(format!(
             "wg.region={region:?}: {} holds a dedicated IP, whose server is fixed",
@@ -194,7 +194,7 @@ pub fn register(
     let tokens = Tokens {
         api: &api,
         cache: &cache,
-        credentials: &credentials,
+        credentials,
         via_meta: settings.token_via_meta,
     };
     let (private_key, public_key) = key_pair()?;
@@ -230,7 +230,7 @@ pub fn register(
         };
         let mut failures = Vec::new();
         for target in targets {
-            match add_key(&tokens, &credentials, &target, api_port, &public_key).await {
+            match add_key(&tokens, credentials, &target, api_port, &public_key).await {
                 Ok(registration) => {
                     info!(
                         "container {container}: registered with PIA region {} on {}",

@@ -259,7 +259,7 @@ pub fn supervise(helper: Helper, container: &str) -> Result<(), String> {
 }
 
 /// The worker's life: `wg-oci-hook pia-port-forward ID --worker`.
-pub fn run(helper: Helper, container: &str) -> Result<(), String> {
+pub fn run(helper: Helper, credentials: Credentials, container: &str) -> Result<(), String> {
     let Helper {
         state_dir: state,
         pia,
@@ -269,7 +269,7 @@ pub fn run(helper: Helper, container: &str) -> Result<(), String> {
     } = helper;
     let mut forwarder = Forwarder {
         container,
-        credentials: Credentials::load(&settings.credentials)?,
+        credentials,
         cache: Cache::open(&state)?,
         state,
         ns: NetNs::of_pid(pia.container_pid).map_err(|e| format!("the container's netns: {e}"))?,
