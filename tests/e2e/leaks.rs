@@ -7,11 +7,9 @@
 //!   chatter (MLD, router and neighbour solicitations from a link-local source), which no hook can prevent.
 //!
 //! Every "none" has a positive control: the same probes from a container without the tunnel do appear, within
-//! the same time window. Needs what podman_e2e needs, plus netavark, aardvark-dns and tcpdump.
+//! the same time window. Needs what `podman` needs, plus netavark, aardvark-dns and tcpdump.
 
-mod lab;
-
-use lab::*;
+use crate::lab::*;
 use std::fs;
 use std::path::Path;
 use std::thread;

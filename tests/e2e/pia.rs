@@ -1,11 +1,9 @@
-//! End-to-end: `provider = "pia"` profiles against the lab's PIA-compatible server (`lab/pia.rs`): podman +
+//! End-to-end: `provider = "pia"` profiles against the lab's PIA-compatible server (`tests/lab/pia.rs`): podman +
 //! runc run the shipped hooks; the hook gets a token, the signed server list and an addKey registration over
 //! HTTPS from servers in the lab's server netns, then the container talks through the registered tunnel.
-//! Needs what `podman_e2e` needs plus openssl; fails (never skips) without.
+//! Needs what `podman` needs plus openssl; fails (never skips) without.
 
-mod lab;
-
-use lab::*;
+use crate::lab::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
 

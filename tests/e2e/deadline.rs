@@ -1,10 +1,8 @@
 //! End-to-end: the hook's deadlines (`resolve_timeout`, `create_timeout`) against podman + runc in the lab.
 //! A start that cannot finish must fail in time, before the hooks.d timeout (30 s) lets the engine kill the hook
-//! with no word of why, naming what it waited for, and leave nothing behind. Needs what `podman_e2e` needs.
+//! with no word of why, naming what it waited for, and leave nothing behind. Needs what `podman` needs.
 
-mod lab;
-
-use lab::*;
+use crate::lab::*;
 use std::time::{Duration, Instant};
 
 /// A name no /etc/hosts holds: only DNS could answer it.

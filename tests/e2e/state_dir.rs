@@ -2,11 +2,9 @@
 //! items 3 and 4). A state dir others could write to, or that is not ours, or that is a symlink, is refused; a
 //! symlink planted in it is never followed; a poststop never signals a process it did not start, whatever its
 //! argv holds or whichever pid it took over; the userspace daemon gets none of the hook's environment.
-//! Needs what `podman_e2e.rs` needs; fails (never skips) without it.
+//! Needs what `podman` needs; fails (never skips) without it.
 
-mod lab;
-
-use lab::*;
+use crate::lab::*;
 use std::fs;
 use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
 use std::process::{Child, Command, Stdio};

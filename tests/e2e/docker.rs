@@ -1,11 +1,9 @@
 //! wg-oci-runtime end to end: a real dockerd 20.10 (started by the lab in its own netns, with its own containerd,
-//! data-root, exec-root and socket; see `lab/docker.rs`) and podman with `--runtime` and no hooks.d, both
+//! data-root, exec-root and socket; see `tests/lab/docker.rs`) and podman with `--runtime` and no hooks.d, both
 //! running our hook only through the wrapper, against the lab's WireGuard server. Needs root, docker.io, podman,
 //! runc, wireguard-go, tcpdump, busybox-static; fails (never skips) without them.
 
-mod lab;
-
-use lab::*;
+use crate::lab::*;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;

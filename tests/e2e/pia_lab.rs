@@ -1,15 +1,13 @@
-//! The lab's PIA-compatible server (`lab/pia.rs`) proves itself without the hook: a raw rustls client, on a
+//! The lab's PIA-compatible server (`tests/lab/pia.rs`) proves itself without the hook: a raw rustls client, on a
 //! thread inside the lab's host netns, gets tokens, fetches and verifies the signed server list, registers
 //! keys, brings a hand-made wireguard-go tunnel up with an addKey answer and does port forwarding through it;
 //! the server misbehaves on request, and stops promptly with hung connections.
 //!
 //! Needs root, wireguard-go, wireguard-tools, openssl and what the lab needs; fails (never skips) without them.
 
-mod lab;
-
+use crate::lab::*;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use lab::*;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};

@@ -1,10 +1,8 @@
 //! End-to-end: podman + runc run the shipped hook registrations (`hooks.d/`) against a WireGuard server in a
-//! lab of network namespaces (see `lab/mod.rs`). Needs root, podman, runc, wireguard-go, wireguard-tools and
+//! lab of network namespaces (see `tests/lab/mod.rs`). Needs root, podman, runc, wireguard-go, wireguard-tools and
 //! busybox-static; fails (never skips) without them.
 
-mod lab;
-
-use lab::*;
+use crate::lab::*;
 use std::os::unix::fs::DirBuilderExt;
 
 // ----- the lab itself, without the hook ---------------------------------------------------------------------------

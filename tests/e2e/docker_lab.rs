@@ -1,4 +1,4 @@
-//! The Docker part of the lab (`lab/docker.rs`) proves itself with plain runc: a private dockerd 20.10 with its
+//! The Docker part of the lab (`tests/lab/docker.rs`) proves itself with plain runc: a private dockerd 20.10 with its
 //! own containerd in the lab's host netns runs busybox containers through an extra runtime, isolated in their own
 //! netns, and the lab's teardown leaves nothing (processes, mounts, cgroups, shim sockets, namespaces, dirs).
 //!
@@ -10,9 +10,7 @@
 //! Needs root and the Debian packages docker.io (containerd, runc), podman, busybox-static; fails (never skips)
 //! without them.
 
-mod lab;
-
-use lab::*;
+use crate::lab::*;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
