@@ -2,7 +2,7 @@
 //! hook touching nothing, or is refused (never a silent start without the tunnel); a runtime-bound profile works
 //! under containerd; and the runtime wrapper neither blocks other containers' `state`/`kill`/`delete` over a
 //! policy typo nor writes into a container's own streams. Real podman, dockerd, containerd and runc against the
-//! lab's WireGuard server (see `tests/lab/mod.rs`). Needs root, podman, docker.io, containerd, runc, wireguard-go,
+//! lab's WireGuard server (see `tests/lab/lab.rs`). Needs root, podman, docker.io, containerd, runc, wireguard-go,
 //! busybox-static; fails (never skips) without them.
 
 use crate::lab::*;

@@ -1,5 +1,5 @@
 //! The end-to-end tests, one test binary so the lab is compiled once: real podman, runc, dockerd, containerd and
-//! qemu against the lab (`tests/lab`, see its `mod.rs`) and the kernel-backend VM (`tests/vm`). Each module is
+//! qemu against the lab (`tests/lab`, see `lab.rs`) and the kernel-backend VM (`tests/vm`). Each module is
 //! one area; a test's name is `module::test` (`cargo test podman::` runs one area).
 //!
 //! Tests of different modules run side by side in this one process (`--test-threads=2`), so whatever a test
@@ -11,7 +11,7 @@
 //! Needs root and the Debian packages `tests/install-deps.sh` installs; every test fails (never skips) without
 //! them.
 
-#[path = "../lab/mod.rs"]
+#[path = "../lab/lab.rs"]
 mod lab;
 #[path = "../vm/mod.rs"]
 mod vm;

@@ -1,5 +1,5 @@
 //! End-to-end: podman + runc run the shipped hook registrations (`hooks.d/`) against a WireGuard server in a
-//! lab of network namespaces (see `tests/lab/mod.rs`). Needs root, podman, runc, wireguard-go, wireguard-tools and
+//! lab of network namespaces (see `tests/lab/lab.rs`). Needs root, podman, runc, wireguard-go, wireguard-tools and
 //! busybox-static; fails (never skips) without them.
 
 use crate::lab::*;

@@ -57,8 +57,6 @@ pub struct BridgeNet {
     pub gateway6: String,
     /// The IPv4 subnet (`10.89.N.0/24`).
     pub subnet4: String,
-    /// The IPv6 subnet (`fd89:N::/64`).
-    pub subnet6: String,
 }
 
 impl Lab {
@@ -126,7 +124,6 @@ impl Lab {
             gateway4,
             gateway6,
             subnet4,
-            subnet6,
         };
         self.ensure_bridge(&net);
         self.bridges.lock().unwrap().push(net.clone());
@@ -661,13 +658,6 @@ impl Packets {
         }
     }
 
-    /// Packets sent by `mac`.
-    #[allow(clippy::wrong_self_convention)] // a filter named as asked for, not a constructor
-    pub fn from_mac(&self, mac: &str) -> Packets {
-        let mac = mac.to_ascii_lowercase();
-        self.filter(&format!("from {mac}"), |p| p.src_mac == mac)
-    }
-
     /// Packets not sent by `mac` (on a lab bridge with one container: the container's).
     pub fn not_from(&self, mac: &str) -> Packets {
         let mac = mac.to_ascii_lowercase();
@@ -683,18 +673,6 @@ impl Packets {
             self.iface
         );
         self.not_from(&self.iface_mac.clone())
-    }
-
-    /// Packets not sent by link `iface` of netns `netns`: its MAC as recorded at capture start when it is the
-    /// captured interface, else as it is now (panics if it is gone).
-    pub fn not_from_host_side(&self, lab: &Lab, netns: &str, iface: &str) -> Packets {
-        if netns == self.netns && iface == self.iface && !self.iface_mac.is_empty() {
-            return self.not_from_capture_iface();
-        }
-        let mac = lab
-            .link_mac(netns, iface)
-            .unwrap_or_else(|| panic!("no link {iface} with a MAC in {netns}"));
-        self.not_from(&mac)
     }
 
     /// Packets captured at or after `t` (seconds since the epoch, the clock tcpdump stamps with).
@@ -715,11 +693,6 @@ impl Packets {
     /// Without the kernel's link-level control traffic (see [`Packet::is_link_control`]).
     pub fn without_link_control(&self) -> Packets {
         self.filter("without link control", |p| !p.is_link_control())
-    }
-
-    /// IPv4 packets.
-    pub fn ipv4_only(&self) -> Packets {
-        self.filter("IPv4 only", |p| p.ethertype == "IPv4")
     }
 
     /// IPv6 packets.
@@ -757,17 +730,6 @@ impl Packets {
     /// True when some packet is the probe `kind` (as for [`Packets::probe_kind`]).
     pub fn has_kind(&self, kind: &str) -> bool {
         !self.probe_kind(kind).is_empty()
-    }
-
-    /// The distinct source MACs, in order of first appearance.
-    pub fn src_macs(&self) -> Vec<String> {
-        let mut macs: Vec<String> = Vec::new();
-        for p in &self.packets {
-            if !macs.contains(&p.src_mac) {
-                macs.push(p.src_mac.clone());
-            }
-        }
-        macs
     }
 
     /// How many packets.

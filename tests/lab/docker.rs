@@ -526,11 +526,6 @@ impl Dockerd {
         fs::read_to_string(self.inner.dir.join("dockerd.log")).unwrap_or_default()
     }
 
-    /// containerd's stdout and stderr so far.
-    pub fn containerd_log(&self) -> String {
-        fs::read_to_string(self.inner.dir.join("containerd.log")).unwrap_or_default()
-    }
-
     /// How long `start_dockerd` took, containerd included, until `docker version` answered.
     pub fn startup(&self) -> Duration {
         self.startup
@@ -546,11 +541,6 @@ impl Dockerd {
         child_pid(&self.inner.containerd)
     }
 
-    /// The docker API socket.
-    pub fn socket(&self) -> &Path {
-        &self.inner.socket
-    }
-
     /// The private containerd's gRPC socket.
     pub fn containerd_socket(&self) -> &Path {
         &self.inner.containerd_socket
@@ -559,11 +549,6 @@ impl Dockerd {
     /// dockerd's exec-root (its run state; containerd's state and socket are in it too).
     pub fn exec_root(&self) -> &Path {
         &self.inner.exec_root
-    }
-
-    /// dockerd's data-root.
-    pub fn data_root(&self) -> &Path {
-        &self.inner.data_root
     }
 
     /// A dir of this dockerd's own under the lab dir (containerd's and its shims' TMPDIR), removed with it.
