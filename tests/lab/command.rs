@@ -1,0 +1,174 @@
+//! Running commands for the lab: every command bounded by a timeout, with the lab's PATH, its output kept as a
+//! [`CmdOutput`]; and finding the machine's processes by their arguments.
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// PATH for every command the lab runs: the standard directories first (CI's PATH may lack the sbin ones).
+pub(super) const LAB_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Bound on any one command the lab runs (podman included).
+pub(super) const COMMAND_TIMEOUT_SECS: u32 = 60;
+
+/// What a command printed, and how it ended; `Display` shows all of it (for readable CI failures).
+#[derive(Clone, Debug)]
+pub struct CmdOutput {
+    pub cmdline: String,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CmdOutput {
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+
+    #[track_caller]
+    pub fn assert_success(&self, what: &str) -> &Self {
+        assert!(self.success(), "{what}: command failed\n{self}");
+        self
+    }
+}
+
+impl fmt::Display for CmdOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "$ {}", self.cmdline)?;
+        writeln!(f, "exit: {}", self.status)?;
+        writeln!(f, "--- stdout ---\n{}", self.stdout.trim_end())?;
+        write!(
+            f,
+            "--- stderr ---\n{}\n--------------",
+            self.stderr.trim_end()
+        )
+    }
+}
+
+pub(super) fn lab_path() -> String {
+    match std::env::var("PATH") {
+        Ok(p) if !p.is_empty() => format!("{LAB_PATH}:{p}"),
+        _ => LAB_PATH.to_owned(),
+    }
+}
+
+pub(super) fn resolve_tool(name: &str) -> Option<String> {
+    lab_path()
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| is_executable(p))
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+pub(super) fn is_executable(p: &Path) -> bool {
+    fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+pub(super) fn run_cmd(argv: &[&str]) -> CmdOutput {
+    let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+    run_argv(&argv, &[])
+}
+
+/// Runs `timeout -k 5 60 ARGV...` with the lab's PATH and extra `env`, stdin from /dev/null.
+pub(super) fn run_argv(argv: &[String], env: &[(&str, &Path)]) -> CmdOutput {
+    let mut cmd = Command::new("timeout");
+    cmd.env("PATH", lab_path())
+        .args(["-k", "5", &COMMAND_TIMEOUT_SECS.to_string()])
+        .args(argv);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let cmdline = env
+        .iter()
+        .map(|(k, v)| format!("{k}={} ", v.display()))
+        .collect::<String>()
+        + &argv.join(" ");
+    output_with_stdin(cmd, b"", &cmdline)
+}
+
+pub(super) fn output_with_stdin(mut cmd: Command, stdin: &[u8], cmdline: &str) -> CmdOutput {
+    let mut child = cmd
+        .stdin(if stdin.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning `{cmdline}`: {e}"));
+    if let Some(mut w) = child.stdin.take() {
+        let data = stdin.to_vec();
+        thread::spawn(move || {
+            let _ = w.write_all(&data);
+        });
+    }
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("waiting for `{cmdline}`: {e}"));
+    CmdOutput {
+        cmdline: cmdline.to_owned(),
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub(super) fn stop_child(what: &str, child: &mut Child) {
+    if child.try_wait().ok().flatten().is_some() {
+        return;
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!("lab: {what} ({pid}) ignored SIGTERM; killing it");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// (pid, argv) of every process with an argument containing `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    let me = std::process::id();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(raw) = fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.iter().any(|a| a.contains(needle)) {
+            found.push((pid, args.join(" ")));
+        }
+    }
+    found
+}
+
+/// `s` as one single-quoted sh word.
+pub(super) fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
