@@ -172,3 +172,30 @@ pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
 pub(super) fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
+
+/// Lazily unmounts every mount at or under one of `dirs`, deepest first; returns the problems met.
+pub(super) fn unmount_under(dirs: &[&Path]) -> Vec<String> {
+    let prefixes: Vec<String> = dirs
+        .iter()
+        .map(|d| d.to_string_lossy().into_owned())
+        .collect();
+    let mounts = run_cmd(&["findmnt", "-rn", "-o", "TARGET"]);
+    let mut under: Vec<&str> = mounts
+        .stdout
+        .lines()
+        .filter(|m| {
+            prefixes
+                .iter()
+                .any(|p| m == p || m.starts_with(&format!("{p}/")))
+        })
+        .collect();
+    under.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    let mut problems = Vec::new();
+    for m in under {
+        let out = run_cmd(&["umount", "-l", m]);
+        if !out.success() {
+            problems.push(format!("umount {m}:\n{out}"));
+        }
+    }
+    problems
+}

@@ -29,8 +29,8 @@
 //! must stay within [`EXEC_ROOT_MAX`] bytes for a unix socket path (107 bytes).
 
 use super::{
-    netns_path, output_with_stdin, processes_mentioning, resolve_tool, run_argv, run_cmd, sh_quote,
-    write_file, CmdOutput, Lab, LAB_PATH,
+    netns_path, output_with_stdin, processes_mentioning, resolve_tool, run_argv, sh_quote,
+    unmount_under, write_file, CmdOutput, Lab, LAB_PATH,
 };
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read, Write};
@@ -727,27 +727,7 @@ impl DockerdInner {
         }
 
         // 5. Mounts under the dirs (the data-root is a shared bind mount of itself while dockerd runs).
-        let prefixes: Vec<String> = [&self.dir, &self.exec_root]
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect();
-        let mounts = run_cmd(&["findmnt", "-rn", "-o", "TARGET"]);
-        let mut under: Vec<&str> = mounts
-            .stdout
-            .lines()
-            .filter(|m| {
-                prefixes
-                    .iter()
-                    .any(|p| m == p || m.starts_with(&format!("{p}/")))
-            })
-            .collect();
-        under.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in under {
-            let out = run_cmd(&["umount", "-l", m]);
-            if !out.success() {
-                problems.push(format!("umount {m}:\n{out}"));
-            }
-        }
+        problems.extend(unmount_under(&[&self.dir, &self.exec_root]));
 
         // 6. Cgroups, deepest first.
         for dir in self.cgroup_dirs().into_iter().rev() {

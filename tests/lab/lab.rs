@@ -353,20 +353,7 @@ impl Drop for Lab {
             }
         }
         // 6. Mounts under the temp dir, deepest first, then the dir.
-        let prefix = self.dir.to_string_lossy().into_owned();
-        let mounts = run_cmd(&["findmnt", "-rn", "-o", "TARGET"]);
-        let mut under: Vec<&str> = mounts
-            .stdout
-            .lines()
-            .filter(|m| *m == prefix || m.starts_with(&format!("{prefix}/")))
-            .collect();
-        under.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in under {
-            let out = run_cmd(&["umount", "-l", m]);
-            if !out.success() {
-                problems.push(format!("umount {m}:\n{out}"));
-            }
-        }
+        problems.extend(unmount_under(&[&self.dir]));
         if thread::panicking() {
             for ifname in self.lab_wg_ifs.lock().unwrap().iter() {
                 if let Ok(log) = fs::read_to_string(self.dir.join(format!("{ifname}.log"))) {
