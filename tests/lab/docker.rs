@@ -29,8 +29,8 @@
 //! must stay within [`EXEC_ROOT_MAX`] bytes for a unix socket path (107 bytes).
 
 use super::{
-    netns_path, output_with_stdin, processes_mentioning, resolve_tool, run_argv, sh_quote,
-    unmount_under, write_file, CmdOutput, Lab, LAB_PATH,
+    netns_path, output_with_stdin, processes_mentioning, remove_dir_all_retrying, resolve_tool,
+    run_argv, sh_quote, unmount_under, write_file, CmdOutput, Lab, LAB_PATH,
 };
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read, Write};
@@ -878,18 +878,6 @@ fn ping(socket: &Path) -> bool {
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-fn remove_dir_all_retrying(dir: &Path) -> std::io::Result<()> {
-    for attempt in 1..=5 {
-        match fs::remove_dir_all(dir) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) if attempt == 5 => return Err(e),
-            Err(_) => thread::sleep(Duration::from_millis(200)),
-        }
-    }
-    Ok(())
 }
 
 /// runc's real path (symlinks resolved).

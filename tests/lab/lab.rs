@@ -361,15 +361,8 @@ impl Drop for Lab {
                 }
             }
         }
-        for attempt in 1..=5 {
-            match fs::remove_dir_all(&self.dir) {
-                Ok(()) => break,
-                Err(e) if e.kind() == ErrorKind::NotFound => break,
-                Err(e) if attempt == 5 => {
-                    problems.push(format!("removing {}: {e}", self.dir.display()))
-                }
-                Err(_) => thread::sleep(Duration::from_millis(200)),
-            }
+        if let Err(e) = remove_dir_all_retrying(&self.dir) {
+            problems.push(format!("removing {}: {e}", self.dir.display()));
         }
         if !problems.is_empty() {
             eprintln!(
@@ -461,6 +454,20 @@ fn write_file(path: &Path, text: &str, mode: u32) {
         .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
     f.write_all(text.as_bytes()).unwrap();
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// `fs::remove_dir_all`, tried up to 5 times 200 ms apart (a process that just ended may still be writing); a
+/// dir that is not there counts as removed.
+pub(super) fn remove_dir_all_retrying(dir: &Path) -> std::io::Result<()> {
+    for attempt in 1..=5 {
+        match fs::remove_dir_all(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) if attempt == 5 => return Err(e),
+            Err(_) => thread::sleep(Duration::from_millis(200)),
+        }
+    }
+    Ok(())
 }
 
 fn random_hex8() -> String {
