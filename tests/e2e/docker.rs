@@ -247,38 +247,13 @@ fn podman_through_the_wrapper_without_hooks_d() {
     )
     .unwrap();
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-    let rootfs = lab.new_rootfs();
-    let cidf = cidfile(&lab, "podman");
-    let out = lab.podman_via(
-        &script,
-        &[
-            "run",
-            "--rm",
-            "--cidfile",
-            &cidf.to_string_lossy(),
-            "--network",
-            "none",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-            "--cap-add",
-            "NET_RAW",
-            "--annotation",
-            "wg.enable=true",
-            "--rootfs",
-            &rootfs.to_string_lossy(),
-            "/bin/sh",
-            "-c",
-            PROBE,
-        ],
-    );
-    out.assert_success("podman --runtime wrapper");
+    let run = lab.podman_run(&RunOpts::wg(PROBE).via(&script));
+    run.assert_success("podman --runtime wrapper");
     assert!(
-        out.stdout.contains(MARKER.trim_end()),
-        "no answer through the tunnel\n{out}"
+        run.out.stdout.contains(MARKER.trim_end()),
+        "no answer through the tunnel\n{run}"
     );
-    let cid = read_cid(&lab, &cidf);
+    let cid = run.cid().to_owned();
     // The record's removal (poststop) can trail podman's exit by a moment.
     let deadline = Instant::now() + Duration::from_secs(10);
     while lab.record_path(&cid).exists() && Instant::now() < deadline {

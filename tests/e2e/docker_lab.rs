@@ -378,13 +378,7 @@ fn podman_runtime_calls() {
         let rootfs = rootfs.to_string_lossy();
         let run = |extra: &[&str], script: &str| {
             let mut args = vec!["run", "--network", "none", "--annotation", "wg.enable=true"];
-            // As `Lab::podman_run`: runc may not raise these limits here.
-            args.extend([
-                "--ulimit",
-                "nofile=1024:1024",
-                "--ulimit",
-                "nproc=1024:1024",
-            ]);
+            args.extend(PODMAN_ULIMITS);
             args.extend(extra);
             args.extend(["--rootfs", &rootfs, "/bin/sh", "-c", script]);
             lab.podman_via(&logger.path, &args)

@@ -38,7 +38,6 @@ use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -235,36 +234,6 @@ impl Lab {
         );
         write_file(&path, &script, 0o755);
         RuntimeLogger { path, log }
-    }
-
-    /// Runs podman as [`Lab::podman`] does, but with `--runtime <runtime>` (a path) instead of runc and with an
-    /// empty hooks dir instead of the lab's, so the OCI runtime sees exactly what podman itself generates (for a
-    /// runtime wrapper that adds the hooks itself).
-    pub fn podman_via(&self, runtime: &Path, args: &[&str]) -> CmdOutput {
-        let no_hooks = self.dir.join("no-hooks.d");
-        let _ = fs::DirBuilder::new().mode(0o700).create(&no_hooks);
-        let mut argv = self.podman_base();
-        for (flag, value) in [
-            ("--runtime", runtime.to_string_lossy().into_owned()),
-            ("--hooks-dir", no_hooks.to_string_lossy().into_owned()),
-        ] {
-            let i = argv
-                .iter()
-                .position(|a| a == flag)
-                .unwrap_or_else(|| panic!("podman_base lacks {flag}"));
-            argv[i + 1] = value;
-        }
-        argv.extend(args.iter().map(|s| s.to_string()));
-        self.exec(
-            &argv,
-            &[("CONTAINERS_CONF", &self.podman_dir.join("containers.conf"))],
-        )
-    }
-
-    /// A fresh busybox rootfs dir under the lab dir (the one `podman_run` gives each container), for
-    /// `podman run --rootfs`.
-    pub fn new_rootfs(&self) -> PathBuf {
-        self.make_rootfs(self.runs.fetch_add(1, Ordering::SeqCst))
     }
 
     /// Starts a dockerd of this lab (see the module doc) with the extra `runtimes`, each (name, absolute path,

@@ -25,6 +25,14 @@ pub(super) const PODMAN_HELPER_DIRS: &[&str] = &[
     "/usr/lib/podman",
 ];
 
+/// The limits every `podman run` of the lab sets: runc may not raise podman's defaults here.
+pub const PODMAN_ULIMITS: [&str; 4] = [
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1024:1024",
+];
+
 /// One `podman run`.
 #[derive(Clone, Debug, Default)]
 pub struct RunOpts {
@@ -42,6 +50,8 @@ pub struct RunOpts {
     /// (lab file, machine path): podman (and so runc and the hook) runs in a mount namespace of its own where
     /// each lab file is bind-mounted over the machine path (e.g. a resolv.conf for the hook's resolver).
     pub binds: Vec<(PathBuf, String)>,
+    /// `--runtime PATH` and an empty hooks dir instead of runc and the lab's hooks (see [`Lab::podman_via`]).
+    pub via: Option<PathBuf>,
 }
 
 impl RunOpts {
@@ -80,6 +90,43 @@ impl RunOpts {
     pub fn bind(mut self, file: &Path, target: &str) -> Self {
         self.binds.push((file.to_owned(), target.to_owned()));
         self
+    }
+
+    /// Runs podman with `runtime` and no hooks dir (see [`Lab::podman_via`]).
+    pub fn via(mut self, runtime: &Path) -> Self {
+        self.via = Some(runtime.to_owned());
+        self
+    }
+
+    /// `podman run` and its arguments for these options, with `cidfile` and `rootfs`.
+    fn run_args(&self, cidfile: &Path, rootfs: &Path) -> Vec<String> {
+        let mut args: Vec<String> = vec!["run".into()];
+        if !self.keep {
+            args.push("--rm".into());
+        }
+        if self.detach {
+            args.push("-d".into());
+        }
+        for a in [
+            "--cidfile",
+            &cidfile.to_string_lossy(),
+            "--network",
+            self.network.as_deref().unwrap_or("none"),
+        ] {
+            args.push(a.into());
+        }
+        args.extend(PODMAN_ULIMITS.map(String::from));
+        // busybox ping needs a raw socket; podman's default capabilities lack NET_RAW.
+        args.extend(["--cap-add".into(), "NET_RAW".into()]);
+        for (k, v) in &self.annotations {
+            args.push("--annotation".into());
+            args.push(format!("{k}={v}"));
+        }
+        args.extend(self.extra_args.iter().cloned());
+        args.push("--rootfs".into());
+        args.push(rootfs.to_string_lossy().into_owned());
+        args.extend(["/bin/sh".into(), "-c".into(), self.script.clone()]);
+        args
     }
 }
 
@@ -198,66 +245,78 @@ impl Lab {
         self.podman_dir.join("netavark")
     }
 
-    pub(super) fn podman_base(&self) -> Vec<String> {
+    /// Runs podman in the lab's host netns with the lab's storage and containers.conf, then `args`. Its OCI
+    /// runtime is runc with the lab's hooks dir, or with `via`, that runtime (a path) with an empty hooks dir (see
+    /// [`Lab::podman_via`]). With `binds`, podman runs in a private mount namespace with each (lab file, machine
+    /// path) bind-mounted (never on the machine's own view of those paths: the namespace ends with its last
+    /// process).
+    fn podman_cmd(
+        &self,
+        via: Option<&Path>,
+        binds: &[(PathBuf, String)],
+        args: &[&str],
+    ) -> CmdOutput {
+        let (runtime, hooks_dir) = match via {
+            None => ("runc".into(), self.hooks_dir.clone()),
+            Some(runtime) => {
+                let no_hooks = self.dir.join("no-hooks.d");
+                let _ = fs::DirBuilder::new().mode(0o700).create(&no_hooks);
+                (runtime.to_string_lossy().into_owned(), no_hooks)
+            }
+        };
+        let mut argv: Vec<String> = Vec::new();
+        if !binds.is_empty() {
+            let mut script = String::new();
+            for (file, target) in binds {
+                script += &format!(
+                    "mount --bind {} {} || exit 125\n",
+                    sh_quote(&file.to_string_lossy()),
+                    sh_quote(target)
+                );
+            }
+            script += "exec \"$@\"\n";
+            argv.extend(
+                ["unshare", "--mount", "--propagation", "private", "sh", "-c"].map(String::from),
+            );
+            argv.push(script);
+            argv.push("sh".into());
+        }
         let p = |s: &str| self.podman_dir.join(s).to_string_lossy().into_owned();
-        let mut v: Vec<String> = vec![
+        argv.extend([
             "nsenter".into(),
             format!("--net={}", netns_path(&self.host_ns)),
             "podman".into(),
-        ];
+        ]);
         for (flag, value) in [
             ("--root", p("root")),
             ("--runroot", p("rr")),
             ("--tmpdir", p("tmp")),
             ("--storage-driver", "vfs".into()),
             ("--cgroup-manager", "cgroupfs".into()),
-            ("--runtime", "runc".into()),
+            ("--runtime", runtime),
             ("--events-backend", "file".into()),
-            ("--hooks-dir", self.hooks_dir.to_string_lossy().into_owned()),
+            ("--hooks-dir", hooks_dir.to_string_lossy().into_owned()),
         ] {
-            v.push(flag.into());
-            v.push(value);
+            argv.push(flag.into());
+            argv.push(value);
         }
-        v
+        argv.extend(args.iter().map(|s| s.to_string()));
+        self.exec(
+            &argv,
+            &[("CONTAINERS_CONF", &self.podman_dir.join("containers.conf"))],
+        )
     }
 
     /// Runs podman (in the lab's host netns, with the lab's storage and hooks) with `args`.
     pub fn podman(&self, args: &[&str]) -> CmdOutput {
-        let mut argv = self.podman_base();
-        argv.extend(args.iter().map(|s| s.to_string()));
-        self.exec(
-            &argv,
-            &[("CONTAINERS_CONF", &self.podman_dir.join("containers.conf"))],
-        )
+        self.podman_cmd(None, &[], args)
     }
 
-    /// `podman` as `Lab::podman`, inside a private mount namespace with `binds` mounted (never on the machine's
-    /// own view of those paths: the namespace ends with its last process).
-    pub(super) fn podman_with_binds(
-        &self,
-        args: &[&str],
-        binds: &[(PathBuf, String)],
-    ) -> CmdOutput {
-        let mut script = String::new();
-        for (file, target) in binds {
-            script += &format!(
-                "mount --bind {} {} || exit 125\n",
-                sh_quote(&file.to_string_lossy()),
-                sh_quote(target)
-            );
-        }
-        script += "exec \"$@\"\n";
-        let mut argv: Vec<String> = ["unshare", "--mount", "--propagation", "private", "sh", "-c"]
-            .map(String::from)
-            .to_vec();
-        argv.push(script);
-        argv.push("sh".into());
-        argv.extend(self.podman_base());
-        argv.extend(args.iter().map(|s| s.to_string()));
-        self.exec(
-            &argv,
-            &[("CONTAINERS_CONF", &self.podman_dir.join("containers.conf"))],
-        )
+    /// Runs podman as [`Lab::podman`] does, but with `--runtime <runtime>` (a path) instead of runc and with an
+    /// empty hooks dir instead of the lab's, so the OCI runtime sees exactly what podman itself generates (for a
+    /// runtime wrapper that adds the hooks itself).
+    pub fn podman_via(&self, runtime: &Path, args: &[&str]) -> CmdOutput {
+        self.podman_cmd(Some(runtime), &[], args)
     }
 
     /// `podman run` in a fresh busybox rootfs of this lab. On a bridge network of this lab, the bridge is first
@@ -278,42 +337,9 @@ impl Lab {
         let n = self.runs.fetch_add(1, Ordering::SeqCst);
         let rootfs = self.make_rootfs(n);
         let cidfile = self.dir.join(format!("run-{n}.cid"));
-        let mut args: Vec<String> = vec!["run".into()];
-        if !opts.keep {
-            args.push("--rm".into());
-        }
-        if opts.detach {
-            args.push("-d".into());
-        }
-        for a in [
-            "--cidfile",
-            &cidfile.to_string_lossy(),
-            "--network",
-            opts.network.as_deref().unwrap_or("none"),
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-            // busybox ping needs a raw socket; podman's default capabilities lack NET_RAW.
-            "--cap-add",
-            "NET_RAW",
-        ] {
-            args.push(a.into());
-        }
-        for (k, v) in &opts.annotations {
-            args.push("--annotation".into());
-            args.push(format!("{k}={v}"));
-        }
-        args.extend(opts.extra_args.iter().cloned());
-        args.push("--rootfs".into());
-        args.push(rootfs.to_string_lossy().into_owned());
-        args.extend(["/bin/sh".into(), "-c".into(), opts.script.clone()]);
+        let args = opts.run_args(&cidfile, &rootfs);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = if opts.binds.is_empty() {
-            self.podman(&refs)
-        } else {
-            self.podman_with_binds(&refs, &opts.binds)
-        };
+        let out = self.podman_cmd(opts.via.as_deref(), &opts.binds, &refs);
         let cid = fs::read_to_string(&cidfile)
             .ok()
             .map(|s| s.trim().to_owned())
@@ -322,6 +348,12 @@ impl Lab {
             self.seen_cids.lock().unwrap().push(cid.clone());
         }
         RunOutput { out, cid, rootfs }
+    }
+
+    /// A fresh busybox rootfs dir under the lab dir (the one `podman_run` gives each container), for
+    /// `podman run --rootfs`.
+    pub fn new_rootfs(&self) -> PathBuf {
+        self.make_rootfs(self.runs.fetch_add(1, Ordering::SeqCst))
     }
 
     /// A fresh rootfs: busybox (hard-linked from the lab's copy), its applets, empty etc proc sys dev tmp run.
