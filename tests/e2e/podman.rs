@@ -537,19 +537,13 @@ fn auto_backend_chooses_by_what_the_kernel_can_do_and_says_why() {
     policy.backend = "auto".into();
     policy.log_level = "info".into();
     lab.write_policy(&policy);
-    let probe = lab.run(&[
-        "ip",
-        "-n",
+    let probe = lab.ip(
         &lab.host_ns,
-        "link",
-        "add",
-        "wgprobe0",
-        "type",
-        "wireguard",
-    ]);
+        &["link", "add", "wgprobe0", "type", "wireguard"],
+    );
     let kernel_has_wireguard = probe.success();
     if kernel_has_wireguard {
-        lab.run(&["ip", "-n", &lab.host_ns, "link", "del", "wgprobe0"])
+        lab.ip(&lab.host_ns, &["link", "del", "wgprobe0"])
             .assert_success("deleting the probe");
     }
     let pid = lab.spawn_netns_sleeper();

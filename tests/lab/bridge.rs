@@ -148,36 +148,26 @@ impl Lab {
             format!("{}/24", net.gateway4),
             format!("{}/64", net.gateway6),
         );
-        self.must(&[
-            "ip",
-            "-n",
+        self.must_ip(
             &h,
-            "link",
-            "add",
-            &net.bridge,
-            "address",
-            &net.bridge_mac,
-            "type",
-            "bridge",
-        ]);
-        self.must(&["ip", "-n", &h, "addr", "add", &gw4, "dev", &net.bridge]);
-        self.must(&[
-            "ip",
-            "-n",
-            &h,
-            "addr",
-            "add",
-            &gw6,
-            "dev",
-            &net.bridge,
-            "nodad",
-        ]);
-        self.must(&["ip", "-n", &h, "link", "set", &net.bridge, "up"]);
+            &[
+                "link",
+                "add",
+                &net.bridge,
+                "address",
+                &net.bridge_mac,
+                "type",
+                "bridge",
+            ],
+        );
+        self.must_ip(&h, &["addr", "add", &gw4, "dev", &net.bridge]);
+        self.must_ip(&h, &["addr", "add", &gw6, "dev", &net.bridge, "nodad"]);
+        self.must_ip(&h, &["link", "set", &net.bridge, "up"]);
     }
 
     /// The MAC address (lowercase) of link `iface` in netns `netns`, or `None` when there is no such link.
     pub fn link_mac(&self, netns: &str, iface: &str) -> Option<String> {
-        let out = self.run(&["ip", "-n", netns, "-o", "link", "show", "dev", iface]);
+        let out = self.ip(netns, &["-o", "link", "show", "dev", iface]);
         if !out.success() {
             return None;
         }
@@ -248,36 +238,17 @@ impl Lab {
         let h = self.host_ns.clone();
         for argv in [
             vec![
-                "ip", "-n", &h, "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+                "link", "add", &outer, "type", "veth", "peer", "name", &inner,
             ],
-            vec![
-                "ip",
-                "-n",
-                &h,
-                "addr",
-                "add",
-                "172.31.9.1/24",
-                "dev",
-                &outer,
-            ],
-            vec![
-                "ip",
-                "-n",
-                &h,
-                "addr",
-                "add",
-                "fd31:9::1/64",
-                "dev",
-                &outer,
-                "nodad",
-            ],
-            vec!["ip", "-n", &h, "link", "set", &outer, "up"],
+            vec!["addr", "add", "172.31.9.1/24", "dev", &outer],
+            vec!["addr", "add", "fd31:9::1/64", "dev", &outer, "nodad"],
+            vec!["link", "set", &outer, "up"],
         ] {
-            self.run(&argv)
+            self.ip(&h, &argv)
                 .assert_success("the late network's host side");
         }
         let capture = Capture::start(self, &h, &outer);
-        self.run(&["ip", "-n", &h, "link", "set", &inner, "netns", pid])
+        self.ip(&h, &["link", "set", &inner, "netns", pid])
             .assert_success("moving the late link into the container");
         let netns = format!("--net=/proc/{pid}/ns/net");
         // An engine that attaches an IPv6 network enables IPv6 on its link (Docker disables it in the netns

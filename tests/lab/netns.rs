@@ -27,7 +27,25 @@ pub fn parse_link_names(out: &str) -> Vec<String> {
         .collect()
 }
 
+/// `ip -n NETNS ARGS...`.
+fn ip_argv(netns: &str, args: &[&str]) -> Vec<String> {
+    let mut argv = vec!["ip".to_owned(), "-n".to_owned(), netns.to_owned()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    argv
+}
+
 impl Lab {
+    /// Runs `ip -n NETNS ARGS...` (bounded by a timeout, logged to the transcript).
+    pub fn ip(&self, netns: &str, args: &[&str]) -> CmdOutput {
+        self.run(&ip_argv(netns, args))
+    }
+
+    /// `ip -n NETNS ARGS...` for the lab's setup: it must succeed.
+    #[track_caller]
+    pub(super) fn must_ip(&self, netns: &str, args: &[&str]) -> CmdOutput {
+        self.must(&ip_argv(netns, args))
+    }
+
     /// A process sleeping in the lab's host netns (a stand-in container init for direct hook runs).
     pub fn spawn_sleeper(&self) -> u32 {
         self.spawn_in_host_ns("sleeper", &["sleep", "120"])
@@ -112,7 +130,7 @@ impl Lab {
 
     /// Link names in the lab's host netns.
     pub fn host_links(&self) -> Vec<String> {
-        let out = self.run(&["ip", "-n", &self.host_ns, "-o", "link"]);
+        let out = self.ip(&self.host_ns, &["-o", "link"]);
         out.assert_success("listing host links");
         parse_link_names(&out.stdout)
     }
@@ -128,41 +146,32 @@ impl Lab {
     pub(super) fn build_underlay(&mut self, opts: &LabOpts) {
         let (h, s) = (self.host_ns.clone(), self.server_ns.clone());
         let (vh, vs) = (self.host_veth.clone(), self.server_veth.clone());
-        self.must(&["ip", "-n", &h, "link", "set", "lo", "up"]);
-        self.must(&["ip", "-n", &s, "link", "set", "lo", "up"]);
-        self.must(&[
-            "ip", "-n", &h, "link", "add", &vh, "type", "veth", "peer", "name", &vs, "netns", &s,
-        ]);
+        self.must_ip(&h, &["link", "set", "lo", "up"]);
+        self.must_ip(&s, &["link", "set", "lo", "up"]);
+        self.must_ip(
+            &h,
+            &[
+                "link", "add", &vh, "type", "veth", "peer", "name", &vs, "netns", &s,
+            ],
+        );
         if let Some(mtu) = opts.host_mtu {
             let mtu = mtu.to_string();
-            self.must(&["ip", "-n", &h, "link", "set", &vh, "mtu", &mtu]);
-            self.must(&["ip", "-n", &s, "link", "set", &vs, "mtu", &mtu]);
+            self.must_ip(&h, &["link", "set", &vh, "mtu", &mtu]);
+            self.must_ip(&s, &["link", "set", &vs, "mtu", &mtu]);
         }
-        self.must(&[
-            "ip",
-            "-n",
+        self.must_ip(
             &h,
-            "addr",
-            "add",
-            &format!("{HOST_UNDERLAY}/30"),
-            "dev",
-            &vh,
-        ]);
-        self.must(&[
-            "ip",
-            "-n",
+            &["addr", "add", &format!("{HOST_UNDERLAY}/30"), "dev", &vh],
+        );
+        self.must_ip(
             &s,
-            "addr",
-            "add",
-            &format!("{SERVER_UNDERLAY}/30"),
-            "dev",
-            &vs,
-        ]);
-        self.must(&["ip", "-n", &h, "link", "set", &vh, "up"]);
-        self.must(&["ip", "-n", &s, "link", "set", &vs, "up"]);
+            &["addr", "add", &format!("{SERVER_UNDERLAY}/30"), "dev", &vs],
+        );
+        self.must_ip(&h, &["link", "set", &vh, "up"]);
+        self.must_ip(&s, &["link", "set", &vs, "up"]);
         // Public-looking addresses that are local to the host netns (see `bridge::PUBLIC_V4`).
         for addr in [format!("{PUBLIC_V4}/32"), format!("{PUBLIC_V6}/128")] {
-            self.must(&["ip", "-n", &h, "addr", "add", &addr, "dev", "lo"]);
+            self.must_ip(&h, &["addr", "add", &addr, "dev", "lo"]);
         }
     }
 }

@@ -170,27 +170,21 @@ impl PiaLab {
             addrs.push(&r.meta_ip);
         }
         for a in &addrs {
-            lab.must(&[
-                "ip",
-                "-n",
+            lab.must_ip(
                 &lab.server_ns,
-                "addr",
-                "add",
-                &format!("{a}/32"),
-                "dev",
-                "lo",
-            ]);
+                &["addr", "add", &format!("{a}/32"), "dev", "lo"],
+            );
         }
-        lab.must(&[
-            "ip",
-            "-n",
+        lab.must_ip(
             &lab.host_ns,
-            "route",
-            "add",
-            "198.18.1.0/24",
-            "via",
-            super::SERVER_UNDERLAY,
-        ]);
+            &[
+                "route",
+                "add",
+                "198.18.1.0/24",
+                "via",
+                super::SERVER_UNDERLAY,
+            ],
+        );
 
         // Keys and certificates.
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -480,9 +474,9 @@ impl PiaLab {
             ],
         ));
         let addr = format!("{}/32", field("peer_ip"));
-        lab.must(&["ip", "-n", &h, "addr", "add", &addr, "dev", &name]);
-        lab.must(&["ip", "-n", &h, "link", "set", &name, "up"]);
-        lab.must(&["ip", "-n", &h, "route", "add", "10.77.0.0/24", "dev", &name]);
+        lab.must_ip(&h, &["addr", "add", &addr, "dev", &name]);
+        lab.must_ip(&h, &["link", "set", &name, "up"]);
+        lab.must_ip(&h, &["route", "add", "10.77.0.0/24", "dev", &name]);
         name
     }
 }

@@ -92,28 +92,28 @@ impl Lab {
                 &allowed,
             ],
         ));
-        self.must(&[
-            "ip",
-            "-n",
+        self.must_ip(
             &s,
-            "addr",
-            "add",
-            &format!("{SERVER_TUNNEL_V4}/24"),
-            "dev",
-            &wgs,
-        ]);
-        self.must(&[
-            "ip",
-            "-n",
+            &[
+                "addr",
+                "add",
+                &format!("{SERVER_TUNNEL_V4}/24"),
+                "dev",
+                &wgs,
+            ],
+        );
+        self.must_ip(
             &s,
-            "addr",
-            "add",
-            &format!("{SERVER_TUNNEL_V6}/64"),
-            "dev",
-            &wgs,
-            "nodad",
-        ]);
-        self.must(&["ip", "-n", &s, "link", "set", &wgs, "up"]);
+            &[
+                "addr",
+                "add",
+                &format!("{SERVER_TUNNEL_V6}/64"),
+                "dev",
+                &wgs,
+                "nodad",
+            ],
+        );
+        self.must_ip(&s, &["link", "set", &wgs, "up"]);
 
         // Responder on the tunnel addresses.
         let addrs: Vec<SocketAddr> = vec![
@@ -168,40 +168,30 @@ impl Lab {
                 "10.77.0.0/24,fd77::/64",
             ],
         ));
-        self.must(&[
-            "ip",
-            "-n",
+        self.must_ip(
             &h,
-            "addr",
-            "add",
-            &format!("{CLIENT_TUNNEL_V4}/32"),
-            "dev",
-            &name,
-        ]);
-        self.must(&[
-            "ip",
-            "-n",
+            &[
+                "addr",
+                "add",
+                &format!("{CLIENT_TUNNEL_V4}/32"),
+                "dev",
+                &name,
+            ],
+        );
+        self.must_ip(
             &h,
-            "addr",
-            "add",
-            &format!("{CLIENT_TUNNEL_V6}/128"),
-            "dev",
-            &name,
-            "nodad",
-        ]);
-        self.must(&["ip", "-n", &h, "link", "set", &name, "up"]);
-        self.must(&["ip", "-n", &h, "route", "add", "10.77.0.0/24", "dev", &name]);
-        self.must(&[
-            "ip",
-            "-n",
-            &h,
-            "-6",
-            "route",
-            "add",
-            "fd77::/64",
-            "dev",
-            &name,
-        ]);
+            &[
+                "addr",
+                "add",
+                &format!("{CLIENT_TUNNEL_V6}/128"),
+                "dev",
+                &name,
+                "nodad",
+            ],
+        );
+        self.must_ip(&h, &["link", "set", &name, "up"]);
+        self.must_ip(&h, &["route", "add", "10.77.0.0/24", "dev", &name]);
+        self.must_ip(&h, &["-6", "route", "add", "fd77::/64", "dev", &name]);
         name
     }
 
