@@ -12,7 +12,6 @@
 
 use crate::lab::*;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -92,10 +91,9 @@ impl Traces {
     }
 }
 
-/// (device, inode) of a namespace file: equal means the same namespace.
+/// [`ns_id`] of a namespace file that must exist.
 fn ns(path: &str) -> (u64, u64) {
-    let m = fs::metadata(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    (m.dev(), m.ino())
+    ns_id(path).unwrap_or_else(|| panic!("{path}: no such namespace file"))
 }
 
 fn save_fixture(name: &str, text: &str) {

@@ -47,22 +47,6 @@ impl Drop for Bystanders {
     }
 }
 
-fn argv_of(pid: u32) -> Vec<String> {
-    fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
-}
-
-fn alive(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
-        .unwrap_or(false)
-}
-
 fn record_json(lab: &Lab, id: &str) -> serde_json::Value {
     let text = fs::read_to_string(lab.record_path(id))
         .unwrap_or_else(|e| panic!("no record for {id}: {e}"));

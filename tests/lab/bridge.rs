@@ -15,8 +15,8 @@
 //! public-looking pair comes from the documentation prefixes 203.0.113.0/24 and 2001:db8::/32.
 
 use super::{
-    find_podman_helper, lab_path, netns_path, ns_id, processes_mentioning, resolve_tool, run_cmd,
-    Lab, PODMAN_HELPER_DIRS,
+    alive, find_podman_helper, lab_path, netns_path, ns_id, processes_mentioning, resolve_tool,
+    run_cmd, Lab, PODMAN_HELPER_DIRS,
 };
 use std::fmt;
 use std::fs::{self, File};
@@ -208,18 +208,6 @@ impl Lab {
                 thread::sleep(Duration::from_millis(20));
             }
         }
-    }
-}
-
-/// True while `pid` exists and is not a zombie.
-fn alive(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name, which may itself hold spaces or parentheses.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
     }
 }
 

@@ -139,6 +139,28 @@ pub(super) fn stop_child(what: &str, child: &mut Child) {
     let _ = child.wait();
 }
 
+/// The arguments process `pid` runs with (none when it is gone, or a kernel thread).
+pub fn argv_of(pid: u32) -> Vec<String> {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name, which may itself hold spaces or parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
 /// (pid, argv) of every process with an argument containing `needle`.
 pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
     let mut found = Vec::new();
@@ -153,14 +175,7 @@ pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
         if pid == me {
             continue;
         }
-        let Ok(raw) = fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = raw
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
+        let args = argv_of(pid);
         if args.iter().any(|a| a.contains(needle)) {
             found.push((pid, args.join(" ")));
         }

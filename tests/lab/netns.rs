@@ -14,7 +14,7 @@ pub(super) fn netns_path(ns: &str) -> String {
 }
 
 /// (device, inode) of a namespace file such as `/proc/PID/ns/net` or a netns bind mount: equal means same netns.
-pub(super) fn ns_id(path: &str) -> Option<(u64, u64)> {
+pub fn ns_id(path: &str) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
