@@ -7,9 +7,9 @@ use crate::lab::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// A TOML string (JSON's escaping is TOML's for these paths and URLs).
+/// A TOML string.
 fn q(s: impl AsRef<str>) -> String {
-    toml_quote(s.as_ref())
+    toml_str(s.as_ref())
 }
 
 fn q_path(p: &Path) -> String {

@@ -445,7 +445,8 @@ pub(super) fn record_host_link(path: &Path) -> Option<String> {
     Some(record["host_link"].as_str()?.to_owned())
 }
 
-pub(super) fn toml_str(s: &str) -> String {
+/// `s` as a TOML basic string (quotes, backslashes and control characters escaped).
+pub fn toml_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {

@@ -18,7 +18,7 @@
 //! HTTP is a minimal HTTP/1.1: one request per connection (`Connection: close`), Content-Length bodies.
 
 use super::{
-    bind_in_netns, netns_path, run_cmd, write_file, Lab, LabProfile, Policy, DNS_SERVER,
+    bind_in_netns, netns_path, run_cmd, toml_str, write_file, Lab, LabProfile, Policy, DNS_SERVER,
     SERVER_PORT,
 };
 use base64::engine::general_purpose::STANDARD as B64;
@@ -359,20 +359,20 @@ impl PiaLab {
             "pia.cred",
             &format!(
                 "username = {}\npassword = {}\n",
-                toml_quote(PIA_USERNAME),
-                toml_quote(PIA_PASSWORD)
+                toml_str(PIA_USERNAME),
+                toml_str(PIA_PASSWORD)
             ),
             0o600,
         );
-        let path = |p: &std::path::Path| toml_quote(&p.to_string_lossy());
+        let path = |p: &std::path::Path| toml_str(&p.to_string_lossy());
         let mut profile = LabProfile::provider("pia", "pia")
             .with("credentials", &path(&credentials))
             .with("ca", &path(&self.ca_path()))
             .with("api_ca", &path(&self.ca_path()))
             .with("regions_key", &path(&self.regions_key_path()))
-            .with("token_url", &toml_quote(&self.token_url()))
-            .with("server_list_url", &toml_quote(&self.server_list_url()))
-            .with("dedicated_ip_url", &toml_quote(&self.dedicated_ip_url()));
+            .with("token_url", &toml_str(&self.token_url()))
+            .with("server_list_url", &toml_str(&self.server_list_url()))
+            .with("dedicated_ip_url", &toml_str(&self.dedicated_ip_url()));
         let mut has_regions = false;
         for (key, value) in extra {
             has_regions |= *key == "regions";
@@ -1303,9 +1303,4 @@ fn bind_port(shared: &Shared, req: &Request) -> (u16, Value) {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A TOML basic string for `s` (JSON's escaping is TOML's for the lab's paths, URLs and credentials).
-pub fn toml_quote(s: &str) -> String {
-    serde_json::to_string(s).expect("a string serializes")
 }
