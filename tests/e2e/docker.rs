@@ -11,9 +11,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const WRAPPER: &str = env!("CARGO_BIN_EXE_wg-oci-runtime");
-const PROBE: &str = "ping -c 1 -W 2 10.77.0.1 && nc -w 2 10.77.0.1 8080 </dev/null";
-
 /// A dockerd with two wrapper runtimes: `wg-lab` binds the lab's profile (for Docker before 24, which has no
 /// `--annotation`), `wg` enables only annotated containers.
 fn dockerd(lab: &Lab) -> (Dockerd, String) {
@@ -39,9 +36,9 @@ fn dockerd_with(lab: &Lab, bound: &[(&str, &str)]) -> (Dockerd, String) {
     let mut runtimes: Vec<(&str, &str, &[&str])> = bound
         .iter()
         .zip(&bound_args)
-        .map(|((name, _), args)| (*name, WRAPPER, &args[..]))
+        .map(|((name, _), args)| (*name, WRAPPER_BIN, &args[..]))
         .collect();
-    runtimes.push(("wg", WRAPPER, &plain));
+    runtimes.push(("wg", WRAPPER_BIN, &plain));
     let d = lab.start_dockerd(&runtimes);
     let image = d.import_busybox(lab);
     (d, image)
@@ -95,7 +92,14 @@ fn docker_run(
 fn docker_run_with_a_profile_bound_runtime_gets_the_tunnel_from_its_first_command() {
     let lab = Lab::new("docker_first_packet");
     let (d, image) = dockerd(&lab);
-    let (out, cid) = docker_run(&lab, &d, &image, "wg-lab", false, &["/bin/sh", "-c", PROBE]);
+    let (out, cid) = docker_run(
+        &lab,
+        &d,
+        &image,
+        "wg-lab",
+        false,
+        &["/bin/sh", "-c", TUNNEL_PROBE],
+    );
     assert!(
         out.stdout.contains(MARKER.trim_end()),
         "no answer through the tunnel\n{out}"
@@ -114,7 +118,7 @@ fn docker_rm_f_tears_the_tunnel_down() {
     let lab = Lab::new("docker_rm_f");
     let (d, image) = dockerd(&lab);
     let (_, cid) = docker_run(&lab, &d, &image, "wg-lab", true, &["sleep", "600"]);
-    d.docker(&["exec", &cid, "/bin/sh", "-c", PROBE])
+    d.docker(&["exec", &cid, "/bin/sh", "-c", TUNNEL_PROBE])
         .assert_success("the tunnel of a running container");
     assert!(
         lab.wait_for_record(&cid).is_some(),
@@ -215,7 +219,7 @@ fn docker_network_attached_after_the_hook_carries_nothing() {
         "-c",
         &leak_probe_script(&LATE_TARGETS),
     ]);
-    let tunnel = d.docker(&["exec", &cid, "/bin/sh", "-c", PROBE]);
+    let tunnel = d.docker(&["exec", &cid, "/bin/sh", "-c", TUNNEL_PROBE]);
     d.docker(&["rm", "-f", &cid]).assert_success("docker rm -f");
     let packets = capture.stop().not_from_capture_iface().ip_only();
     assert!(
@@ -241,13 +245,13 @@ fn podman_through_the_wrapper_without_hooks_d() {
     fs::write(
         &script,
         format!(
-            "#!/bin/sh\nexec {WRAPPER} --wg-policy={} --wg-hook={HOOK_BIN} \"$@\"\n",
+            "#!/bin/sh\nexec {WRAPPER_BIN} --wg-policy={} --wg-hook={HOOK_BIN} \"$@\"\n",
             lab.policy_path.display()
         ),
     )
     .unwrap();
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-    let run = lab.podman_run(&RunOpts::wg(PROBE).via(&script));
+    let run = lab.podman_run(&RunOpts::wg(TUNNEL_PROBE).via(&script));
     run.assert_success("podman --runtime wrapper");
     assert!(
         run.out.stdout.contains(MARKER.trim_end()),

@@ -60,8 +60,12 @@ pub use wireguard::*;
 
 /// The hook under test.
 pub const HOOK_BIN: &str = env!("CARGO_BIN_EXE_wg-oci-hook");
+/// The runtime wrapper under test.
+pub const WRAPPER_BIN: &str = env!("CARGO_BIN_EXE_wg-oci-runtime");
 /// What the TCP responder writes to every connection.
 pub const MARKER: &str = "hello-via-wg\n";
+/// A workload that pings the lab's server through the tunnel, then prints what its responder writes ([`MARKER`]).
+pub const TUNNEL_PROBE: &str = "ping -c 1 -W 2 10.77.0.1 && nc -w 2 10.77.0.1 8080 </dev/null";
 
 pub const HOST_UNDERLAY: &str = "198.18.0.1";
 pub const SERVER_UNDERLAY: &str = "198.18.0.2";
