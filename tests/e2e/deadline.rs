@@ -20,9 +20,8 @@ fn silent_resolver(lab: &Lab, opts: RunOpts) -> RunOpts {
                  \t}\n\
                  }\n";
     let rules_file = lab.write_file("dns-drop.nft", rules, 0o600);
-    let netns = format!("--net=/var/run/netns/{}", lab.server_ns);
     let rules_path = rules_file.to_string_lossy();
-    lab.run(&["nsenter", &netns, "nft", "-f", &rules_path])
+    lab.run_in(&lab.server_ns, &["nft", "-f", &rules_path])
         .assert_success("dropping DNS in the lab's server netns");
     let resolv = lab.write_file(
         "silent-resolv.conf",

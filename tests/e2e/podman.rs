@@ -619,8 +619,7 @@ fn poststop_stops_a_daemon_whose_pid_a_killed_create_did_not_record() {
         .create(&lab.state_dir)
         .unwrap();
     std::fs::write(lab.record_path(id), record.to_string()).unwrap();
-    let netns = format!("--net=/var/run/netns/{}", lab.host_ns);
-    lab.run(&["nsenter", &netns, &wireguard_go, &name])
+    lab.run_in(&lab.host_ns, &[&wireguard_go, &name])
         .assert_success("starting the daemon the killed create left");
     let mut bystander = std::process::Command::new("sh")
         .args(["-c", "sleep 600; :", "sh", &name])

@@ -14,6 +14,7 @@
 //! Every address used is lab-only: the gateways' prefixes exist only in the lab's host netns, and the
 //! public-looking pair comes from the documentation prefixes 203.0.113.0/24 and 2001:db8::/32.
 
+use super::netns::nsenter;
 use super::{
     alive, find_podman_helper, lab_path, netns_path, ns_id, processes_mentioning, resolve_tool,
     run_cmd, Lab, PODMAN_HELPER_DIRS,
@@ -22,7 +23,7 @@ use std::fmt;
 use std::fs::{self, File};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -352,9 +353,7 @@ impl Capture {
         let stderr = File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         // --immediate-mode: every packet reaches the file at once (none waits in the kernel's ring when tcpdump
         // is stopped); -U: flushed per packet; -Z root: no privilege drop (the lab dir is root's, 0700).
-        let child = Command::new("nsenter")
-            .env("PATH", lab_path())
-            .arg(format!("--net={}", netns_path(netns)))
+        let child = nsenter(netns)
             .args(["tcpdump", "-i", iface, "-n", "-U", "--immediate-mode"])
             .args(["-Z", "root", "-w"])
             .arg(&file)

@@ -28,6 +28,7 @@
 //! Paths are short on purpose: libnetwork listens on `<exec-root>/libnetwork/<64 hex>.sock`, so the exec-root
 //! must stay within [`EXEC_ROOT_MAX`] bytes for a unix socket path (107 bytes).
 
+use super::netns::in_netns;
 use super::{
     netns_path, output_with_stdin, processes_mentioning, remove_dir_all_retrying, resolve_tool,
     run_argv, sh_quote, unmount_under, write_file, CmdOutput, Lab, LAB_PATH,
@@ -404,16 +405,10 @@ impl Dockerd {
     /// dockerd's containers; pass `-n` again to look there). Give `ctr run` a `--fifo-dir` under the lab dir
     /// ([`Dockerd::scratch_dir`]) to keep its FIFOs out of `/run/containerd/fifo`.
     pub fn ctr(&self, args: &[&str]) -> CmdOutput {
-        let mut argv: Vec<String> = vec![
-            "nsenter".into(),
-            format!("--net={}", netns_path(&self.inner.host_ns)),
-            "ctr".into(),
-            "--address".into(),
-            self.inner.containerd_socket.to_string_lossy().into_owned(),
-            "-n".into(),
-            CTR_NAMESPACE.into(),
-        ];
-        argv.extend(args.iter().map(|a| a.to_string()));
+        let address = self.inner.containerd_socket.to_string_lossy();
+        let mut argv = vec!["ctr", "--address", &address, "-n", CTR_NAMESPACE];
+        argv.extend(args);
+        let argv = in_netns(&self.inner.host_ns, &argv);
         run_argv(&argv, &[])
     }
 
@@ -542,14 +537,10 @@ impl Drop for Dockerd {
 
 impl DockerdInner {
     fn cli(&self, args: &[&str]) -> CmdOutput {
-        let mut argv: Vec<String> = vec![
-            "nsenter".into(),
-            format!("--net={}", netns_path(&self.host_ns)),
-            self.cli_path.clone(),
-            "-H".into(),
-            format!("unix://{}", self.socket.display()),
-        ];
-        argv.extend(args.iter().map(|a| a.to_string()));
+        let host = format!("unix://{}", self.socket.display());
+        let mut argv = vec![self.cli_path.as_str(), "-H", &host];
+        argv.extend(args);
+        let argv = in_netns(&self.host_ns, &argv);
         run_argv(&argv, &[("DOCKER_CONFIG", &self.dir.join("cli"))])
     }
 

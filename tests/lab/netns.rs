@@ -27,6 +27,21 @@ pub fn parse_link_names(out: &str) -> Vec<String> {
         .collect()
 }
 
+/// `nsenter --net=<netns> ARGS...`: `ARGS` run in the lab netns `netns`.
+pub(super) fn in_netns(netns: &str, args: &[&str]) -> Vec<String> {
+    let mut argv = vec!["nsenter".to_owned(), format!("--net={}", netns_path(netns))];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    argv
+}
+
+/// `nsenter --net=<netns>` with the lab's PATH, to spawn a process the lab keeps running in the lab netns `netns`.
+pub(super) fn nsenter(netns: &str) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.env("PATH", lab_path())
+        .arg(format!("--net={}", netns_path(netns)));
+    cmd
+}
+
 /// `ip -n NETNS ARGS...`.
 fn ip_argv(netns: &str, args: &[&str]) -> Vec<String> {
     let mut argv = vec!["ip".to_owned(), "-n".to_owned(), netns.to_owned()];
@@ -98,9 +113,7 @@ impl Lab {
     }
 
     pub(super) fn spawn_in_host_ns(&self, what: &str, argv: &[&str]) -> u32 {
-        let child = Command::new("nsenter")
-            .env("PATH", lab_path())
-            .arg(format!("--net={}", netns_path(&self.host_ns)))
+        let child = nsenter(&self.host_ns)
             .args(argv)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -116,16 +129,16 @@ impl Lab {
     pub fn host_busybox(&self, args: &[&str]) -> CmdOutput {
         let mut argv = vec!["busybox"];
         argv.extend_from_slice(args);
-        self.run(&self.in_ns(&self.host_ns, &argv))
+        self.run_in(&self.host_ns, &argv)
     }
 
     /// From the lab's WireGuard server netns (so through the tunnel when `addr` is the container's tunnel
     /// address), a TCP connection to `addr` `port` with busybox nc, given 2 s to answer.
     pub fn nc_from_server(&self, addr: &str, port: &str) -> CmdOutput {
-        self.run(&self.in_ns(
+        self.run_in(
             &self.server_ns,
             &["busybox", "timeout", "3", "nc", "-w", "2", addr, port],
-        ))
+        )
     }
 
     /// Link names in the lab's host netns.
@@ -135,10 +148,15 @@ impl Lab {
         parse_link_names(&out.stdout)
     }
 
-    pub(super) fn in_ns(&self, ns: &str, args: &[&str]) -> Vec<String> {
-        let mut v = vec!["nsenter".to_owned(), format!("--net={}", netns_path(ns))];
-        v.extend(args.iter().map(|s| s.to_string()));
-        v
+    /// Runs `ARGS...` in the lab netns `netns` (through nsenter; bounded by a timeout, logged).
+    pub fn run_in(&self, netns: &str, args: &[&str]) -> CmdOutput {
+        self.run(&in_netns(netns, args))
+    }
+
+    /// `run_in` for the lab's setup: it must succeed.
+    #[track_caller]
+    pub(super) fn must_in(&self, netns: &str, args: &[&str]) -> CmdOutput {
+        self.must(&in_netns(netns, args))
     }
 
     /// The underlay: `lo` up in both namespaces, the veth pair between them (MTU as `opts` says), its addresses,

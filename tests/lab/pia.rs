@@ -17,6 +17,8 @@
 //!
 //! HTTP is a minimal HTTP/1.1: one request per connection (`Connection: close`), Content-Length bodies.
 
+use super::command::run_argv;
+use super::netns::in_netns;
 use super::{
     bind_in_netns, netns_path, run_cmd, toml_str, write_file, Lab, LabProfile, Policy, DNS_SERVER,
     SERVER_PORT,
@@ -457,7 +459,7 @@ impl PiaLab {
         lab.start_wireguard_go(&h, &name);
         let key_file = lab.write_file(&format!("{name}.key"), private_key, 0o600);
         let endpoint = format!("{}:{port}", field("server_ip"));
-        lab.must(&lab.in_ns(
+        lab.must_in(
             &h,
             &[
                 "wg",
@@ -472,7 +474,7 @@ impl PiaLab {
                 "allowed-ips",
                 "10.77.0.0/24",
             ],
-        ));
+        );
         let addr = format!("{}/32", field("peer_ip"));
         lab.must_ip(&h, &["addr", "add", &addr, "dev", &name]);
         lab.must_ip(&h, &["link", "set", &name, "up"]);
@@ -1194,17 +1196,21 @@ fn add_key_answer(
         format!("10.77.0.{}", 10 + n)
     };
     let allowed = format!("{peer_ip}/32");
-    let out = run_cmd(&[
-        "nsenter",
-        &format!("--net={}", netns_path(&shared.server_ns)),
-        "wg",
-        "set",
-        &shared.server_if,
-        "peer",
-        pubkey,
-        "allowed-ips",
-        &allowed,
-    ]);
+    let out = run_argv(
+        &in_netns(
+            &shared.server_ns,
+            &[
+                "wg",
+                "set",
+                &shared.server_if,
+                "peer",
+                pubkey,
+                "allowed-ips",
+                &allowed,
+            ],
+        ),
+        &[],
+    );
     if !out.success() {
         eprintln!("PIA lab: registering a key failed:\n{out}");
         return error("lab: wg set failed");

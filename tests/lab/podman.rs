@@ -4,7 +4,7 @@
 
 use super::command::{is_executable, sh_quote, CmdOutput};
 use super::hook::{toml_list, toml_str};
-use super::netns::netns_path;
+use super::netns::in_netns;
 use super::{write_file, Lab};
 use std::fmt;
 use std::fs;
@@ -282,11 +282,7 @@ impl Lab {
             argv.push("sh".into());
         }
         let p = |s: &str| self.podman_dir.join(s).to_string_lossy().into_owned();
-        argv.extend([
-            "nsenter".into(),
-            format!("--net={}", netns_path(&self.host_ns)),
-            "podman".into(),
-        ]);
+        argv.extend(in_netns(&self.host_ns, &["podman"]));
         for (flag, value) in [
             ("--root", p("root")),
             ("--runroot", p("rr")),

@@ -3,7 +3,7 @@
 //! TCP responder on the server's tunnel addresses that writes [`MARKER`] and records who connected.
 
 use super::command::{lab_path, output_with_stdin, run_cmd};
-use super::netns::netns_path;
+use super::netns::{netns_path, nsenter};
 use super::{
     write_file, Lab, CLIENT_TUNNEL_V4, CLIENT_TUNNEL_V6, DNS_SEARCH, DNS_SERVER, MARKER,
     RESPONDER_PORT, SERVER_PORT, SERVER_TUNNEL_V4, SERVER_TUNNEL_V6, SERVER_UNDERLAY,
@@ -76,7 +76,7 @@ impl Lab {
         let key_file = server_key_file.to_string_lossy().into_owned();
         let port = SERVER_PORT.to_string();
         let client_pub = self.client_public_key.clone();
-        self.must(&self.in_ns(
+        self.must_in(
             &s,
             &[
                 "wg",
@@ -91,7 +91,7 @@ impl Lab {
                 "allowed-ips",
                 &allowed,
             ],
-        ));
+        );
         self.must_ip(
             &s,
             &[
@@ -152,7 +152,7 @@ impl Lab {
         self.start_wireguard_go(&h, &name);
         let key_file = self.write_file("client.key", &self.client_private_key, 0o600);
         let endpoint = format!("{SERVER_UNDERLAY}:{SERVER_PORT}");
-        self.must(&self.in_ns(
+        self.must_in(
             &h,
             &[
                 "wg",
@@ -167,7 +167,7 @@ impl Lab {
                 "allowed-ips",
                 "10.77.0.0/24,fd77::/64",
             ],
-        ));
+        );
         self.must_ip(
             &h,
             &[
@@ -213,14 +213,8 @@ impl Lab {
 
     pub(super) fn start_wireguard_go(&self, ns: &str, ifname: &str) {
         let log = File::create(self.dir.join(format!("{ifname}.log"))).unwrap();
-        let child = Command::new("nsenter")
-            .env("PATH", lab_path())
-            .args([
-                &format!("--net={}", netns_path(ns)),
-                "wireguard-go",
-                "-f",
-                ifname,
-            ])
+        let child = nsenter(ns)
+            .args(["wireguard-go", "-f", ifname])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
