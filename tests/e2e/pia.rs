@@ -485,7 +485,9 @@ fn credentials_never_appear_in_logs_records_or_process_arguments() {
     policy.log_level = "trace".into();
     lab.write_policy(&policy);
     let pid = lab.spawn_netns_sleeper();
-    let id = "pia-direct-secrets";
+    // Named for this lab: the helpers are found machine-wide by the container id they name.
+    let id = format!("pia-direct-secrets-{}", lab.id);
+    let id = id.as_str();
     lab.track_container_id(id);
     let state = lab.fake_state(id, pid, &[("wg.enable", "true")]);
     let rootfs = lab.dir.join(format!("bundle-{id}/rootfs"));

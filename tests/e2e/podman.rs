@@ -547,7 +547,8 @@ fn auto_backend_chooses_by_what_the_kernel_can_do_and_says_why() {
             .assert_success("deleting the probe");
     }
     let pid = lab.spawn_netns_sleeper();
-    let id = "direct-auto";
+    let id = format!("direct-auto-{}", lab.id);
+    let id = id.as_str();
     let state = lab.fake_state(id, pid, &[("wg.enable", "true")]);
     let policy_path = lab.policy_path.to_string_lossy().into_owned();
     let out = lab.run_hook_direct(&["create-runtime", "--policy", &policy_path], &state);
