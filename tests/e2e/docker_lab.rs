@@ -46,11 +46,7 @@ impl Traces {
             }
         }
         for pid in &self.pids {
-            if Path::new(&format!("/proc/{pid}/cmdline")).exists()
-                && !fs::read(format!("/proc/{pid}/cmdline"))
-                    .unwrap_or_default()
-                    .is_empty()
-            {
+            if !argv_of(*pid).is_empty() {
                 left.push(format!("daemon pid {pid} still runs"));
             }
         }
@@ -112,16 +108,39 @@ fn calls_text(calls: &[RuntimeCall]) -> String {
         .collect()
 }
 
+/// A dockerd of `lab` with an extra runtime `lab-runc` (runc itself), and the lab's busybox image in it.
+fn lab_runc_dockerd(lab: &Lab) -> (Dockerd, String) {
+    let d = lab.start_dockerd(&[("lab-runc", &real_runc(), &[])]);
+    println!("dockerd + containerd answered after {:?}", d.startup());
+    let image = d.import_busybox(lab);
+    (d, image)
+}
+
+/// `docker run -d --runtime lab-runc --network none IMAGE /bin/sh -c 'sleep 300'`; returns the container id.
+fn start_sleeper(d: &Dockerd, image: &str) -> String {
+    let out = d.docker(&[
+        "run",
+        "-d",
+        "--runtime",
+        "lab-runc",
+        "--network",
+        "none",
+        image,
+        "/bin/sh",
+        "-c",
+        "sleep 300",
+    ]);
+    out.assert_success("docker run -d");
+    out.stdout.trim().to_owned()
+}
+
 /// dockerd with an extra runtime `lab-runc` (runc itself): a container prints and shows only `lo`; a sleeping
 /// one lives in a netns of its own; the lab's teardown then leaves nothing.
 #[test]
 fn dockerd_runs_busybox_through_an_extra_runtime() {
     let began = Instant::now();
     let lab = Lab::new("dockerd_runs_busybox_through_an_extra_runtime");
-    let runc = real_runc();
-    let d = lab.start_dockerd(&[("lab-runc", &runc, &[])]);
-    println!("dockerd + containerd answered after {:?}", d.startup());
-    let image = d.import_busybox(&lab);
+    let (d, image) = lab_runc_dockerd(&lab);
 
     let out = d.docker(&[
         "run",
@@ -139,20 +158,7 @@ fn dockerd_runs_busybox_through_an_extra_runtime() {
     assert!(out.stdout.contains("hello-from-docker\n"), "{out}");
     assert_eq!(parse_link_names(&out.stdout), ["lo"], "{out}");
 
-    let out = d.docker(&[
-        "run",
-        "-d",
-        "--runtime",
-        "lab-runc",
-        "--network",
-        "none",
-        &image,
-        "/bin/sh",
-        "-c",
-        "sleep 300",
-    ]);
-    out.assert_success("docker run -d");
-    let cid = out.stdout.trim().to_owned();
+    let cid = start_sleeper(&d, &image);
     let out = d.docker(&[
         "inspect",
         "-f",
@@ -222,26 +228,14 @@ fn a_dockerd_that_fails_to_start_is_reported_and_cleaned_up() {
 #[test]
 fn lab_teardown_stops_a_running_dockerd_and_its_container() {
     let lab = Lab::new("lab_teardown_stops_a_running_dockerd_and_its_container");
-    let runc = real_runc();
-    let d = lab.start_dockerd(&[("lab-runc", &runc, &[])]);
-    println!("dockerd + containerd answered after {:?}", d.startup());
-    let image = d.import_busybox(&lab);
-    let out = d.docker(&[
-        "run",
-        "-d",
-        "--runtime",
-        "lab-runc",
-        "--network",
-        "none",
-        &image,
-        "/bin/sh",
-        "-c",
-        "sleep 300",
-    ]);
-    out.assert_success("docker run -d");
-    let cid = out.stdout.trim().to_owned();
+    let (d, image) = lab_runc_dockerd(&lab);
+    let cid = start_sleeper(&d, &image);
     let pid = d.docker(&["inspect", "-f", "{{.State.Pid}}", &cid]);
-    let pid = pid.stdout.trim().to_owned();
+    let pid: u32 = pid
+        .stdout
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("docker inspect's pid: {e}\n{pid}"));
     let shims = processes_mentioning(&d.containerd_socket().to_string_lossy());
     assert!(
         shims
@@ -258,11 +252,7 @@ fn lab_teardown_stops_a_running_dockerd_and_its_container() {
     );
     traces.assert_gone();
     assert!(
-        !Path::new(&format!("/proc/{pid}/cmdline")).exists() || {
-            fs::read(format!("/proc/{pid}/cmdline"))
-                .unwrap_or_default()
-                .is_empty()
-        },
+        argv_of(pid).is_empty(),
         "the container's process {pid} survived"
     );
     drop(d); // already torn down by the lab: a no-op
