@@ -241,10 +241,7 @@ fn poststop_spares_a_process_that_took_over_the_recorded_pid() {
         "poststop killed {impostor}, which only took over the recorded pid\n{out}"
     );
     // The real daemon, which the doctored record no longer names, is the test's to stop.
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+    kill(daemon, nix::sys::signal::Signal::SIGKILL);
     let _ = fs::remove_file(format!("/var/run/wireguard/{link}.sock"));
     lab.assert_nothing_left(&id);
 }

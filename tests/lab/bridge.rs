@@ -14,6 +14,7 @@
 //! Every address used is lab-only: the gateways' prefixes exist only in the lab's host netns, and the
 //! public-looking pair comes from the documentation prefixes 203.0.113.0/24 and 2001:db8::/32.
 
+use super::command::kill;
 use super::netns::nsenter;
 use super::{
     alive, find_podman_helper, lab_path, netns_path, ns_id, processes_mentioning, resolve_tool,
@@ -202,7 +203,7 @@ impl Lab {
                 return;
             }
             for pid in &pids {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), sig);
+                kill(*pid, sig);
             }
             let deadline = Instant::now() + Duration::from_secs(2);
             while Instant::now() < deadline && pids.iter().any(|p| alive(*p)) {
@@ -449,7 +450,7 @@ impl Capture {
             if child.try_wait().ok().flatten().is_some() {
                 return;
             }
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig);
+            kill(child.id(), sig);
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if child.try_wait().ok().flatten().is_some() {

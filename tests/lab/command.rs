@@ -1,6 +1,7 @@
 //! Running commands for the lab: every command bounded by a timeout, with the lab's PATH, its output kept as a
 //! [`CmdOutput`]; and finding the machine's processes by their arguments.
 
+use nix::sys::signal::Signal;
 use std::fmt;
 use std::fs;
 use std::io::Write;
@@ -121,12 +122,16 @@ pub(super) fn output_with_stdin(mut cmd: Command, stdin: &[u8], cmdline: &str) -
     }
 }
 
+/// Sends `sig` to `pid`, if it is still there.
+pub fn kill(pid: u32, sig: Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
 pub(super) fn stop_child(what: &str, child: &mut Child) {
     if child.try_wait().ok().flatten().is_some() {
         return;
     }
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    kill(child.id(), Signal::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
         if child.try_wait().ok().flatten().is_some() {
@@ -134,7 +139,7 @@ pub(super) fn stop_child(what: &str, child: &mut Child) {
         }
         thread::sleep(Duration::from_millis(10));
     }
-    eprintln!("lab: {what} ({pid}) ignored SIGTERM; killing it");
+    eprintln!("lab: {what} ({}) ignored SIGTERM; killing it", child.id());
     let _ = child.kill();
     let _ = child.wait();
 }

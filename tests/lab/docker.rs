@@ -28,6 +28,7 @@
 //! Paths are short on purpose: libnetwork listens on `<exec-root>/libnetwork/<64 hex>.sock`, so the exec-root
 //! must stay within [`EXEC_ROOT_MAX`] bytes for a unix socket path (107 bytes).
 
+use super::command::kill;
 use super::netns::in_netns;
 use super::{
     netns_path, output_with_stdin, processes_mentioning, remove_dir_all_retrying, resolve_tool,
@@ -796,10 +797,6 @@ fn stop_daemon(
     ));
     let _ = child.kill();
     let _ = child.wait();
-}
-
-fn kill(pid: u32, sig: nix::sys::signal::Signal) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
 }
 
 fn child_pid(slot: &Mutex<Option<Child>>) -> u32 {

@@ -27,6 +27,7 @@
 //! `bridge.rs` (bridge networks, captures, leak probes), `docker.rs` (dockerd and containerd), `pia.rs` (the PIA
 //! server); `command.rs` runs every command.
 
+use nix::sys::signal::Signal;
 use std::collections::hash_map::RandomState;
 use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
@@ -308,10 +309,7 @@ impl Drop for Lab {
                     problems.push(format!(
                         "killing a lab process that did not finish: {pid} {argv}"
                     ));
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid as i32),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+                    kill(pid, Signal::SIGKILL);
                 }
                 break;
             }
@@ -328,19 +326,13 @@ impl Drop for Lab {
         // 4. Whatever the hook left for containers of this lab (their tests have failed already if so).
         let mut names: Vec<String> = Vec::new();
         for (pid, _, name) in self.hook_daemons() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            kill(pid, Signal::SIGKILL);
             names.push(name);
         }
         names.extend(self.known_links.lock().unwrap().drain(..).map(|(_, n)| n));
         for cid in self.seen_cids.lock().unwrap().iter() {
             for (pid, _) in port_forward_helpers(cid) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                kill(pid, Signal::SIGKILL);
             }
         }
         for name in names {
