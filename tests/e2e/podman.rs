@@ -622,10 +622,8 @@ fn poststop_stops_a_daemon_whose_pid_a_killed_create_did_not_record() {
     std::fs::write(lab.record_path(id), record.to_string()).unwrap();
     lab.run_in(&lab.host_ns, &[&wireguard_go, &name])
         .assert_success("starting the daemon the killed create left");
-    let mut bystander = std::process::Command::new("sh")
-        .args(["-c", "sleep 600; :", "sh", &name])
-        .spawn()
-        .unwrap();
+    let mut bystanders = Bystanders::default();
+    let bystander = bystanders.spawn(&name);
     assert!(
         lab.host_links().contains(&name),
         "the orphan's link is missing: {:?}",
@@ -639,9 +637,8 @@ fn poststop_stops_a_daemon_whose_pid_a_killed_create_did_not_record() {
     let state = lab.fake_state(id, pid, &[("wg.enable", "true")]);
     let policy_path = lab.policy_path.to_string_lossy().into_owned();
     let out = lab.run_hook_direct(&["poststop", "--policy", &policy_path], &state);
-    let spared = bystander.try_wait().unwrap().is_none();
-    let _ = bystander.kill();
-    let _ = bystander.wait();
+    let spared = alive(bystander);
+    drop(bystanders);
     assert!(out.success(), "poststop\n{out}");
     assert!(
         spared,

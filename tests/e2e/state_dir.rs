@@ -7,45 +7,7 @@
 use crate::lab::*;
 use std::fs;
 use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// Processes started by a test, killed when it ends, pass or fail.
-struct Bystanders(Vec<Child>);
-
-impl Bystanders {
-    /// `sh -c 'sleep 600; :' sh ARG`: an unrelated process whose argv holds `arg` (the `; :` keeps sh from
-    /// exec'ing sleep, so the argv stays). Returns once it runs.
-    fn spawn(&mut self, arg: &str) -> u32 {
-        let child = Command::new("sh")
-            .args(["-c", "sleep 600; :", "sh", arg])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawning a bystander");
-        let pid = child.id();
-        self.0.push(child);
-        let start = Instant::now();
-        while !argv_of(pid).iter().any(|a| a == arg) {
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "bystander never ran"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        pid
-    }
-}
-
-impl Drop for Bystanders {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+use std::time::Duration;
 
 fn record_json(lab: &Lab, id: &str) -> serde_json::Value {
     let text = fs::read_to_string(lab.record_path(id))
@@ -178,7 +140,7 @@ fn a_recordless_poststop_spares_every_process_whatever_its_argv() {
     let victim_daemon = recorded_daemon_pid(&record);
     let crafted = format!("crafted-{}", lab.id);
     lab.track_container_id(&crafted);
-    let mut bystanders = Bystanders(Vec::new());
+    let mut bystanders = Bystanders::default();
     let near_victim = bystanders.spawn(&victim_link);
     let near_crafted = bystanders.spawn(&fnv_link_name(&crafted));
 
@@ -229,7 +191,7 @@ fn poststop_spares_a_process_that_took_over_the_recorded_pid() {
     let mut record = record_json(&lab, &id);
     let daemon = recorded_daemon_pid(&record);
     let link = record["host_link"].as_str().unwrap().to_owned();
-    let mut bystanders = Bystanders(Vec::new());
+    let mut bystanders = Bystanders::default();
     let impostor = bystanders.spawn(&link);
     set_recorded_daemon_pid(&mut record, impostor);
     fs::write(lab.record_path(&id), record.to_string()).unwrap();

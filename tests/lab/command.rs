@@ -6,6 +6,7 @@ use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -119,6 +120,50 @@ pub(super) fn output_with_stdin(mut cmd: Command, stdin: &[u8], cmdline: &str) -
         status: out.status,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Processes started by a test, killed when it ends, pass or fail.
+#[derive(Default)]
+pub struct Bystanders(Vec<Child>);
+
+impl Bystanders {
+    /// `sh -c 'sleep 600; :' sh ARG`: an unrelated process whose argv holds `arg` (the `; :` keeps sh from
+    /// exec'ing sleep, so the argv stays), in a process group of its own with no stdio of ours. Returns its pid
+    /// once it runs.
+    pub fn spawn(&mut self, arg: &str) -> u32 {
+        let child = Command::new("sh")
+            .args(["-c", "sleep 600; :", "sh", arg])
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning a bystander");
+        let pid = child.id();
+        self.0.push(child);
+        let start = Instant::now();
+        while !argv_of(pid).iter().any(|a| a == arg) {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "bystander never ran"
+            );
+            thread::sleep(Duration::from_millis(2));
+        }
+        pid
+    }
+}
+
+impl Drop for Bystanders {
+    /// Kills each bystander's whole process group: its `sleep` too, which would otherwise outlive it.
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                Signal::SIGKILL,
+            );
+            let _ = child.wait();
+        }
     }
 }
 
