@@ -14,15 +14,17 @@
 //! Every address used is lab-only: the gateways' prefixes exist only in the lab's host netns, and the
 //! public-looking pair comes from the documentation prefixes 203.0.113.0/24 and 2001:db8::/32.
 
+use super::command::kill;
+use super::netns::nsenter;
 use super::{
-    find_podman_helper, lab_path, netns_path, ns_id, processes_mentioning, resolve_tool, run_cmd,
-    Lab, PODMAN_HELPER_DIRS,
+    alive, find_podman_helper, lab_path, netns_path, ns_id, processes_mentioning, resolve_tool,
+    run_cmd, Lab, PODMAN_HELPER_DIRS,
 };
 use std::fmt;
 use std::fs::{self, File};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -57,8 +59,6 @@ pub struct BridgeNet {
     pub gateway6: String,
     /// The IPv4 subnet (`10.89.N.0/24`).
     pub subnet4: String,
-    /// The IPv6 subnet (`fd89:N::/64`).
-    pub subnet6: String,
 }
 
 impl Lab {
@@ -126,7 +126,6 @@ impl Lab {
             gateway4,
             gateway6,
             subnet4,
-            subnet6,
         };
         self.ensure_bridge(&net);
         self.bridges.lock().unwrap().push(net.clone());
@@ -151,36 +150,26 @@ impl Lab {
             format!("{}/24", net.gateway4),
             format!("{}/64", net.gateway6),
         );
-        self.must(&[
-            "ip",
-            "-n",
+        self.must_ip(
             &h,
-            "link",
-            "add",
-            &net.bridge,
-            "address",
-            &net.bridge_mac,
-            "type",
-            "bridge",
-        ]);
-        self.must(&["ip", "-n", &h, "addr", "add", &gw4, "dev", &net.bridge]);
-        self.must(&[
-            "ip",
-            "-n",
-            &h,
-            "addr",
-            "add",
-            &gw6,
-            "dev",
-            &net.bridge,
-            "nodad",
-        ]);
-        self.must(&["ip", "-n", &h, "link", "set", &net.bridge, "up"]);
+            &[
+                "link",
+                "add",
+                &net.bridge,
+                "address",
+                &net.bridge_mac,
+                "type",
+                "bridge",
+            ],
+        );
+        self.must_ip(&h, &["addr", "add", &gw4, "dev", &net.bridge]);
+        self.must_ip(&h, &["addr", "add", &gw6, "dev", &net.bridge, "nodad"]);
+        self.must_ip(&h, &["link", "set", &net.bridge, "up"]);
     }
 
     /// The MAC address (lowercase) of link `iface` in netns `netns`, or `None` when there is no such link.
     pub fn link_mac(&self, netns: &str, iface: &str) -> Option<String> {
-        let out = self.run(&["ip", "-n", netns, "-o", "link", "show", "dev", iface]);
+        let out = self.ip(netns, &["-o", "link", "show", "dev", iface]);
         if !out.success() {
             return None;
         }
@@ -214,25 +203,13 @@ impl Lab {
                 return;
             }
             for pid in &pids {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), sig);
+                kill(*pid, sig);
             }
             let deadline = Instant::now() + Duration::from_secs(2);
             while Instant::now() < deadline && pids.iter().any(|p| alive(*p)) {
                 thread::sleep(Duration::from_millis(20));
             }
         }
-    }
-}
-
-/// True while `pid` exists and is not a zombie.
-fn alive(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name, which may itself hold spaces or parentheses.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
     }
 }
 
@@ -251,36 +228,17 @@ impl Lab {
         let h = self.host_ns.clone();
         for argv in [
             vec![
-                "ip", "-n", &h, "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+                "link", "add", &outer, "type", "veth", "peer", "name", &inner,
             ],
-            vec![
-                "ip",
-                "-n",
-                &h,
-                "addr",
-                "add",
-                "172.31.9.1/24",
-                "dev",
-                &outer,
-            ],
-            vec![
-                "ip",
-                "-n",
-                &h,
-                "addr",
-                "add",
-                "fd31:9::1/64",
-                "dev",
-                &outer,
-                "nodad",
-            ],
-            vec!["ip", "-n", &h, "link", "set", &outer, "up"],
+            vec!["addr", "add", "172.31.9.1/24", "dev", &outer],
+            vec!["addr", "add", "fd31:9::1/64", "dev", &outer, "nodad"],
+            vec!["link", "set", &outer, "up"],
         ] {
-            self.run(&argv)
+            self.ip(&h, &argv)
                 .assert_success("the late network's host side");
         }
         let capture = Capture::start(self, &h, &outer);
-        self.run(&["ip", "-n", &h, "link", "set", &inner, "netns", pid])
+        self.ip(&h, &["link", "set", &inner, "netns", pid])
             .assert_success("moving the late link into the container");
         let netns = format!("--net=/proc/{pid}/ns/net");
         // An engine that attaches an IPv6 network enables IPv6 on its link (Docker disables it in the netns
@@ -396,9 +354,7 @@ impl Capture {
         let stderr = File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         // --immediate-mode: every packet reaches the file at once (none waits in the kernel's ring when tcpdump
         // is stopped); -U: flushed per packet; -Z root: no privilege drop (the lab dir is root's, 0700).
-        let child = Command::new("nsenter")
-            .env("PATH", lab_path())
-            .arg(format!("--net={}", netns_path(netns)))
+        let child = nsenter(netns)
             .args(["tcpdump", "-i", iface, "-n", "-U", "--immediate-mode"])
             .args(["-Z", "root", "-w"])
             .arg(&file)
@@ -494,7 +450,7 @@ impl Capture {
             if child.try_wait().ok().flatten().is_some() {
                 return;
             }
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig);
+            kill(child.id(), sig);
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if child.try_wait().ok().flatten().is_some() {
@@ -661,13 +617,6 @@ impl Packets {
         }
     }
 
-    /// Packets sent by `mac`.
-    #[allow(clippy::wrong_self_convention)] // a filter named as asked for, not a constructor
-    pub fn from_mac(&self, mac: &str) -> Packets {
-        let mac = mac.to_ascii_lowercase();
-        self.filter(&format!("from {mac}"), |p| p.src_mac == mac)
-    }
-
     /// Packets not sent by `mac` (on a lab bridge with one container: the container's).
     pub fn not_from(&self, mac: &str) -> Packets {
         let mac = mac.to_ascii_lowercase();
@@ -683,18 +632,6 @@ impl Packets {
             self.iface
         );
         self.not_from(&self.iface_mac.clone())
-    }
-
-    /// Packets not sent by link `iface` of netns `netns`: its MAC as recorded at capture start when it is the
-    /// captured interface, else as it is now (panics if it is gone).
-    pub fn not_from_host_side(&self, lab: &Lab, netns: &str, iface: &str) -> Packets {
-        if netns == self.netns && iface == self.iface && !self.iface_mac.is_empty() {
-            return self.not_from_capture_iface();
-        }
-        let mac = lab
-            .link_mac(netns, iface)
-            .unwrap_or_else(|| panic!("no link {iface} with a MAC in {netns}"));
-        self.not_from(&mac)
     }
 
     /// Packets captured at or after `t` (seconds since the epoch, the clock tcpdump stamps with).
@@ -715,11 +652,6 @@ impl Packets {
     /// Without the kernel's link-level control traffic (see [`Packet::is_link_control`]).
     pub fn without_link_control(&self) -> Packets {
         self.filter("without link control", |p| !p.is_link_control())
-    }
-
-    /// IPv4 packets.
-    pub fn ipv4_only(&self) -> Packets {
-        self.filter("IPv4 only", |p| p.ethertype == "IPv4")
     }
 
     /// IPv6 packets.
@@ -757,17 +689,6 @@ impl Packets {
     /// True when some packet is the probe `kind` (as for [`Packets::probe_kind`]).
     pub fn has_kind(&self, kind: &str) -> bool {
         !self.probe_kind(kind).is_empty()
-    }
-
-    /// The distinct source MACs, in order of first appearance.
-    pub fn src_macs(&self) -> Vec<String> {
-        let mut macs: Vec<String> = Vec::new();
-        for p in &self.packets {
-            if !macs.contains(&p.src_mac) {
-                macs.push(p.src_mac.clone());
-            }
-        }
-        macs
     }
 
     /// How many packets.

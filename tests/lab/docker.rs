@@ -28,9 +28,11 @@
 //! Paths are short on purpose: libnetwork listens on `<exec-root>/libnetwork/<64 hex>.sock`, so the exec-root
 //! must stay within [`EXEC_ROOT_MAX`] bytes for a unix socket path (107 bytes).
 
+use super::command::kill;
+use super::netns::in_netns;
 use super::{
-    netns_path, output_with_stdin, processes_mentioning, resolve_tool, run_argv, run_cmd, sh_quote,
-    write_file, CmdOutput, Lab, LAB_PATH,
+    netns_path, output_with_stdin, processes_mentioning, remove_dir_all_retrying, resolve_tool,
+    run_argv, sh_quote, unmount_under, write_file, CmdOutput, Lab, LAB_PATH,
 };
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read, Write};
@@ -38,7 +40,6 @@ use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -237,36 +238,6 @@ impl Lab {
         RuntimeLogger { path, log }
     }
 
-    /// Runs podman as [`Lab::podman`] does, but with `--runtime <runtime>` (a path) instead of runc and with an
-    /// empty hooks dir instead of the lab's, so the OCI runtime sees exactly what podman itself generates (for a
-    /// runtime wrapper that adds the hooks itself).
-    pub fn podman_via(&self, runtime: &Path, args: &[&str]) -> CmdOutput {
-        let no_hooks = self.dir.join("no-hooks.d");
-        let _ = fs::DirBuilder::new().mode(0o700).create(&no_hooks);
-        let mut argv = self.podman_base();
-        for (flag, value) in [
-            ("--runtime", runtime.to_string_lossy().into_owned()),
-            ("--hooks-dir", no_hooks.to_string_lossy().into_owned()),
-        ] {
-            let i = argv
-                .iter()
-                .position(|a| a == flag)
-                .unwrap_or_else(|| panic!("podman_base lacks {flag}"));
-            argv[i + 1] = value;
-        }
-        argv.extend(args.iter().map(|s| s.to_string()));
-        self.exec(
-            &argv,
-            &[("CONTAINERS_CONF", &self.podman_dir.join("containers.conf"))],
-        )
-    }
-
-    /// A fresh busybox rootfs dir under the lab dir (the one `podman_run` gives each container), for
-    /// `podman run --rootfs`.
-    pub fn new_rootfs(&self) -> PathBuf {
-        self.make_rootfs(self.runs.fetch_add(1, Ordering::SeqCst))
-    }
-
     /// Starts a dockerd of this lab (see the module doc) with the extra `runtimes`, each (name, absolute path,
     /// runtimeArgs), written to its daemon.json. Returns once `docker version` answers; panics with dockerd's
     /// and containerd's logs if that takes longer than 30 s or either exits.
@@ -435,16 +406,10 @@ impl Dockerd {
     /// dockerd's containers; pass `-n` again to look there). Give `ctr run` a `--fifo-dir` under the lab dir
     /// ([`Dockerd::scratch_dir`]) to keep its FIFOs out of `/run/containerd/fifo`.
     pub fn ctr(&self, args: &[&str]) -> CmdOutput {
-        let mut argv: Vec<String> = vec![
-            "nsenter".into(),
-            format!("--net={}", netns_path(&self.inner.host_ns)),
-            "ctr".into(),
-            "--address".into(),
-            self.inner.containerd_socket.to_string_lossy().into_owned(),
-            "-n".into(),
-            CTR_NAMESPACE.into(),
-        ];
-        argv.extend(args.iter().map(|a| a.to_string()));
+        let address = self.inner.containerd_socket.to_string_lossy();
+        let mut argv = vec!["ctr", "--address", &address, "-n", CTR_NAMESPACE];
+        argv.extend(args);
+        let argv = in_netns(&self.inner.host_ns, &argv);
         run_argv(&argv, &[])
     }
 
@@ -526,11 +491,6 @@ impl Dockerd {
         fs::read_to_string(self.inner.dir.join("dockerd.log")).unwrap_or_default()
     }
 
-    /// containerd's stdout and stderr so far.
-    pub fn containerd_log(&self) -> String {
-        fs::read_to_string(self.inner.dir.join("containerd.log")).unwrap_or_default()
-    }
-
     /// How long `start_dockerd` took, containerd included, until `docker version` answered.
     pub fn startup(&self) -> Duration {
         self.startup
@@ -546,11 +506,6 @@ impl Dockerd {
         child_pid(&self.inner.containerd)
     }
 
-    /// The docker API socket.
-    pub fn socket(&self) -> &Path {
-        &self.inner.socket
-    }
-
     /// The private containerd's gRPC socket.
     pub fn containerd_socket(&self) -> &Path {
         &self.inner.containerd_socket
@@ -559,11 +514,6 @@ impl Dockerd {
     /// dockerd's exec-root (its run state; containerd's state and socket are in it too).
     pub fn exec_root(&self) -> &Path {
         &self.inner.exec_root
-    }
-
-    /// dockerd's data-root.
-    pub fn data_root(&self) -> &Path {
-        &self.inner.data_root
     }
 
     /// A dir of this dockerd's own under the lab dir (containerd's and its shims' TMPDIR), removed with it.
@@ -588,14 +538,10 @@ impl Drop for Dockerd {
 
 impl DockerdInner {
     fn cli(&self, args: &[&str]) -> CmdOutput {
-        let mut argv: Vec<String> = vec![
-            "nsenter".into(),
-            format!("--net={}", netns_path(&self.host_ns)),
-            self.cli_path.clone(),
-            "-H".into(),
-            format!("unix://{}", self.socket.display()),
-        ];
-        argv.extend(args.iter().map(|a| a.to_string()));
+        let host = format!("unix://{}", self.socket.display());
+        let mut argv = vec![self.cli_path.as_str(), "-H", &host];
+        argv.extend(args);
+        let argv = in_netns(&self.host_ns, &argv);
         run_argv(&argv, &[("DOCKER_CONFIG", &self.dir.join("cli"))])
     }
 
@@ -742,27 +688,7 @@ impl DockerdInner {
         }
 
         // 5. Mounts under the dirs (the data-root is a shared bind mount of itself while dockerd runs).
-        let prefixes: Vec<String> = [&self.dir, &self.exec_root]
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect();
-        let mounts = run_cmd(&["findmnt", "-rn", "-o", "TARGET"]);
-        let mut under: Vec<&str> = mounts
-            .stdout
-            .lines()
-            .filter(|m| {
-                prefixes
-                    .iter()
-                    .any(|p| m == p || m.starts_with(&format!("{p}/")))
-            })
-            .collect();
-        under.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in under {
-            let out = run_cmd(&["umount", "-l", m]);
-            if !out.success() {
-                problems.push(format!("umount {m}:\n{out}"));
-            }
-        }
+        problems.extend(unmount_under(&[&self.dir, &self.exec_root]));
 
         // 6. Cgroups, deepest first.
         for dir in self.cgroup_dirs().into_iter().rev() {
@@ -873,10 +799,6 @@ fn stop_daemon(
     let _ = child.wait();
 }
 
-fn kill(pid: u32, sig: nix::sys::signal::Signal) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
-}
-
 fn child_pid(slot: &Mutex<Option<Child>>) -> u32 {
     slot.lock()
         .unwrap()
@@ -913,18 +835,6 @@ fn ping(socket: &Path) -> bool {
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-fn remove_dir_all_retrying(dir: &Path) -> std::io::Result<()> {
-    for attempt in 1..=5 {
-        match fs::remove_dir_all(dir) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) if attempt == 5 => return Err(e),
-            Err(_) => thread::sleep(Duration::from_millis(200)),
-        }
-    }
-    Ok(())
 }
 
 /// runc's real path (symlinks resolved).

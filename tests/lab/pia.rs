@@ -17,8 +17,10 @@
 //!
 //! HTTP is a minimal HTTP/1.1: one request per connection (`Connection: close`), Content-Length bodies.
 
+use super::command::run_argv;
+use super::netns::in_netns;
 use super::{
-    bind_in_netns, netns_path, run_cmd, write_file, Lab, LabProfile, Policy, DNS_SERVER,
+    bind_in_netns, netns_path, run_cmd, toml_str, write_file, Lab, LabProfile, Policy, DNS_SERVER,
     SERVER_PORT,
 };
 use base64::engine::general_purpose::STANDARD as B64;
@@ -170,27 +172,21 @@ impl PiaLab {
             addrs.push(&r.meta_ip);
         }
         for a in &addrs {
-            lab.must(&[
-                "ip",
-                "-n",
+            lab.must_ip(
                 &lab.server_ns,
-                "addr",
-                "add",
-                &format!("{a}/32"),
-                "dev",
-                "lo",
-            ]);
+                &["addr", "add", &format!("{a}/32"), "dev", "lo"],
+            );
         }
-        lab.must(&[
-            "ip",
-            "-n",
+        lab.must_ip(
             &lab.host_ns,
-            "route",
-            "add",
-            "198.18.1.0/24",
-            "via",
-            super::SERVER_UNDERLAY,
-        ]);
+            &[
+                "route",
+                "add",
+                "198.18.1.0/24",
+                "via",
+                super::SERVER_UNDERLAY,
+            ],
+        );
 
         // Keys and certificates.
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -365,20 +361,20 @@ impl PiaLab {
             "pia.cred",
             &format!(
                 "username = {}\npassword = {}\n",
-                toml_quote(PIA_USERNAME),
-                toml_quote(PIA_PASSWORD)
+                toml_str(PIA_USERNAME),
+                toml_str(PIA_PASSWORD)
             ),
             0o600,
         );
-        let path = |p: &std::path::Path| toml_quote(&p.to_string_lossy());
+        let path = |p: &std::path::Path| toml_str(&p.to_string_lossy());
         let mut profile = LabProfile::provider("pia", "pia")
             .with("credentials", &path(&credentials))
             .with("ca", &path(&self.ca_path()))
             .with("api_ca", &path(&self.ca_path()))
             .with("regions_key", &path(&self.regions_key_path()))
-            .with("token_url", &toml_quote(&self.token_url()))
-            .with("server_list_url", &toml_quote(&self.server_list_url()))
-            .with("dedicated_ip_url", &toml_quote(&self.dedicated_ip_url()));
+            .with("token_url", &toml_str(&self.token_url()))
+            .with("server_list_url", &toml_str(&self.server_list_url()))
+            .with("dedicated_ip_url", &toml_str(&self.dedicated_ip_url()));
         let mut has_regions = false;
         for (key, value) in extra {
             has_regions |= *key == "regions";
@@ -463,7 +459,7 @@ impl PiaLab {
         lab.start_wireguard_go(&h, &name);
         let key_file = lab.write_file(&format!("{name}.key"), private_key, 0o600);
         let endpoint = format!("{}:{port}", field("server_ip"));
-        lab.must(&lab.in_ns(
+        lab.must_in(
             &h,
             &[
                 "wg",
@@ -478,11 +474,11 @@ impl PiaLab {
                 "allowed-ips",
                 "10.77.0.0/24",
             ],
-        ));
+        );
         let addr = format!("{}/32", field("peer_ip"));
-        lab.must(&["ip", "-n", &h, "addr", "add", &addr, "dev", &name]);
-        lab.must(&["ip", "-n", &h, "link", "set", &name, "up"]);
-        lab.must(&["ip", "-n", &h, "route", "add", "10.77.0.0/24", "dev", &name]);
+        lab.must_ip(&h, &["addr", "add", &addr, "dev", &name]);
+        lab.must_ip(&h, &["link", "set", &name, "up"]);
+        lab.must_ip(&h, &["route", "add", "10.77.0.0/24", "dev", &name]);
         name
     }
 }
@@ -1200,17 +1196,21 @@ fn add_key_answer(
         format!("10.77.0.{}", 10 + n)
     };
     let allowed = format!("{peer_ip}/32");
-    let out = run_cmd(&[
-        "nsenter",
-        &format!("--net={}", netns_path(&shared.server_ns)),
-        "wg",
-        "set",
-        &shared.server_if,
-        "peer",
-        pubkey,
-        "allowed-ips",
-        &allowed,
-    ]);
+    let out = run_argv(
+        &in_netns(
+            &shared.server_ns,
+            &[
+                "wg",
+                "set",
+                &shared.server_if,
+                "peer",
+                pubkey,
+                "allowed-ips",
+                &allowed,
+            ],
+        ),
+        &[],
+    );
     if !out.success() {
         eprintln!("PIA lab: registering a key failed:\n{out}");
         return error("lab: wg set failed");
@@ -1309,9 +1309,4 @@ fn bind_port(shared: &Shared, req: &Request) -> (u16, Value) {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A TOML basic string for `s` (JSON's escaping is TOML's for the lab's paths, URLs and credentials).
-pub fn toml_quote(s: &str) -> String {
-    serde_json::to_string(s).expect("a string serializes")
 }

@@ -9,6 +9,7 @@
 //! `tests/vm/fetch-kernel.sh` into /var/cache/wg-oci-hook-vm/kernel (or $WG_OCI_HOOK_VM_KERNEL).
 //! `WG_OCI_HOOK_VM_SERIAL=FILE` keeps a copy of the guest's console (failures print it anyway).
 
+use crate::lab::HOOK_BIN;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
@@ -17,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const HOOK_BIN: &str = env!("CARGO_BIN_EXE_wg-oci-hook");
 const DEFAULT_KERNEL_DIR: &str = "/var/cache/wg-oci-hook-vm/kernel";
 /// The whole guest run, boot to poweroff. TCG boots in about 5 s; the scenarios take about 70 s on 2 cores.
 const VM_TIMEOUT: Duration = Duration::from_secs(420);

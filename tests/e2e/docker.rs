@@ -1,20 +1,15 @@
 //! wg-oci-runtime end to end: a real dockerd 20.10 (started by the lab in its own netns, with its own containerd,
-//! data-root, exec-root and socket; see `lab/docker.rs`) and podman with `--runtime` and no hooks.d, both
+//! data-root, exec-root and socket; see `tests/lab/docker.rs`) and podman with `--runtime` and no hooks.d, both
 //! running our hook only through the wrapper, against the lab's WireGuard server. Needs root, docker.io, podman,
 //! runc, wireguard-go, tcpdump, busybox-static; fails (never skips) without them.
 
-mod lab;
-
-use lab::*;
+use crate::lab::*;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
-
-const WRAPPER: &str = env!("CARGO_BIN_EXE_wg-oci-runtime");
-const PROBE: &str = "ping -c 1 -W 2 10.77.0.1 && nc -w 2 10.77.0.1 8080 </dev/null";
 
 /// A dockerd with two wrapper runtimes: `wg-lab` binds the lab's profile (for Docker before 24, which has no
 /// `--annotation`), `wg` enables only annotated containers.
@@ -41,9 +36,9 @@ fn dockerd_with(lab: &Lab, bound: &[(&str, &str)]) -> (Dockerd, String) {
     let mut runtimes: Vec<(&str, &str, &[&str])> = bound
         .iter()
         .zip(&bound_args)
-        .map(|((name, _), args)| (*name, WRAPPER, &args[..]))
+        .map(|((name, _), args)| (*name, WRAPPER_BIN, &args[..]))
         .collect();
-    runtimes.push(("wg", WRAPPER, &plain));
+    runtimes.push(("wg", WRAPPER_BIN, &plain));
     let d = lab.start_dockerd(&runtimes);
     let image = d.import_busybox(lab);
     (d, image)
@@ -97,7 +92,14 @@ fn docker_run(
 fn docker_run_with_a_profile_bound_runtime_gets_the_tunnel_from_its_first_command() {
     let lab = Lab::new("docker_first_packet");
     let (d, image) = dockerd(&lab);
-    let (out, cid) = docker_run(&lab, &d, &image, "wg-lab", false, &["/bin/sh", "-c", PROBE]);
+    let (out, cid) = docker_run(
+        &lab,
+        &d,
+        &image,
+        "wg-lab",
+        false,
+        &["/bin/sh", "-c", TUNNEL_PROBE],
+    );
     assert!(
         out.stdout.contains(MARKER.trim_end()),
         "no answer through the tunnel\n{out}"
@@ -116,7 +118,7 @@ fn docker_rm_f_tears_the_tunnel_down() {
     let lab = Lab::new("docker_rm_f");
     let (d, image) = dockerd(&lab);
     let (_, cid) = docker_run(&lab, &d, &image, "wg-lab", true, &["sleep", "600"]);
-    d.docker(&["exec", &cid, "/bin/sh", "-c", PROBE])
+    d.docker(&["exec", &cid, "/bin/sh", "-c", TUNNEL_PROBE])
         .assert_success("the tunnel of a running container");
     assert!(
         lab.wait_for_record(&cid).is_some(),
@@ -217,7 +219,7 @@ fn docker_network_attached_after_the_hook_carries_nothing() {
         "-c",
         &leak_probe_script(&LATE_TARGETS),
     ]);
-    let tunnel = d.docker(&["exec", &cid, "/bin/sh", "-c", PROBE]);
+    let tunnel = d.docker(&["exec", &cid, "/bin/sh", "-c", TUNNEL_PROBE]);
     d.docker(&["rm", "-f", &cid]).assert_success("docker rm -f");
     let packets = capture.stop().not_from_capture_iface().ip_only();
     assert!(
@@ -243,44 +245,19 @@ fn podman_through_the_wrapper_without_hooks_d() {
     fs::write(
         &script,
         format!(
-            "#!/bin/sh\nexec {WRAPPER} --wg-policy={} --wg-hook={HOOK_BIN} \"$@\"\n",
+            "#!/bin/sh\nexec {WRAPPER_BIN} --wg-policy={} --wg-hook={HOOK_BIN} \"$@\"\n",
             lab.policy_path.display()
         ),
     )
     .unwrap();
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-    let rootfs = lab.new_rootfs();
-    let cidf = cidfile(&lab, "podman");
-    let out = lab.podman_via(
-        &script,
-        &[
-            "run",
-            "--rm",
-            "--cidfile",
-            &cidf.to_string_lossy(),
-            "--network",
-            "none",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-            "--cap-add",
-            "NET_RAW",
-            "--annotation",
-            "wg.enable=true",
-            "--rootfs",
-            &rootfs.to_string_lossy(),
-            "/bin/sh",
-            "-c",
-            PROBE,
-        ],
-    );
-    out.assert_success("podman --runtime wrapper");
+    let run = lab.podman_run(&RunOpts::wg(TUNNEL_PROBE).via(&script));
+    run.assert_success("podman --runtime wrapper");
     assert!(
-        out.stdout.contains(MARKER.trim_end()),
-        "no answer through the tunnel\n{out}"
+        run.out.stdout.contains(MARKER.trim_end()),
+        "no answer through the tunnel\n{run}"
     );
-    let cid = read_cid(&lab, &cidf);
+    let cid = run.cid().to_owned();
     // The record's removal (poststop) can trail podman's exit by a moment.
     let deadline = Instant::now() + Duration::from_secs(10);
     while lab.record_path(&cid).exists() && Instant::now() < deadline {

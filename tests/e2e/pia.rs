@@ -1,17 +1,15 @@
-//! End-to-end: `provider = "pia"` profiles against the lab's PIA-compatible server (`lab/pia.rs`): podman +
+//! End-to-end: `provider = "pia"` profiles against the lab's PIA-compatible server (`tests/lab/pia.rs`): podman +
 //! runc run the shipped hooks; the hook gets a token, the signed server list and an addKey registration over
 //! HTTPS from servers in the lab's server netns, then the container talks through the registered tunnel.
-//! Needs what `podman_e2e` needs plus openssl; fails (never skips) without.
+//! Needs what `podman` needs plus openssl; fails (never skips) without.
 
-mod lab;
-
-use lab::*;
+use crate::lab::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// A TOML string (JSON's escaping is TOML's for these paths and URLs).
+/// A TOML string.
 fn q(s: impl AsRef<str>) -> String {
-    toml_quote(s.as_ref())
+    toml_str(s.as_ref())
 }
 
 fn q_path(p: &Path) -> String {
@@ -487,7 +485,9 @@ fn credentials_never_appear_in_logs_records_or_process_arguments() {
     policy.log_level = "trace".into();
     lab.write_policy(&policy);
     let pid = lab.spawn_netns_sleeper();
-    let id = "pia-direct-secrets";
+    // Named for this lab: the helpers are found machine-wide by the container id they name.
+    let id = format!("pia-direct-secrets-{}", lab.id);
+    let id = id.as_str();
     lab.track_container_id(id);
     let state = lab.fake_state(id, pid, &[("wg.enable", "true")]);
     let rootfs = lab.dir.join(format!("bundle-{id}/rootfs"));

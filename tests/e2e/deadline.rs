@@ -1,10 +1,8 @@
 //! End-to-end: the hook's deadlines (`resolve_timeout`, `create_timeout`) against podman + runc in the lab.
 //! A start that cannot finish must fail in time, before the hooks.d timeout (30 s) lets the engine kill the hook
-//! with no word of why, naming what it waited for, and leave nothing behind. Needs what `podman_e2e` needs.
+//! with no word of why, naming what it waited for, and leave nothing behind. Needs what `podman` needs.
 
-mod lab;
-
-use lab::*;
+use crate::lab::*;
 use std::time::{Duration, Instant};
 
 /// A name no /etc/hosts holds: only DNS could answer it.
@@ -22,9 +20,8 @@ fn silent_resolver(lab: &Lab, opts: RunOpts) -> RunOpts {
                  \t}\n\
                  }\n";
     let rules_file = lab.write_file("dns-drop.nft", rules, 0o600);
-    let netns = format!("--net=/var/run/netns/{}", lab.server_ns);
     let rules_path = rules_file.to_string_lossy();
-    lab.run(&["nsenter", &netns, "nft", "-f", &rules_path])
+    lab.run_in(&lab.server_ns, &["nft", "-f", &rules_path])
         .assert_success("dropping DNS in the lab's server netns");
     let resolv = lab.write_file(
         "silent-resolv.conf",

@@ -6,9 +6,7 @@
 //!
 //! All rows run (one lab per test function) and every failing row is reported at once.
 
-mod lab;
-
-use lab::*;
+use crate::lab::*;
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -2,8 +2,7 @@
 //! our hooks, under Debian's kernel with its WireGuard module, against a kernel WireGuard peer. One boot
 //! serves every test here; each test asserts the guest's own checks for one behaviour.
 
-mod vm;
-
+use crate::vm;
 use std::sync::OnceLock;
 
 static RUN: OnceLock<Result<vm::VmRun, String>> = OnceLock::new();
@@ -150,7 +149,7 @@ fn guest_reports_create_runtime_times_of_both_backends() {
 
 #[test]
 fn every_check_in_the_guest_script_reported_and_passed() {
-    let script = include_str!("vm/init.sh");
+    let script = include_str!("../vm/init.sh");
     let names: Vec<&str> = script
         .lines()
         .filter_map(|l| l.strip_prefix("check "))

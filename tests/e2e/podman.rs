@@ -1,10 +1,8 @@
 //! End-to-end: podman + runc run the shipped hook registrations (`hooks.d/`) against a WireGuard server in a
-//! lab of network namespaces (see `lab/mod.rs`). Needs root, podman, runc, wireguard-go, wireguard-tools and
+//! lab of network namespaces (see `tests/lab/lab.rs`). Needs root, podman, runc, wireguard-go, wireguard-tools and
 //! busybox-static; fails (never skips) without them.
 
-mod lab;
-
-use lab::*;
+use crate::lab::*;
 use std::os::unix::fs::DirBuilderExt;
 
 // ----- the lab itself, without the hook ---------------------------------------------------------------------------
@@ -539,23 +537,18 @@ fn auto_backend_chooses_by_what_the_kernel_can_do_and_says_why() {
     policy.backend = "auto".into();
     policy.log_level = "info".into();
     lab.write_policy(&policy);
-    let probe = lab.run(&[
-        "ip",
-        "-n",
+    let probe = lab.ip(
         &lab.host_ns,
-        "link",
-        "add",
-        "wgprobe0",
-        "type",
-        "wireguard",
-    ]);
+        &["link", "add", "wgprobe0", "type", "wireguard"],
+    );
     let kernel_has_wireguard = probe.success();
     if kernel_has_wireguard {
-        lab.run(&["ip", "-n", &lab.host_ns, "link", "del", "wgprobe0"])
+        lab.ip(&lab.host_ns, &["link", "del", "wgprobe0"])
             .assert_success("deleting the probe");
     }
     let pid = lab.spawn_netns_sleeper();
-    let id = "direct-auto";
+    let id = format!("direct-auto-{}", lab.id);
+    let id = id.as_str();
     let state = lab.fake_state(id, pid, &[("wg.enable", "true")]);
     let policy_path = lab.policy_path.to_string_lossy().into_owned();
     let out = lab.run_hook_direct(&["create-runtime", "--policy", &policy_path], &state);
@@ -627,13 +620,10 @@ fn poststop_stops_a_daemon_whose_pid_a_killed_create_did_not_record() {
         .create(&lab.state_dir)
         .unwrap();
     std::fs::write(lab.record_path(id), record.to_string()).unwrap();
-    let netns = format!("--net=/var/run/netns/{}", lab.host_ns);
-    lab.run(&["nsenter", &netns, &wireguard_go, &name])
+    lab.run_in(&lab.host_ns, &[&wireguard_go, &name])
         .assert_success("starting the daemon the killed create left");
-    let mut bystander = std::process::Command::new("sh")
-        .args(["-c", "sleep 600; :", "sh", &name])
-        .spawn()
-        .unwrap();
+    let mut bystanders = Bystanders::default();
+    let bystander = bystanders.spawn(&name);
     assert!(
         lab.host_links().contains(&name),
         "the orphan's link is missing: {:?}",
@@ -647,9 +637,8 @@ fn poststop_stops_a_daemon_whose_pid_a_killed_create_did_not_record() {
     let state = lab.fake_state(id, pid, &[("wg.enable", "true")]);
     let policy_path = lab.policy_path.to_string_lossy().into_owned();
     let out = lab.run_hook_direct(&["poststop", "--policy", &policy_path], &state);
-    let spared = bystander.try_wait().unwrap().is_none();
-    let _ = bystander.kill();
-    let _ = bystander.wait();
+    let spared = alive(bystander);
+    drop(bystanders);
     assert!(out.success(), "poststop\n{out}");
     assert!(
         spared,

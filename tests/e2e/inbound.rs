@@ -1,11 +1,9 @@
 //! End-to-end: what the tunnel's side may open (the profile's `inbound`). The workload listens on several TCP
 //! ports; the lab's WireGuard server netns (the VPN's side: the provider, other peers) connects to them
 //! through the tunnel. Each listener that must stay shut is first shown to be listening, from inside the
-//! container, so "no answer" means the filter dropped it. Needs what `podman_e2e` needs (PIA: plus openssl).
+//! container, so "no answer" means the filter dropped it. Needs what `podman` needs (PIA: plus openssl).
 
-mod lab;
-
-use lab::*;
+use crate::lab::*;
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};

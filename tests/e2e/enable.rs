@@ -2,17 +2,13 @@
 //! hook touching nothing, or is refused (never a silent start without the tunnel); a runtime-bound profile works
 //! under containerd; and the runtime wrapper neither blocks other containers' `state`/`kill`/`delete` over a
 //! policy typo nor writes into a container's own streams. Real podman, dockerd, containerd and runc against the
-//! lab's WireGuard server (see `lab/mod.rs`). Needs root, podman, docker.io, containerd, runc, wireguard-go,
+//! lab's WireGuard server (see `tests/lab/lab.rs`). Needs root, podman, docker.io, containerd, runc, wireguard-go,
 //! busybox-static; fails (never skips) without them.
 
-mod lab;
-
-use lab::*;
+use crate::lab::*;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-const WRAPPER: &str = env!("CARGO_BIN_EXE_wg-oci-runtime");
-const PROBE: &str = "ping -c 1 -W 2 10.77.0.1 && nc -w 2 10.77.0.1 8080 </dev/null";
 /// What the workload prints first: it must not appear when the start is refused.
 const STARTED: &str = "workload-started";
 
@@ -25,7 +21,7 @@ fn show_links() -> String {
 #[test]
 fn wg_enable_true_in_another_spelling_gets_the_tunnel() {
     let lab = Lab::new("enable_true_spelling");
-    let run = lab.podman_run(&RunOpts::plain(PROBE).annotation("wg.enable", "True"));
+    let run = lab.podman_run(&RunOpts::plain(TUNNEL_PROBE).annotation("wg.enable", "True"));
     run.assert_success("wg.enable=True");
     assert!(
         run.out.stdout.contains(MARKER.trim_end()),
@@ -140,7 +136,7 @@ fn dockerd(lab: &Lab) -> (Dockerd, String) {
     let policy = format!("--wg-policy={}", lab.policy_path.display());
     let hook = format!("--wg-hook={HOOK_BIN}");
     let bound = ["--wg-profile=lab", policy.as_str(), hook.as_str()];
-    let d = lab.start_dockerd(&[("wg-lab", WRAPPER, &bound[..])]);
+    let d = lab.start_dockerd(&[("wg-lab", WRAPPER_BIN, &bound[..])]);
     let image = d.import_busybox(lab);
     (d, image)
 }
@@ -173,7 +169,9 @@ fn an_enabled_containers_logs_hold_only_the_workloads_lines() {
         &lab,
         &d,
         &image,
-        &format!("( {PROBE} ) >/dev/null 2>&1 && echo tunnel-up; echo to-stderr >&2; sleep 600"),
+        &format!(
+            "( {TUNNEL_PROBE} ) >/dev/null 2>&1 && echo tunnel-up; echo to-stderr >&2; sleep 600"
+        ),
     );
     assert!(lab.wait_for_record(&cid).is_some(), "no tunnel record");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -209,7 +207,7 @@ fn a_policy_typo_does_not_stop_state_kill_or_delete_of_a_running_container() {
     let good = fs::read_to_string(&lab.policy_path).unwrap();
     fs::write(&lab.policy_path, format!("kill_swich = true\n{good}")).unwrap();
 
-    d.docker(&["exec", &cid, "/bin/sh", "-c", PROBE])
+    d.docker(&["exec", &cid, "/bin/sh", "-c", TUNNEL_PROBE])
         .assert_success("docker exec (runc state, exec) with a policy typo");
     d.docker(&["kill", "-s", "USR1", &cid])
         .assert_success("docker kill (runc kill) with a policy typo");
@@ -242,7 +240,7 @@ fn containerd_handler_installed_with_a_profile_applies_it() {
     // Beside each other in a dir of the lab, as they would be in /usr/local/bin.
     let bin = lab.dir.join("bin");
     fs::create_dir_all(&bin).unwrap();
-    for (from, name) in [(HOOK_BIN, "wg-oci-hook"), (WRAPPER, "wg-oci-runtime")] {
+    for (from, name) in [(HOOK_BIN, "wg-oci-hook"), (WRAPPER_BIN, "wg-oci-runtime")] {
         fs::hard_link(from, bin.join(name))
             .or_else(|_| fs::copy(from, bin.join(name)).map(drop))
             .unwrap();
@@ -272,7 +270,7 @@ fn containerd_handler_installed_with_a_profile_applies_it() {
     let image = d.import_busybox_into_containerd(&lab);
     let id = format!("wgctr{}", lab.id);
     lab.track_container_id(&id);
-    let out = d.ctr_run(&binary, &image, &id, PROBE);
+    let out = d.ctr_run(&binary, &image, &id, TUNNEL_PROBE);
     out.assert_success("ctr run through the installed handler");
     assert!(
         out.stdout.contains(MARKER.trim_end()),

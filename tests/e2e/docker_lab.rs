@@ -1,4 +1,4 @@
-//! The Docker part of the lab (`lab/docker.rs`) proves itself with plain runc: a private dockerd 20.10 with its
+//! The Docker part of the lab (`tests/lab/docker.rs`) proves itself with plain runc: a private dockerd 20.10 with its
 //! own containerd in the lab's host netns runs busybox containers through an extra runtime, isolated in their own
 //! netns, and the lab's teardown leaves nothing (processes, mounts, cgroups, shim sockets, namespaces, dirs).
 //!
@@ -10,11 +10,8 @@
 //! Needs root and the Debian packages docker.io (containerd, runc), podman, busybox-static; fails (never skips)
 //! without them.
 
-mod lab;
-
-use lab::*;
+use crate::lab::*;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -49,11 +46,7 @@ impl Traces {
             }
         }
         for pid in &self.pids {
-            if Path::new(&format!("/proc/{pid}/cmdline")).exists()
-                && !fs::read(format!("/proc/{pid}/cmdline"))
-                    .unwrap_or_default()
-                    .is_empty()
-            {
+            if !argv_of(*pid).is_empty() {
                 left.push(format!("daemon pid {pid} still runs"));
             }
         }
@@ -94,10 +87,9 @@ impl Traces {
     }
 }
 
-/// (device, inode) of a namespace file: equal means the same namespace.
+/// [`ns_id`] of a namespace file that must exist.
 fn ns(path: &str) -> (u64, u64) {
-    let m = fs::metadata(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    (m.dev(), m.ino())
+    ns_id(path).unwrap_or_else(|| panic!("{path}: no such namespace file"))
 }
 
 fn save_fixture(name: &str, text: &str) {
@@ -116,16 +108,39 @@ fn calls_text(calls: &[RuntimeCall]) -> String {
         .collect()
 }
 
+/// A dockerd of `lab` with an extra runtime `lab-runc` (runc itself), and the lab's busybox image in it.
+fn lab_runc_dockerd(lab: &Lab) -> (Dockerd, String) {
+    let d = lab.start_dockerd(&[("lab-runc", &real_runc(), &[])]);
+    println!("dockerd + containerd answered after {:?}", d.startup());
+    let image = d.import_busybox(lab);
+    (d, image)
+}
+
+/// `docker run -d --runtime lab-runc --network none IMAGE /bin/sh -c 'sleep 300'`; returns the container id.
+fn start_sleeper(d: &Dockerd, image: &str) -> String {
+    let out = d.docker(&[
+        "run",
+        "-d",
+        "--runtime",
+        "lab-runc",
+        "--network",
+        "none",
+        image,
+        "/bin/sh",
+        "-c",
+        "sleep 300",
+    ]);
+    out.assert_success("docker run -d");
+    out.stdout.trim().to_owned()
+}
+
 /// dockerd with an extra runtime `lab-runc` (runc itself): a container prints and shows only `lo`; a sleeping
 /// one lives in a netns of its own; the lab's teardown then leaves nothing.
 #[test]
 fn dockerd_runs_busybox_through_an_extra_runtime() {
     let began = Instant::now();
     let lab = Lab::new("dockerd_runs_busybox_through_an_extra_runtime");
-    let runc = real_runc();
-    let d = lab.start_dockerd(&[("lab-runc", &runc, &[])]);
-    println!("dockerd + containerd answered after {:?}", d.startup());
-    let image = d.import_busybox(&lab);
+    let (d, image) = lab_runc_dockerd(&lab);
 
     let out = d.docker(&[
         "run",
@@ -143,20 +158,7 @@ fn dockerd_runs_busybox_through_an_extra_runtime() {
     assert!(out.stdout.contains("hello-from-docker\n"), "{out}");
     assert_eq!(parse_link_names(&out.stdout), ["lo"], "{out}");
 
-    let out = d.docker(&[
-        "run",
-        "-d",
-        "--runtime",
-        "lab-runc",
-        "--network",
-        "none",
-        &image,
-        "/bin/sh",
-        "-c",
-        "sleep 300",
-    ]);
-    out.assert_success("docker run -d");
-    let cid = out.stdout.trim().to_owned();
+    let cid = start_sleeper(&d, &image);
     let out = d.docker(&[
         "inspect",
         "-f",
@@ -226,26 +228,14 @@ fn a_dockerd_that_fails_to_start_is_reported_and_cleaned_up() {
 #[test]
 fn lab_teardown_stops_a_running_dockerd_and_its_container() {
     let lab = Lab::new("lab_teardown_stops_a_running_dockerd_and_its_container");
-    let runc = real_runc();
-    let d = lab.start_dockerd(&[("lab-runc", &runc, &[])]);
-    println!("dockerd + containerd answered after {:?}", d.startup());
-    let image = d.import_busybox(&lab);
-    let out = d.docker(&[
-        "run",
-        "-d",
-        "--runtime",
-        "lab-runc",
-        "--network",
-        "none",
-        &image,
-        "/bin/sh",
-        "-c",
-        "sleep 300",
-    ]);
-    out.assert_success("docker run -d");
-    let cid = out.stdout.trim().to_owned();
+    let (d, image) = lab_runc_dockerd(&lab);
+    let cid = start_sleeper(&d, &image);
     let pid = d.docker(&["inspect", "-f", "{{.State.Pid}}", &cid]);
-    let pid = pid.stdout.trim().to_owned();
+    let pid: u32 = pid
+        .stdout
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("docker inspect's pid: {e}\n{pid}"));
     let shims = processes_mentioning(&d.containerd_socket().to_string_lossy());
     assert!(
         shims
@@ -262,11 +252,7 @@ fn lab_teardown_stops_a_running_dockerd_and_its_container() {
     );
     traces.assert_gone();
     assert!(
-        !Path::new(&format!("/proc/{pid}/cmdline")).exists() || {
-            fs::read(format!("/proc/{pid}/cmdline"))
-                .unwrap_or_default()
-                .is_empty()
-        },
+        argv_of(pid).is_empty(),
         "the container's process {pid} survived"
     );
     drop(d); // already torn down by the lab: a no-op
@@ -380,13 +366,7 @@ fn podman_runtime_calls() {
         let rootfs = rootfs.to_string_lossy();
         let run = |extra: &[&str], script: &str| {
             let mut args = vec!["run", "--network", "none", "--annotation", "wg.enable=true"];
-            // As `Lab::podman_run`: runc may not raise these limits here.
-            args.extend([
-                "--ulimit",
-                "nofile=1024:1024",
-                "--ulimit",
-                "nproc=1024:1024",
-            ]);
+            args.extend(PODMAN_ULIMITS);
             args.extend(extra);
             args.extend(["--rootfs", &rootfs, "/bin/sh", "-c", script]);
             lab.podman_via(&logger.path, &args)

@@ -7,11 +7,9 @@
 //!   chatter (MLD, router and neighbour solicitations from a link-local source), which no hook can prevent.
 //!
 //! Every "none" has a positive control: the same probes from a container without the tunnel do appear, within
-//! the same time window. Needs what podman_e2e needs, plus netavark, aardvark-dns and tcpdump.
+//! the same time window. Needs what `podman` needs, plus netavark, aardvark-dns and tcpdump.
 
-mod lab;
-
-use lab::*;
+use crate::lab::*;
 use std::fs;
 use std::path::Path;
 use std::thread;
@@ -299,16 +297,8 @@ fn a_peer_stopped_mid_run_leaks_nothing() {
         "the tunnel did not work before the peer stopped"
     );
     // The peer goes away: nothing answers at the endpoint any more.
-    lab.run(&[
-        "ip",
-        "-n",
-        &lab.server_ns,
-        "link",
-        "set",
-        &lab.server_if,
-        "down",
-    ])
-    .assert_success("stopping the peer");
+    lab.ip(&lab.server_ns, &["link", "set", &lab.server_if, "down"])
+        .assert_success("stopping the peer");
     fs::write(tmp.join("go"), "").unwrap();
     wait_for_file(&tmp.join("done"), "the workload's probes");
     let after = read(&tmp.join("tunnel-after"));
@@ -412,28 +402,28 @@ sleep 600";
     };
     let (eth0, eth0v6) = (addr_of("eth0"), addr_of("eth0v6"));
     let h = lab.host_ns.clone();
-    lab.run(&[
-        "ip",
-        "-n",
+    lab.ip(
         &h,
-        "route",
-        "add",
-        &format!("{CLIENT_TUNNEL_V4}/32"),
-        "via",
-        &eth0,
-    ])
+        &[
+            "route",
+            "add",
+            &format!("{CLIENT_TUNNEL_V4}/32"),
+            "via",
+            &eth0,
+        ],
+    )
     .assert_success("routing the tunnel address to the container's eth0");
-    lab.run(&[
-        "ip",
-        "-n",
+    lab.ip(
         &h,
-        "-6",
-        "route",
-        "add",
-        &format!("{CLIENT_TUNNEL_V6}/128"),
-        "via",
-        &eth0v6,
-    ])
+        &[
+            "-6",
+            "route",
+            "add",
+            &format!("{CLIENT_TUNNEL_V6}/128"),
+            "via",
+            &eth0v6,
+        ],
+    )
     .assert_success("routing the tunnel address to the container's eth0");
     let capture = Capture::start(&lab, &h, &net.bridge);
     let nc = |addr: &str| lab.host_busybox(&["timeout", "3", "nc", "-w", "2", addr, "9000"]);

@@ -2,68 +2,12 @@
 //! items 3 and 4). A state dir others could write to, or that is not ours, or that is a symlink, is refused; a
 //! symlink planted in it is never followed; a poststop never signals a process it did not start, whatever its
 //! argv holds or whichever pid it took over; the userspace daemon gets none of the hook's environment.
-//! Needs what `podman_e2e.rs` needs; fails (never skips) without it.
+//! Needs what `podman` needs; fails (never skips) without it.
 
-mod lab;
-
-use lab::*;
+use crate::lab::*;
 use std::fs;
 use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// Processes started by a test, killed when it ends, pass or fail.
-struct Bystanders(Vec<Child>);
-
-impl Bystanders {
-    /// `sh -c 'sleep 600; :' sh ARG`: an unrelated process whose argv holds `arg` (the `; :` keeps sh from
-    /// exec'ing sleep, so the argv stays). Returns once it runs.
-    fn spawn(&mut self, arg: &str) -> u32 {
-        let child = Command::new("sh")
-            .args(["-c", "sleep 600; :", "sh", arg])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawning a bystander");
-        let pid = child.id();
-        self.0.push(child);
-        let start = Instant::now();
-        while !argv_of(pid).iter().any(|a| a == arg) {
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "bystander never ran"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        pid
-    }
-}
-
-impl Drop for Bystanders {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn argv_of(pid: u32) -> Vec<String> {
-    fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
-}
-
-fn alive(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
-        .unwrap_or(false)
-}
+use std::time::Duration;
 
 fn record_json(lab: &Lab, id: &str) -> serde_json::Value {
     let text = fs::read_to_string(lab.record_path(id))
@@ -196,7 +140,7 @@ fn a_recordless_poststop_spares_every_process_whatever_its_argv() {
     let victim_daemon = recorded_daemon_pid(&record);
     let crafted = format!("crafted-{}", lab.id);
     lab.track_container_id(&crafted);
-    let mut bystanders = Bystanders(Vec::new());
+    let mut bystanders = Bystanders::default();
     let near_victim = bystanders.spawn(&victim_link);
     let near_crafted = bystanders.spawn(&fnv_link_name(&crafted));
 
@@ -247,7 +191,7 @@ fn poststop_spares_a_process_that_took_over_the_recorded_pid() {
     let mut record = record_json(&lab, &id);
     let daemon = recorded_daemon_pid(&record);
     let link = record["host_link"].as_str().unwrap().to_owned();
-    let mut bystanders = Bystanders(Vec::new());
+    let mut bystanders = Bystanders::default();
     let impostor = bystanders.spawn(&link);
     set_recorded_daemon_pid(&mut record, impostor);
     fs::write(lab.record_path(&id), record.to_string()).unwrap();
@@ -259,10 +203,7 @@ fn poststop_spares_a_process_that_took_over_the_recorded_pid() {
         "poststop killed {impostor}, which only took over the recorded pid\n{out}"
     );
     // The real daemon, which the doctored record no longer names, is the test's to stop.
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+    kill(daemon, nix::sys::signal::Signal::SIGKILL);
     let _ = fs::remove_file(format!("/var/run/wireguard/{link}.sock"));
     lab.assert_nothing_left(&id);
 }

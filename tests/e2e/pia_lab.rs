@@ -1,15 +1,13 @@
-//! The lab's PIA-compatible server (`lab/pia.rs`) proves itself without the hook: a raw rustls client, on a
+//! The lab's PIA-compatible server (`tests/lab/pia.rs`) proves itself without the hook: a raw rustls client, on a
 //! thread inside the lab's host netns, gets tokens, fetches and verifies the signed server list, registers
 //! keys, brings a hand-made wireguard-go tunnel up with an addKey answer and does port forwarding through it;
 //! the server misbehaves on request, and stops promptly with hung connections.
 //!
 //! Needs root, wireguard-go, wireguard-tools, openssl and what the lab needs; fails (never skips) without them.
 
-mod lab;
-
+use crate::lab::*;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use lab::*;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -322,24 +320,6 @@ fn has_san(cert: &[u8]) -> bool {
     cert.windows(5).any(|w| w == [0x06, 0x03, 0x55, 0x1d, 0x11])
 }
 
-fn server_ns_cmd(lab: &Lab, args: &[&str]) -> CmdOutput {
-    let mut argv = vec![
-        "nsenter".to_owned(),
-        format!("--net=/var/run/netns/{}", lab.server_ns),
-    ];
-    argv.extend(args.iter().map(|s| s.to_string()));
-    lab.run(&argv)
-}
-
-fn host_ns_cmd(lab: &Lab, args: &[&str]) -> CmdOutput {
-    let mut argv = vec![
-        "nsenter".to_owned(),
-        format!("--net=/var/run/netns/{}", lab.host_ns),
-    ];
-    argv.extend(args.iter().map(|s| s.to_string()));
-    lab.run(&argv)
-}
-
 // ----- the tests -----------------------------------------------------------------------------------------------
 
 #[test]
@@ -560,7 +540,10 @@ fn pia_server_hands_out_tokens_list_keys_and_a_working_tunnel_with_port_forwardi
     assert_eq!(answer["dns_servers"][0], DNS_SERVER);
     assert_eq!(dip_answer["server_ip"], dip_ip.as_str());
     assert_eq!(dip_answer["peer_ip"], "10.77.0.11");
-    let peers = server_ns_cmd(&lab, &["wg", "show", &lab.server_if, "allowed-ips"]);
+    let peers = lab.run_in(
+        &lab.server_ns,
+        &["wg", "show", &lab.server_if, "allowed-ips"],
+    );
     peers.assert_success("wg show");
     assert!(
         peers.stdout.contains(&format!("{public}\t10.77.0.10/32"))
@@ -615,7 +598,7 @@ fn pia_server_hands_out_tokens_list_keys_and_a_working_tunnel_with_port_forwardi
     );
     // wireguard-go answered from the address the handshake went to: a reply from another source (the veth's
     // 198.18.0.2) would have made the client roam its endpoint there.
-    let endpoints = host_ns_cmd(&lab, &["wg", "show", &client, "endpoints"]);
+    let endpoints = lab.run_in(&lab.host_ns, &["wg", "show", &client, "endpoints"]);
     endpoints.assert_success("wg show endpoints");
     assert!(
         endpoints.stdout.contains("\t198.18.1.11:51820"),

@@ -3,14 +3,12 @@
 //! itself (exec, not fork: signals reach the runtime) pass through. Fixtures are config.json files captured from
 //! real engines on this machine (tests/fixtures/).
 
+use crate::lab::{HOOK_BIN, WRAPPER_BIN};
 use serde_json::Value;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-
-const WRAPPER: &str = env!("CARGO_BIN_EXE_wg-oci-runtime");
-const HOOK: &str = env!("CARGO_BIN_EXE_wg-oci-hook");
 
 struct Scratch {
     dir: PathBuf,
@@ -69,7 +67,7 @@ exit 0
     /// The wrapper with exactly `args` (no `--wg-runtime` added), and `PATH` when given.
     fn wrapper_with_path(&self, args: &[&str], stdin: &str, path: Option<&Path>) -> Output {
         use std::io::Write;
-        let mut command = Command::new(WRAPPER);
+        let mut command = Command::new(WRAPPER_BIN);
         if let Some(path) = path {
             command.env("PATH", path);
         }
@@ -210,7 +208,7 @@ fn assert_rewritten_keeping_everything(
         .last()
         .unwrap()
         .clone();
-    assert_eq!(hook["path"], HOOK, "{hook}");
+    assert_eq!(hook["path"], HOOK_BIN, "{hook}");
     let args: Vec<&str> = hook["args"]
         .as_array()
         .unwrap()
@@ -252,7 +250,7 @@ fn docker_shim_create_with_a_runtime_bound_profile() {
     s.write_config(&original);
     let argv = shim_create(&s);
     let out = s.wrapper(
-        &["--wg-profile=lab", &format!("--wg-hook={HOOK}")],
+        &["--wg-profile=lab", &format!("--wg-hook={HOOK_BIN}")],
         &refs(&argv),
         "",
     );
@@ -340,7 +338,7 @@ fn podman_create_with_the_annotation() {
         "/tmp/conmon-term.x",
         "id1",
     ]);
-    let out = s.wrapper(&[&format!("--wg-hook={HOOK}")], &refs(&argv), "");
+    let out = s.wrapper(&[&format!("--wg-hook={HOOK_BIN}")], &refs(&argv), "");
     assert!(out.status.success(), "{out:?}");
     assert_eq!(s.calls()[0].1, argv);
     assert_rewritten_keeping_everything(&s, &original, false, None);
@@ -355,7 +353,7 @@ fn containerd_create_with_a_pod_annotation() {
     let original = serde_json::to_string_pretty(&config).unwrap();
     s.write_config(&original);
     let argv = shim_create(&s);
-    let out = s.wrapper(&[&format!("--wg-hook={HOOK}")], &refs(&argv), "");
+    let out = s.wrapper(&[&format!("--wg-hook={HOOK_BIN}")], &refs(&argv), "");
     assert!(out.status.success(), "{out:?}");
     assert_eq!(s.calls()[0].1, argv);
     assert_rewritten_keeping_everything(&s, &original, false, None);

@@ -1,0 +1,389 @@
+//! Podman for the lab: its argv (the lab's storage, run root, tmp dir, runtime and hooks dir), a containers.conf
+//! of the lab's own (networks under the lab dir, and a netavark wrapper that gives it a run dir of the lab's
+//! own, so each lab's aardvark-dns is its own), `podman run` in a fresh busybox rootfs, and what it printed.
+
+use super::command::{is_executable, sh_quote, CmdOutput};
+use super::hook::{toml_list, toml_str};
+use super::netns::in_netns;
+use super::{write_file, Lab};
+use std::fmt;
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+pub(super) const APPLETS: &[&str] = &[
+    "sh", "ip", "cat", "ls", "ping", "ping6", "nc", "wget", "sleep", "echo", "grep", "sed", "head",
+    "tail", "wc", "cut", "tr", "true", "false", "test", "env", "timeout", "nslookup",
+];
+
+/// Podman 4.3's default `helper_binaries_dir`, searched after the lab's own.
+pub(super) const PODMAN_HELPER_DIRS: &[&str] = &[
+    "/usr/local/libexec/podman",
+    "/usr/local/lib/podman",
+    "/usr/libexec/podman",
+    "/usr/lib/podman",
+];
+
+/// The limits every `podman run` of the lab sets: runc may not raise podman's defaults here.
+pub const PODMAN_ULIMITS: [&str; 4] = [
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1024:1024",
+];
+
+/// One `podman run`.
+#[derive(Clone, Debug, Default)]
+pub struct RunOpts {
+    pub annotations: Vec<(String, String)>,
+    /// Run as `/bin/sh -c SCRIPT` in the busybox rootfs.
+    pub script: String,
+    /// `-d`: return once the container started.
+    pub detach: bool,
+    /// Leave out `--rm`.
+    pub keep: bool,
+    /// Inserted before `--rootfs`.
+    pub extra_args: Vec<String>,
+    /// `--network NAME` (a network of this lab, see `Lab::bridge_network`); `None` is `--network none`.
+    pub network: Option<String>,
+    /// (lab file, machine path): podman (and so runc and the hook) runs in a mount namespace of its own where
+    /// each lab file is bind-mounted over the machine path (e.g. a resolv.conf for the hook's resolver).
+    pub binds: Vec<(PathBuf, String)>,
+    /// `--runtime PATH` and an empty hooks dir instead of runc and the lab's hooks (see [`Lab::podman_via`]).
+    pub via: Option<PathBuf>,
+}
+
+impl RunOpts {
+    /// A container that asks for a tunnel (`wg.enable=true`).
+    pub fn wg(script: &str) -> Self {
+        RunOpts::plain(script).annotation("wg.enable", "true")
+    }
+
+    /// A container without any `wg.*` annotation.
+    pub fn plain(script: &str) -> Self {
+        RunOpts {
+            script: script.to_owned(),
+            ..RunOpts::default()
+        }
+    }
+
+    /// Adds the annotation `key=value`.
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.annotations.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Runs with `-d`.
+    pub fn detached(mut self) -> Self {
+        self.detach = true;
+        self
+    }
+
+    /// Attaches the container to the podman network `name` instead of `--network none`.
+    pub fn network(mut self, name: &str) -> Self {
+        self.network = Some(name.to_owned());
+        self
+    }
+
+    /// Runs podman with the lab file `file` bind-mounted over `target` (see `RunOpts::binds`).
+    pub fn bind(mut self, file: &Path, target: &str) -> Self {
+        self.binds.push((file.to_owned(), target.to_owned()));
+        self
+    }
+
+    /// Runs podman with `runtime` and no hooks dir (see [`Lab::podman_via`]).
+    pub fn via(mut self, runtime: &Path) -> Self {
+        self.via = Some(runtime.to_owned());
+        self
+    }
+
+    /// `podman run` and its arguments for these options, with `cidfile` and `rootfs`.
+    fn run_args(&self, cidfile: &Path, rootfs: &Path) -> Vec<String> {
+        let mut args: Vec<String> = vec!["run".into()];
+        if !self.keep {
+            args.push("--rm".into());
+        }
+        if self.detach {
+            args.push("-d".into());
+        }
+        for a in [
+            "--cidfile",
+            &cidfile.to_string_lossy(),
+            "--network",
+            self.network.as_deref().unwrap_or("none"),
+        ] {
+            args.push(a.into());
+        }
+        args.extend(PODMAN_ULIMITS.map(String::from));
+        // busybox ping needs a raw socket; podman's default capabilities lack NET_RAW.
+        args.extend(["--cap-add".into(), "NET_RAW".into()]);
+        for (k, v) in &self.annotations {
+            args.push("--annotation".into());
+            args.push(format!("{k}={v}"));
+        }
+        args.extend(self.extra_args.iter().cloned());
+        args.push("--rootfs".into());
+        args.push(rootfs.to_string_lossy().into_owned());
+        args.extend(["/bin/sh".into(), "-c".into(), self.script.clone()]);
+        args
+    }
+}
+
+/// One `podman run`'s output, with the container id from the cidfile (podman writes it before starting).
+#[derive(Clone, Debug)]
+pub struct RunOutput {
+    pub out: CmdOutput,
+    pub cid: Option<String>,
+    pub rootfs: PathBuf,
+}
+
+impl RunOutput {
+    pub fn success(&self) -> bool {
+        self.out.success()
+    }
+
+    #[track_caller]
+    pub fn cid(&self) -> &str {
+        match &self.cid {
+            Some(cid) => cid,
+            None => panic!("podman wrote no container id to the cidfile\n{self}"),
+        }
+    }
+
+    #[track_caller]
+    pub fn assert_success(&self, what: &str) -> &Self {
+        assert!(self.success(), "{what}: podman run failed\n{self}");
+        self
+    }
+
+    /// The hook's error line as podman relays it: from `wg-oci-hook: container <cid>: ` to the end of that line.
+    pub fn hook_error_line(&self) -> Option<&str> {
+        let needle = format!("wg-oci-hook: container {}: ", self.cid.as_deref()?);
+        let start = self.out.stderr.find(&needle)?;
+        let rest = &self.out.stderr[start..];
+        Some(rest.lines().next().unwrap_or(rest))
+    }
+}
+
+impl fmt::Display for RunOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "container id: {}",
+            self.cid.as_deref().unwrap_or("(none)")
+        )?;
+        write!(f, "{}", self.out)
+    }
+}
+
+impl Lab {
+    /// A containers.conf of the lab's own, so the machine's config does not leak in and no two labs share
+    /// podman's tmp dir, locks or network definitions (`<dir>/podman/networks`, never /etc/containers/networks).
+    /// Podman finds netavark first in `<dir>/podman/helpers`: see `write_netavark_wrapper`.
+    pub(super) fn write_containers_conf(&self) {
+        let p = |s: &str| toml_str(&self.podman_dir.join(s).to_string_lossy());
+        let mut helper_dirs = vec![self
+            .podman_dir
+            .join("helpers")
+            .to_string_lossy()
+            .into_owned()];
+        helper_dirs.extend(PODMAN_HELPER_DIRS.iter().map(|d| d.to_string()));
+        let text = format!(
+            "[containers]\ndefault_sysctls = []\n\n\
+             [engine]\nlock_type = \"file\"\ntmp_dir = {}\nhelper_binaries_dir = {}\n\n\
+             [network]\nnetwork_backend = \"netavark\"\nnetwork_config_dir = {}\n",
+            p("tmp"),
+            toml_list(&helper_dirs),
+            p("networks"),
+        );
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&self.podman_dir)
+            .unwrap();
+        write_file(&self.podman_dir.join("containers.conf"), &text, 0o600);
+        self.write_netavark_wrapper();
+    }
+
+    /// `<dir>/podman/helpers/netavark`: the real netavark with `--config <dir>/podman/netavark`. Rootful podman
+    /// 4.3 always passes the machine-wide `/run/containers/networks`, where netavark keeps aardvark-dns's config
+    /// and pid file: labs running in parallel would then share (and signal) one aardvark-dns in one lab's netns.
+    pub(super) fn write_netavark_wrapper(&self) {
+        let helpers = self.podman_dir.join("helpers");
+        fs::DirBuilder::new().mode(0o700).create(&helpers).unwrap();
+        let run_dir = self.netavark_run_dir();
+        // netavark creates `aardvark-dns/` in it, but not the dir itself.
+        fs::DirBuilder::new().mode(0o700).create(&run_dir).unwrap();
+        let script = match find_podman_helper("netavark") {
+            Some(real) => format!(
+                "#!/bin/sh\n\
+                 # The lab's netavark: the real one, with a run dir (aardvark-dns config, pid file, lock) of this lab's own.\n\
+                 real={}\n\
+                 dir={}\n\
+                 prev=\n\
+                 found=\n\
+                 for a in \"$@\"; do\n\
+                 \x20 shift\n\
+                 \x20 case $prev in --config|-c) a=$dir; found=1 ;; esac\n\
+                 \x20 case $a in --config=*) a=--config=$dir; found=1 ;; esac\n\
+                 \x20 set -- \"$@\" \"$a\"\n\
+                 \x20 prev=$a\n\
+                 done\n\
+                 [ -n \"$found\" ] || set -- --config \"$dir\" \"$@\"\n\
+                 exec \"$real\" \"$@\"\n",
+                sh_quote(&real),
+                sh_quote(&run_dir.to_string_lossy())
+            ),
+            None => "#!/bin/sh\necho 'netavark not found: install the Debian package netavark' >&2\nexit 127\n"
+                .to_owned(),
+        };
+        write_file(&helpers.join("netavark"), &script, 0o700);
+    }
+
+    /// Where the lab's netavark keeps aardvark-dns's config (`aardvark-dns/`) and lock.
+    pub(super) fn netavark_run_dir(&self) -> PathBuf {
+        self.podman_dir.join("netavark")
+    }
+
+    /// Runs podman in the lab's host netns with the lab's storage and containers.conf, then `args`. Its OCI
+    /// runtime is runc with the lab's hooks dir, or with `via`, that runtime (a path) with an empty hooks dir (see
+    /// [`Lab::podman_via`]). With `binds`, podman runs in a private mount namespace with each (lab file, machine
+    /// path) bind-mounted (never on the machine's own view of those paths: the namespace ends with its last
+    /// process).
+    fn podman_cmd(
+        &self,
+        via: Option<&Path>,
+        binds: &[(PathBuf, String)],
+        args: &[&str],
+    ) -> CmdOutput {
+        let (runtime, hooks_dir) = match via {
+            None => ("runc".into(), self.hooks_dir.clone()),
+            Some(runtime) => {
+                let no_hooks = self.dir.join("no-hooks.d");
+                let _ = fs::DirBuilder::new().mode(0o700).create(&no_hooks);
+                (runtime.to_string_lossy().into_owned(), no_hooks)
+            }
+        };
+        let mut argv: Vec<String> = Vec::new();
+        if !binds.is_empty() {
+            let mut script = String::new();
+            for (file, target) in binds {
+                script += &format!(
+                    "mount --bind {} {} || exit 125\n",
+                    sh_quote(&file.to_string_lossy()),
+                    sh_quote(target)
+                );
+            }
+            script += "exec \"$@\"\n";
+            argv.extend(
+                ["unshare", "--mount", "--propagation", "private", "sh", "-c"].map(String::from),
+            );
+            argv.push(script);
+            argv.push("sh".into());
+        }
+        let p = |s: &str| self.podman_dir.join(s).to_string_lossy().into_owned();
+        argv.extend(in_netns(&self.host_ns, &["podman"]));
+        for (flag, value) in [
+            ("--root", p("root")),
+            ("--runroot", p("rr")),
+            ("--tmpdir", p("tmp")),
+            ("--storage-driver", "vfs".into()),
+            ("--cgroup-manager", "cgroupfs".into()),
+            ("--runtime", runtime),
+            ("--events-backend", "file".into()),
+            ("--hooks-dir", hooks_dir.to_string_lossy().into_owned()),
+        ] {
+            argv.push(flag.into());
+            argv.push(value);
+        }
+        argv.extend(args.iter().map(|s| s.to_string()));
+        self.exec(
+            &argv,
+            &[("CONTAINERS_CONF", &self.podman_dir.join("containers.conf"))],
+        )
+    }
+
+    /// Runs podman (in the lab's host netns, with the lab's storage and hooks) with `args`.
+    pub fn podman(&self, args: &[&str]) -> CmdOutput {
+        self.podman_cmd(None, &[], args)
+    }
+
+    /// Runs podman as [`Lab::podman`] does, but with `--runtime <runtime>` (a path) instead of runc and with an
+    /// empty hooks dir instead of the lab's, so the OCI runtime sees exactly what podman itself generates (for a
+    /// runtime wrapper that adds the hooks itself).
+    pub fn podman_via(&self, runtime: &Path, args: &[&str]) -> CmdOutput {
+        self.podman_cmd(Some(runtime), &[], args)
+    }
+
+    /// `podman run` in a fresh busybox rootfs of this lab. On a bridge network of this lab, the bridge is first
+    /// re-created with its fixed MAC if netavark deleted it (see `Lab::ensure_bridge`).
+    pub fn podman_run(&self, opts: &RunOpts) -> RunOutput {
+        if let Some(name) = &opts.network {
+            let net = self
+                .bridges
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|b| &b.name == name)
+                .cloned();
+            if let Some(net) = net {
+                self.ensure_bridge(&net);
+            }
+        }
+        let n = self.runs.fetch_add(1, Ordering::SeqCst);
+        let rootfs = self.make_rootfs(n);
+        let cidfile = self.dir.join(format!("run-{n}.cid"));
+        let args = opts.run_args(&cidfile, &rootfs);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.podman_cmd(opts.via.as_deref(), &opts.binds, &refs);
+        let cid = fs::read_to_string(&cidfile)
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty());
+        if let Some(cid) = &cid {
+            self.seen_cids.lock().unwrap().push(cid.clone());
+        }
+        RunOutput { out, cid, rootfs }
+    }
+
+    /// A fresh busybox rootfs dir under the lab dir (the one `podman_run` gives each container), for
+    /// `podman run --rootfs`.
+    pub fn new_rootfs(&self) -> PathBuf {
+        self.make_rootfs(self.runs.fetch_add(1, Ordering::SeqCst))
+    }
+
+    /// A fresh rootfs: busybox (hard-linked from the lab's copy), its applets, empty etc proc sys dev tmp run.
+    pub(super) fn make_rootfs(&self, n: usize) -> PathBuf {
+        let root = self.dir.join(format!("rootfs-{n}"));
+        for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "run"] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+        fs::hard_link(&self.busybox, root.join("bin/busybox"))
+            .or_else(|_| fs::copy(&self.busybox, root.join("bin/busybox")).map(drop))
+            .unwrap();
+        for applet in APPLETS {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+        }
+        root
+    }
+}
+
+/// The first `name` in podman's default helper dirs (the lab's own wrapper dir excluded).
+pub(super) fn find_podman_helper(name: &str) -> Option<String> {
+    PODMAN_HELPER_DIRS
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| is_executable(p))
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// Script output between `BEGIN <tag>` and `END <tag>` lines.
+pub fn section<'a>(out: &'a str, tag: &str) -> Vec<&'a str> {
+    let (begin, end) = (format!("BEGIN {tag}"), format!("END {tag}"));
+    out.lines()
+        .skip_while(|l| *l != begin)
+        .skip(1)
+        .take_while(|l| *l != end)
+        .collect()
+}
