@@ -1,4 +1,4 @@
-//! The end-to-end test lab (DESIGN.md section 6).
+//! The end-to-end test lab (ARCHITECTURE.md, "Tests").
 //!
 //! `Lab::new("name")` builds, per test and uniquely named so tests run in parallel:
 //! - a "host" netns `wgl-<id>-h` where podman, runc and therefore the hook run (always through

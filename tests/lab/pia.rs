@@ -1,4 +1,5 @@
-//! A Private Internet Access compatible HTTPS server for the lab (the protocol: `PIA-API.md`).
+//! A Private Internet Access compatible HTTPS server for the lab (the protocol: ARCHITECTURE.md, "Private
+//! Internet Access").
 //!
 //! [`PiaLab::start`] puts the PIA addresses on `lo` of the lab's server netns, routes 198.18.1.0/24 from the
 //! host netns to it, and listens there (sockets created by a thread that entered the server netns, served
