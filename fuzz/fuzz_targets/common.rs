@@ -36,5 +36,3 @@ pub fn assert_bounded(message: &str, max: usize) {
     );
 }
 
-/// What a WireGuard key looks like: the crate's own test, kept out of every error.
-pub use wg_oci_hook::config::wgquick::looks_like_key;

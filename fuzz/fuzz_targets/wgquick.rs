@@ -61,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
                 "{message:?} does not name the file"
             );
             assert!(
-                !common::looks_like_key(&message),
+                !wgquick::looks_like_key(&message),
                 "an error quotes what looks like a key: {message:?}"
             );
         }
