@@ -15,6 +15,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Replaces `path` (absolute, as the container sees it) with `content`, mode 0644, by rename, so readers see
 /// the old file or the new one. The directory must exist.
@@ -65,12 +66,18 @@ pub fn split(path: &str) -> io::Result<(&str, &str)> {
 }
 
 /// Replaces the entry `name` of `dir` with a new file holding `content`, mode 0644, by rename: readers see the old
-/// file or the new one, and a symlink there is replaced, never followed.
+/// file or the new one, and a symlink there is replaced, never followed. The temporary file's name is this
+/// writer's alone (pid and a counter): containers started from one rootfs write its files at the same time.
 pub fn replace_at(dir: impl AsFd, name: &OsStr, content: &[u8]) -> io::Result<()> {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
     let dir = dir.as_fd();
     let mut tmp = OsString::from(".");
     tmp.push(name);
-    tmp.push(".wg-oci-hook");
+    tmp.push(format!(
+        ".wg-oci-hook.{}.{}",
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
     let tmp = tmp.as_os_str();
     let _ = unlinkat(dir, tmp, UnlinkatFlags::NoRemoveDir);
     let file = openat2(
@@ -160,5 +167,38 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&outside).unwrap(), "host file\n");
         assert!(write(std::process::id(), &rootfs, "/missing/dir/file", b"1").is_err());
         std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// Containers started from one rootfs directory write its resolv.conf at once: each write must land whole,
+    /// whatever the others do (a fixed temporary name made one start in 25 fail with ENOENT or EEXIST).
+    #[test]
+    fn concurrent_replacements_of_one_file_all_succeed_and_leave_no_temporary_file() {
+        let dir = std::env::temp_dir().join(format!("wgoh-cfile-race-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let handle = File::open(&dir).unwrap();
+        std::thread::scope(|scope| {
+            for n in 0..16 {
+                let handle = &handle;
+                scope.spawn(move || {
+                    for round in 0..50 {
+                        let content = format!("nameserver 10.0.{n}.{round}\n");
+                        replace_at(handle, OsStr::new("resolv.conf"), content.as_bytes())
+                            .unwrap_or_else(|e| panic!("writer {n}, round {round}: {e}"));
+                    }
+                });
+            }
+        });
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["resolv.conf"]);
+        let text = std::fs::read_to_string(dir.join("resolv.conf")).unwrap();
+        assert!(
+            text.starts_with("nameserver 10.0.") && text.ends_with(".49\n"),
+            "{text:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
