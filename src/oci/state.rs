@@ -3,7 +3,7 @@
 //! Parsed leniently into a minimal struct rather than oci-spec's type: runc and crun differ (crun says "created",
 //! adds `root`, sends pid 0 at poststop; runc sends no pid at poststop). We key everything on the container id.
 
-use crate::sys::regular_file;
+use crate::sys::regular_file::{self, CappedReadError};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::io::Read;
@@ -30,11 +30,10 @@ pub struct ContainerState {
 impl ContainerState {
     /// Reads the state JSON (bounded) and checks the container id, which names our files.
     pub fn read(input: impl Read) -> Result<Self, StateError> {
-        let text =
-            regular_file::read_capped(input, MAX_STATE_BYTES).map_err(|e| match e.kind() {
-                std::io::ErrorKind::Other => StateError(format!("the OCI state on stdin is {e}")),
-                _ => StateError(format!("reading the OCI state from stdin: {e}")),
-            })?;
+        let text = regular_file::read_capped(input, MAX_STATE_BYTES).map_err(|e| match e {
+            CappedReadError::TooLarge(_) => StateError(format!("the OCI state on stdin is {e}")),
+            CappedReadError::Io(e) => StateError(format!("reading the OCI state from stdin: {e}")),
+        })?;
         // serde's derived visitor also takes a sequence for a struct: `["id", pid, "bundle"]` would pass.
         if text.iter().find(|b| !b" \t\r\n".contains(b)) != Some(&b'{') {
             return Err(StateError(

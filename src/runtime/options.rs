@@ -129,8 +129,10 @@ pub fn runtime_for_others(opts: &Options) -> (String, Option<String>) {
         // Not a FIFO or a device: opening one could block every runc call.
         Ok(meta) if !meta.is_file() => Err("not a regular file".to_owned()),
         _ => File::open(&path)
-            .and_then(|file| regular_file::read_capped_text(file, MAX_POLICY_BYTES))
             .map_err(|e| e.to_string())
+            .and_then(|file| {
+                regular_file::read_capped_text(file, MAX_POLICY_BYTES).map_err(|e| e.to_string())
+            })
             .and_then(|text| runtime_key(&text)),
     };
     match found {

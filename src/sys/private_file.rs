@@ -26,9 +26,6 @@ pub fn read(path: &Path, max_bytes: u64) -> Result<String, String> {
             path.display()
         ));
     }
-    if meta.size() > max_bytes {
-        return Err(format!("larger than {} KiB", max_bytes / 1024));
-    }
     regular_file::read_capped_text(file, max_bytes).map_err(|e| e.to_string())
 }
 

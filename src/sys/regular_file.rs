@@ -49,21 +49,32 @@ pub fn open_dir(path: &Path) -> Result<File, String> {
     }
 }
 
+/// Why a capped read gave no text.
+#[derive(Debug, thiserror::Error)]
+pub enum CappedReadError {
+    /// More than the limit (in bytes) was there.
+    #[error("larger than {}", size(*.0))]
+    TooLarge(u64),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
 /// All that `reader` gives, refused past `limit` bytes: no one can make us hold more than that of a file or
-/// a pipe someone else fills. The error says only "larger than N" (callers put the name in front).
-pub fn read_capped(reader: impl Read, limit: u64) -> io::Result<Vec<u8>> {
+/// a pipe someone else fills. The error says only what is wrong (callers put the name in front).
+pub fn read_capped(reader: impl Read, limit: u64) -> Result<Vec<u8>, CappedReadError> {
     let mut bytes = Vec::new();
     reader.take(limit + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
-        return Err(io::Error::other(format!("larger than {}", size(limit))));
+        return Err(CappedReadError::TooLarge(limit));
     }
     Ok(bytes)
 }
 
 /// `read_capped`, as UTF-8 text.
-pub fn read_capped_text(reader: impl Read, limit: u64) -> io::Result<String> {
-    String::from_utf8(read_capped(reader, limit)?)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
+pub fn read_capped_text(reader: impl Read, limit: u64) -> Result<String, CappedReadError> {
+    String::from_utf8(read_capped(reader, limit)?).map_err(|_| {
+        CappedReadError::Io(io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
+    })
 }
 
 /// A limit as people write it: 1 MiB, 64 KiB, 300 bytes.
@@ -127,6 +138,7 @@ mod tests {
         assert_eq!(read_capped(&[7u8; 1024][..], 1024).unwrap().len(), 1024);
         let e = read_capped(&[7u8; 1025][..], 1024).unwrap_err();
         assert_eq!(e.to_string(), "larger than 1 KiB");
+        assert!(matches!(e, CappedReadError::TooLarge(1024)), "{e:?}");
         let e = read_capped(std::io::repeat(0), 16 << 20).unwrap_err();
         assert_eq!(e.to_string(), "larger than 16 MiB");
         assert_eq!(
