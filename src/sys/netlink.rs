@@ -163,11 +163,6 @@ impl Netlink {
             .collect())
     }
 
-    pub fn delete_route(&self, route: RouteMessage) -> io::Result<()> {
-        self.block_on(self.handle.route().del(route).execute())
-            .map_err(nl_err)
-    }
-
     /// A route to `net` through the link in routing table `table`, scope link (no gateway: the peer is on
     /// the other end).
     pub fn add_device_route(&self, index: u32, net: IpNetwork, table: u32) -> io::Result<()> {

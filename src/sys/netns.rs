@@ -25,7 +25,7 @@ impl NetNs {
         Self::open(&format!("/proc/{pid}/ns/net"))
     }
 
-    pub fn open(path: &str) -> io::Result<Self> {
+    fn open(path: &str) -> io::Result<Self> {
         let file = File::open(Path::new(path))?;
         Ok(NetNs {
             file,
@@ -90,16 +90,6 @@ impl NetNs {
             ));
         }
         Ok(NetNs::from_file(net, format!("/proc/{pid}/ns/net")))
-    }
-
-    /// The netns this process runs in (the runtime's, that is the host side).
-    pub fn current() -> io::Result<Self> {
-        Self::open("/proc/thread-self/ns/net")
-    }
-
-    pub fn same_as(&self, other: &NetNs) -> io::Result<bool> {
-        let (a, b) = (self.file.metadata()?, other.file.metadata()?);
-        Ok(a.dev() == b.dev() && a.ino() == b.ino())
     }
 
     pub fn file(&self) -> &File {

@@ -12,7 +12,7 @@ use crate::sys::command::{output_until, resolve_program};
 use crate::sys::deadline::Deadline;
 use crate::sys::netns::NetNs;
 use std::io::{self, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 /// Our table in the container's netns.
@@ -31,10 +31,6 @@ impl Nft {
         Ok(Nft {
             program: resolve_program(command)?,
         })
-    }
-
-    pub fn program(&self) -> &Path {
-        &self.program
     }
 
     /// Loads `script` in one transaction inside `netns`, killing nft if it runs past `deadline`.
