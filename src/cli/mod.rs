@@ -143,7 +143,12 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
     };
     let policy_path = policy::path(args.policy.as_deref());
     // A container's hook reads its state first: a container that did not ask for a tunnel costs no policy read.
-    let state = match args.command {
+    let hook_stage = |create: bool| match read_state(create) {
+        Ok(Some(state)) => Ok(Work::Hook { create, state }),
+        Ok(None) => Err(ExitCode::SUCCESS),
+        Err(e) => Err(fail(&e)),
+    };
+    let work = match args.command {
         Command::Help => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -152,34 +157,38 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
             println!("wg-oci-hook {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Command::CreateRuntime | Command::Poststop => {
-            match read_state(args.command == Command::CreateRuntime) {
-                Ok(Some(state)) => Some(state),
-                Ok(None) => return ExitCode::SUCCESS,
-                Err(e) => return fail(&e),
+        Command::CreateRuntime => hook_stage(true),
+        Command::Poststop => hook_stage(false),
+        Command::Status(id) => Ok(Work::Status(id)),
+        Command::PortForward { id, worker } => Ok(Work::PortForward { id, worker }),
+    };
+    let work = match work {
+        Ok(work) => work,
+        Err(exit) => return exit,
+    };
+    let policy = match Policy::load(&policy_path) {
+        Ok(policy) => policy,
+        Err(e) => {
+            return match &work {
+                Work::Hook { state, .. } => {
+                    fail(&format!("container {}: reading the policy: {e}", state.id))
+                }
+                _ => fail(&e),
             }
         }
-        Command::Status(_) | Command::PortForward { .. } => None,
     };
-    let policy = match (Policy::load(&policy_path), &state) {
-        (Ok(policy), _) => policy,
-        (Err(e), Some(state)) => {
-            return fail(&format!("container {}: reading the policy: {e}", state.id))
-        }
-        (Err(e), None) => return fail(&e),
-    };
-    match (args.command, state) {
-        (Command::Status(id), _) => status::run(&policy, id.as_deref()),
-        (Command::PortForward { id, worker }, _) => {
+    match work {
+        Work::Status(id) => status::run(&policy, id.as_deref()),
+        Work::PortForward { id, worker } => {
             init_logging(Some(policy.log_level.unwrap_or(log::LevelFilter::Info)));
             match hook::port_forward::run_helper(&policy, &id, worker) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&format!("container {id}: port forwarding: {e}")),
             }
         }
-        (command, Some(state)) => {
+        Work::Hook { create, state } => {
             init_logging(policy.log_level);
-            let (stage, result) = if command == Command::CreateRuntime {
+            let (stage, result) = if create {
                 let result = hook::create_runtime(&state, &policy, args.profile.as_deref());
                 ("create-runtime", result.map(drop))
             } else {
@@ -194,8 +203,21 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        (_, None) => unreachable!("create-runtime and poststop read the state above"),
     }
+}
+
+/// What a command line asks for once help and version are answered.
+enum Work {
+    Status(Option<String>),
+    PortForward {
+        id: String,
+        worker: bool,
+    },
+    /// createRuntime (`create`) or poststop, for a container that asked for a tunnel.
+    Hook {
+        create: bool,
+        state: ContainerState,
+    },
 }
 
 /// The container state on stdin, or None when the container did not ask for a tunnel.
