@@ -5,6 +5,7 @@ pub mod atomic_file;
 pub mod command;
 pub mod container_file;
 pub mod deadline;
+pub mod lock;
 pub mod names;
 pub mod netlink;
 pub mod netns;

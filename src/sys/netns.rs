@@ -8,10 +8,26 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sched::{setns, CloneFlags};
 use nix::sys::stat::Mode;
+use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+
+/// A network namespace's identity: the device and inode of its nsfs file, the same through every path to it
+/// (`/proc/PID/ns/net` of each process in it, a bind mount under /run/netns) while it lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NetnsId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl NetnsId {
+    /// As a file name: `DEV-INO`.
+    pub fn key(&self) -> String {
+        format!("{}-{}", self.dev, self.ino)
+    }
+}
 
 /// An open handle on a network namespace (keeps it alive while we hold it).
 pub struct NetNs {
@@ -90,6 +106,21 @@ impl NetNs {
             ));
         }
         Ok(NetNs::from_file(net, format!("/proc/{pid}/ns/net")))
+    }
+
+    pub fn id(&self) -> io::Result<NetnsId> {
+        let meta = self.file.metadata()?;
+        Ok(NetnsId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+
+    /// The netns at `path` (a pod's bind mount, `/proc/PID/ns/net`) if it is `id`, and never another: a name
+    /// outlives what it named, and a pid is reused.
+    pub fn open_if(path: &Path, id: NetnsId) -> Option<NetNs> {
+        let ns = Self::open(path.to_str()?).ok()?;
+        (ns.id().ok()? == id).then_some(ns)
     }
 
     pub fn file(&self) -> &File {

@@ -139,6 +139,42 @@ impl PrivateDir {
         Ok(file)
     }
 
+    /// `name` opened for a lock: made (mode 0600) when missing, never through a symlink, and a regular file.
+    pub(super) fn open_lock_file(&self, name: &str) -> io::Result<File> {
+        let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = openat(
+            self.fd.as_fd(),
+            name,
+            flags,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| match e {
+            Errno::ELOOP => is_a_symlink(),
+            e => e.into(),
+        })?;
+        if SFlag::from_bits_truncate(fstat(fd.as_fd())?.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a regular file",
+            ));
+        }
+        Ok(File::from(fd))
+    }
+
+    /// Whether `name` is, right now, the file `file` has open.
+    pub(super) fn is_same_file(&self, name: &str, file: &impl AsFd) -> io::Result<bool> {
+        let open = fstat(file.as_fd())?;
+        match fstatat(
+            self.fd.as_fd(),
+            name,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(now) => Ok(now.st_dev == open.st_dev && now.st_ino == open.st_ino),
+            Err(Errno::ENOENT) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Removes `name`; none there is fine.
     pub fn remove(&self, name: &str) -> io::Result<()> {
         match unlinkat(self.fd.as_fd(), name, UnlinkatFlags::NoRemoveDir) {
