@@ -9,6 +9,19 @@ pub const PROFILE: &str = "wg.profile";
 pub const PORTS: &str = "wg.ports";
 /// A provider profile's region, chosen by the container (if the policy lets it).
 pub const REGION: &str = "wg.region";
+/// How CRI engines tell a pod's sandbox container from its app containers: containerd, then CRI-O. Their value
+/// is `sandbox` on the sandbox (pause) container.
+pub const SANDBOX_MARKERS: [&str; 2] = [
+    "io.kubernetes.cri.container-type",
+    "io.kubernetes.cri-o.ContainerType",
+];
+
+/// Whether the engine says this is a pod's sandbox container (whose tunnel the app containers join).
+pub fn is_sandbox(annotations: &HashMap<String, String>) -> bool {
+    SANDBOX_MARKERS
+        .iter()
+        .any(|key| annotations.get(*key).is_some_and(|v| v == "sandbox"))
+}
 /// More port maps than this in one annotation is not a port list but an attempt at something else.
 const MAX_PORT_MAPS: usize = 64;
 const PREFIX: &str = "wg.";

@@ -83,12 +83,18 @@ pub struct Profile {
     /// What the tunnel's side may open; None when the policy does not say (the default depends on the
     /// tunnel: see `profile::inbound_or_default`).
     pub inbound: Option<Inbound>,
+    /// A static profile that many network namespaces may use at once (`shared = true`). One WireGuard key
+    /// in two places steals its own endpoint: the server answers whichever spoke last, so only a server that
+    /// expects it (one that pins nothing to the endpoint, with roaming tolerated) works this way.
+    pub shared: bool,
 }
 
 #[derive(Debug, Clone)]
 pub enum ProfileSource {
     /// A wg-quick file, absolute.
     WgQuick(PathBuf),
+    /// A directory of wg-quick files (`*.conf`), absolute: each network namespace leases one of its own.
+    Pool(PathBuf),
     /// A Private Internet Access registration per container.
     Pia(Box<PiaSettings>),
 }
@@ -98,14 +104,14 @@ impl Profile {
     pub fn wg_quick(&self) -> Option<&Path> {
         match &self.source {
             ProfileSource::WgQuick(path) => Some(path),
-            ProfileSource::Pia(_) => None,
+            ProfileSource::Pool(_) | ProfileSource::Pia(_) => None,
         }
     }
 
     pub fn pia(&self) -> Option<&PiaSettings> {
         match &self.source {
             ProfileSource::Pia(settings) => Some(settings),
-            ProfileSource::WgQuick(_) => None,
+            ProfileSource::WgQuick(_) | ProfileSource::Pool(_) => None,
         }
     }
 }
@@ -137,6 +143,8 @@ struct RawPolicy {
 #[serde(deny_unknown_fields)]
 struct RawProfile {
     config: Option<Spanned<PathBuf>>,
+    pool: Option<Spanned<PathBuf>>,
+    shared: Option<Spanned<bool>>,
     kill_switch: Option<bool>,
     allow_local: Option<Vec<Spanned<String>>>,
     #[serde(default)]
@@ -327,7 +335,20 @@ impl Policy {
                     None => None,
                 };
             let kill_switch = profile.kill_switch.unwrap_or(true);
+            let shared = profile.shared.clone();
             let source = profile_source(&name, span, profile, base, &at)?;
+            let shared = match (shared, &source) {
+                (None, _) => false,
+                (Some(v), ProfileSource::WgQuick(_)) => v.into_inner(),
+                (Some(v), ProfileSource::Pool(_)) => {
+                    let msg = format!("profile {name:?}: shared: a pool leases each of its files to one network namespace; it cannot be shared");
+                    return Err(at(v.span(), &msg));
+                }
+                (Some(v), ProfileSource::Pia(_)) => {
+                    let msg = format!("profile {name:?}: shared: a provider profile registers a key per tunnel and is always shared");
+                    return Err(at(v.span(), &msg));
+                }
+            };
             profiles.insert(
                 name.clone(),
                 Profile {
@@ -337,6 +358,7 @@ impl Policy {
                     allow_local,
                     port_maps,
                     inbound,
+                    shared,
                 },
             );
         }
@@ -481,13 +503,18 @@ fn profile_source(
                 &format!("profile {name:?}: this key is only for provider = \"pia\" profiles"),
             ));
         }
-        let config = raw.config.ok_or_else(|| {
-            at(
+        return match (raw.config, raw.pool) {
+            (Some(config), None) => Ok(ProfileSource::WgQuick(absolute(config.into_inner()))),
+            (None, Some(pool)) => Ok(ProfileSource::Pool(absolute(pool.into_inner()))),
+            (Some(_), Some(pool)) => Err(at(
+                pool.span(),
+                &format!("profile {name:?}: config (one wg-quick file) and pool (a directory of them) exclude each other"),
+            )),
+            (None, None) => Err(at(
                 span.clone(),
-                &format!("profile {name:?}: missing config (the wg-quick file) or provider"),
-            )
-        })?;
-        return Ok(ProfileSource::WgQuick(absolute(config.into_inner())));
+                &format!("profile {name:?}: missing config (the wg-quick file), pool (a directory of them) or provider"),
+            )),
+        };
     };
     if provider.get_ref() != "pia" {
         let msg = format!(
@@ -496,9 +523,16 @@ fn profile_source(
         );
         return Err(at(provider.span(), &msg));
     }
-    if let Some(config) = raw.config {
-        let msg = format!("profile {name:?}: a provider profile has no config file (its tunnel comes from the provider)");
-        return Err(at(config.span(), &msg));
+    if let Some(span) = [
+        raw.config.as_ref().map(Spanned::span),
+        raw.pool.as_ref().map(Spanned::span),
+    ]
+    .into_iter()
+    .flatten()
+    .min_by_key(|r| r.start)
+    {
+        let msg = format!("profile {name:?}: a provider profile has no config file or pool (its tunnel comes from the provider)");
+        return Err(at(span, &msg));
     }
     let need = |key: &str| {
         at(
@@ -853,6 +887,35 @@ config = "work.conf"
         assert!(err("[profiles.vpn]\n").contains("missing config"));
         assert!(err("[profiles.\"../x\"]\nconfig = \"a\"\n").contains("profile name"));
         assert!(err("backend = \"auto\"\n").contains("no [profiles.NAME]"));
+    }
+
+    #[test]
+    fn pools_and_shared_profiles() {
+        let p = parse(
+            "[profiles.pool]\npool = \"pools/eu\"\n[profiles.one]\nconfig = \"/a\"\n\
+             [profiles.many]\nconfig = \"/b\"\nshared = true\n",
+        )
+        .unwrap();
+        assert!(
+            matches!(&p.profiles["pool"].source, ProfileSource::Pool(d) if d == Path::new("/etc/wg-oci-hook/pools/eu"))
+        );
+        assert!(!p.profiles["pool"].shared && !p.profiles["one"].shared);
+        assert!(p.profiles["many"].shared);
+        let e = err("[profiles.x]\nconfig = \"/a\"\npool = \"/d\"\n");
+        assert!(
+            e.contains(":3:8: ") && e.contains("exclude each other"),
+            "{e}"
+        );
+        let e = err("[profiles.x]\npool = \"/d\"\nshared = true\n");
+        assert!(
+            e.contains(":3:10: ") && e.contains("cannot be shared"),
+            "{e}"
+        );
+        let e = err(&format!("{PIA}shared = false\n"));
+        assert!(e.contains("always shared"), "{e}");
+        let e = err(&format!("{PIA}pool = \"/d\"\n"));
+        assert!(e.contains("has no config file or pool"), "{e}");
+        assert!(err("[profiles.vpn]\n").contains("missing config (the wg-quick file), pool"));
     }
 
     #[test]

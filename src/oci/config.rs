@@ -48,6 +48,22 @@ struct RawBundleConfig {
     root: Option<RawRoot>,
     #[serde(default)]
     mounts: Vec<RawMount>,
+    #[serde(default)]
+    linux: Option<RawLinux>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawLinux {
+    #[serde(default)]
+    namespaces: Vec<RawNamespace>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawNamespace {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    path: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +88,10 @@ struct RawMount {
 pub struct Bundle {
     pub rootfs: PathBuf,
     pub resolv_conf_mount_source: Option<PathBuf>,
+    /// The network namespace the engine had the container join (a pod's `/run/netns/...`, another
+    /// container's `/proc/PID/ns/net`): a name for it that may outlive the container. Input, not truth: used
+    /// only where it leads to the netns the container was seen in.
+    pub netns_path: Option<PathBuf>,
 }
 
 impl Bundle {
@@ -98,9 +118,18 @@ impl Bundle {
             })
             .filter_map(|m| m.source)
             .next_back();
+        let netns_path = raw
+            .linux
+            .unwrap_or_default()
+            .namespaces
+            .into_iter()
+            .find(|ns| ns.kind == "network")
+            .and_then(|ns| ns.path)
+            .filter(|path| path.is_absolute());
         Ok(Bundle {
             rootfs,
             resolv_conf_mount_source,
+            netns_path,
         })
     }
 }
@@ -116,6 +145,7 @@ mod tests {
         std::fs::write(
             dir.join("config.json"),
             r#"{"root":{"path":"rootfs"},"process":{"capabilities":{"bounding":["CAP_FUTURE"]}},
+               "linux":{"namespaces":[{"type":"pid"},{"type":"network","path":"/run/netns/pod1"}]},
                "mounts":[{"destination":"/proc","type":"proc","source":"proc"},
                          {"destination":"/etc/resolv.conf","type":"bind","source":"/run/c/resolv.conf","options":["bind","rprivate"]}]}"#,
         )
@@ -126,6 +156,7 @@ mod tests {
             b.resolv_conf_mount_source.as_deref(),
             Some(Path::new("/run/c/resolv.conf"))
         );
+        assert_eq!(b.netns_path.as_deref(), Some(Path::new("/run/netns/pod1")));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -16,7 +16,7 @@ const MAX_STATE_BYTES: u64 = 1 << 20;
 #[error("{0}")]
 pub struct StateError(pub String);
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 pub struct ContainerState {
     pub id: String,
     #[serde(default)]
