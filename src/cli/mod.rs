@@ -14,17 +14,21 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: wg-oci-hook [--policy PATH] [--profile NAME] <create-runtime|poststop>
        wg-oci-hook [--policy PATH] status [CONTAINER-ID]
+       wg-oci-hook [--policy PATH] gc
        wg-oci-hook install <hooks|docker|containerd> [...]   (see wg-oci-hook install --help)
   Run by an OCI runtime (runc, crun) as a createRuntime or poststop hook, with the container state on stdin.
   --policy PATH   policy file (default: $WG_OCI_HOOK_POLICY, else /etc/wg-oci-hook/policy.toml)
   --profile NAME  the profile for containers that name none (set by wg-oci-runtime --wg-profile)
-  status          the live tunnels of the policy's state dir (PIA: region, server, forwarded port)";
+  status          the live tunnels of the policy's state dir (PIA: region, server, forwarded port)
+  gc              takes down the tunnels whose containers are all gone without a poststop, with their
+                  daemons, helpers and leases (each createRuntime does this too)";
 
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
     CreateRuntime,
     Poststop,
     Status(Option<String>),
+    Gc,
     /// The PIA port-forwarding helper of a container (started by create-runtime, not by people): its
     /// supervisor, or with --worker the worker.
     PortForward {
@@ -52,6 +56,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "create-runtime" | "createRuntime" => Command::CreateRuntime,
             "poststop" => Command::Poststop,
             "status" => Command::Status(args.next_if(|a| !a.starts_with('-'))),
+            "gc" => Command::Gc,
             port_forward::SUBCOMMAND => Command::PortForward {
                 id: args
                     .next()
@@ -160,6 +165,7 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
         Command::CreateRuntime => hook_stage(true),
         Command::Poststop => hook_stage(false),
         Command::Status(id) => Ok(Work::Status(id)),
+        Command::Gc => Ok(Work::Gc),
         Command::PortForward { id, worker } => Ok(Work::PortForward { id, worker }),
     };
     let work = match work {
@@ -179,6 +185,10 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
     };
     match work {
         Work::Status(id) => status::run(&policy, id.as_deref()),
+        Work::Gc => {
+            init_logging(policy.log_level);
+            gc(&policy)
+        }
         Work::PortForward { id, worker } => {
             init_logging(Some(policy.log_level.unwrap_or(log::LevelFilter::Info)));
             match hook::port_forward::run_helper(&policy, &id, worker) {
@@ -209,6 +219,7 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
 /// What a command line asks for once help and version are answered.
 enum Work {
     Status(Option<String>),
+    Gc,
     PortForward {
         id: String,
         worker: bool,
@@ -231,6 +242,31 @@ fn read_state(create: bool) -> Result<Option<ContainerState>, String> {
         Ok(false) => Ok(None),
         Err(e) if create => Err(format!("container {}: reading annotations: {e}", state.id)),
         Err(_) => Ok(Some(state)),
+    }
+}
+
+/// `gc`: a line per tunnel taken down, then what else was removed; exit 1 if anything failed.
+fn gc(policy: &Policy) -> ExitCode {
+    let state = match hook::record::StateDir::open(&policy.state_dir) {
+        Ok(state) => state,
+        Err(e) => return fail(&format!("the state dir {e}")),
+    };
+    let swept = hook::gc::collect(&state, policy);
+    for tunnel in &swept.tunnels {
+        println!("taken down: tunnel {tunnel}");
+    }
+    println!(
+        "{} tunnel(s) taken down, {} orphaned file(s) removed",
+        swept.tunnels.len(),
+        swept.orphans
+    );
+    if swept.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        for failure in &swept.failures {
+            eprintln!("wg-oci-hook: gc: {failure}");
+        }
+        ExitCode::FAILURE
     }
 }
 

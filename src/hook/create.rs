@@ -2,13 +2,14 @@
 //! what has been made so far, so that a failure at any step takes it all back in reverse.
 
 use super::firewall::Rules;
-use super::record::{Record, StateDir, RECORD_VERSION};
+use super::lease::{self, Leases};
+use super::record::{LeaseName, Member, Record, SharedResolvConf, StateDir, RECORD_VERSION};
 use super::tunnel::{self, TunnelSpec};
-use super::{mtu, port_forward, resolv_conf, routing, HookError, Step, StepError};
-use crate::config::admission::{self, Refusal};
+use super::{gc, mtu, port_forward, resolv_conf, routing, teardown, HookError, Step, StepError};
+use crate::config::admission::{self, Admitted, Refusal};
 use crate::config::annotations;
 use crate::config::pia_credentials;
-use crate::config::policy::{BackendChoice, Policy, ProfileSource};
+use crate::config::policy::{BackendChoice, Policy, Profile, ProfileSource};
 use crate::oci::config::Bundle;
 use crate::oci::state::ContainerState;
 use crate::provider::pia::settings::PiaSettings;
@@ -16,9 +17,9 @@ use crate::provider::pia::{self, port_forward as pia_port_forward, PortForwardRe
 use crate::sys::deadline::Deadline;
 use crate::sys::names::random_host_link_name;
 use crate::sys::netlink::Netlink;
-use crate::sys::netns::NetNs;
+use crate::sys::netns::{NetNs, NetnsId};
 use crate::sys::nft::Nft;
-use crate::sys::process::Started;
+use crate::sys::process::{self, Started};
 use crate::sys::sysctl;
 use crate::wg::uapi;
 use crate::wg::{self, userspace::Daemon, BackendKind};
@@ -58,7 +59,6 @@ fn create(
             cause,
         },
     })?;
-    let profile = admitted.profile;
     let nft = Nft::locate(&policy.nft_command).step("finding nft")?;
     let state_dir = StateDir::open(&policy.state_dir).step("opening the state directory")?;
     let pid = state
@@ -66,11 +66,280 @@ fn create(
         .ok_or("the OCI state has no container pid")
         .step("reading the OCI state")?;
     let container_ns = NetNs::of_container(pid).step("checking the container's pid")?;
+    let netns = container_ns.id().step("checking the container's pid")?;
+    let me = Member {
+        container_id: id.to_owned(),
+        pid,
+        start_time: process::start_time(pid)
+            .ok_or_else(|| format!("pid {pid} is not running"))
+            .step("checking the container's pid")?,
+        sandbox: annotations::is_sandbox(&state.annotations),
+    };
     let bundle = Bundle::load(&state.bundle).step("reading the bundle")?;
+    let key = netns.key();
+    // Dead tunnels first: they may hold a lease this start needs. Their failures are not this container's.
+    for failure in gc::sweep_dead(&state_dir, policy, Some(&key)).failures {
+        warn!("container {id}: gc: {failure}");
+    }
+    // One start, poststop or sweep at a time in this netns; other netns go on.
+    let lock = state_dir
+        .lock(&key, deadline)
+        .step("waiting for the tunnel's lock")?;
+    if let Some(existing) = state_dir.load(&key).step("reading the state record")? {
+        match Existing::of(&existing, &me) {
+            Existing::Mine => {
+                debug!("container {id}: createRuntime again: its tunnel is up");
+                return Ok(existing);
+            }
+            Existing::Live => return join(&state_dir, existing, me, &admitted, &bundle),
+            Existing::Dead => {
+                let failures =
+                    teardown::tear_down(&state_dir, policy, &existing, Some(&container_ns), None);
+                if !failures.is_empty() {
+                    return Err(failures.join("; ")).step("taking down a dead tunnel in the netns");
+                }
+                info!(
+                    "container {id}: took down the tunnel of gone container(s) {} in this netns",
+                    existing.member_ids()
+                );
+            }
+        }
+    }
+    let profile = admitted.profile;
+    let lease = claim(&state_dir, profile, &key, deadline)?;
+    let built = build(BuildInput {
+        state_dir: &state_dir,
+        policy,
+        admitted: &admitted,
+        container_ns: &container_ns,
+        nft: &nft,
+        bundle: &bundle,
+        netns,
+        me,
+        lease: lease.clone(),
+        deadline,
+    });
+    if built.is_err() {
+        if let Some(lease) = &lease {
+            release(&state_dir, lease, &key, id);
+        }
+        // The undo removed the record: nothing is left to lock.
+        let _ = state_dir.remove_lock(&key, lock);
+    }
+    built
+}
+
+/// What a start finds in its netns's record.
+enum Existing {
+    /// Its own complete tunnel: createRuntime ran twice.
+    Mine,
+    /// Another member's complete tunnel, with a member that runs: join it.
+    Live,
+    /// A tunnel none of whose other members runs, or a start that died half-way (under our lock, nobody is
+    /// building it): take it down and build anew.
+    Dead,
+}
+
+impl Existing {
+    fn of(record: &Record, me: &Member) -> Existing {
+        if !record.complete {
+            Existing::Dead
+        } else if record.member(&me.container_id) == Some(me) {
+            Existing::Mine
+        } else if record
+            .members
+            .iter()
+            .any(|m| m.container_id != me.container_id && m.alive())
+        {
+            Existing::Live
+        } else {
+            Existing::Dead
+        }
+    }
+}
+
+/// A later container of a netns joins its tunnel: same profile, same port maps, the tunnel's DNS in its own
+/// resolv.conf (written once when several members mount one file).
+fn join(
+    state_dir: &StateDir,
+    mut record: Record,
+    me: Member,
+    admitted: &Admitted,
+    bundle: &Bundle,
+) -> Result<Record, StepError> {
+    let step = "joining the tunnel of its network namespace";
+    let id = me.container_id.clone();
+    let key = record
+        .key()
+        .ok_or("a record without its netns")
+        .step(step)?;
+    if record.profile != admitted.profile.name {
+        return Err(format!(
+            "its network namespace has the tunnel of container {} on profile {:?}, and this container asks for \
+             profile {:?}: containers that share a network namespace share its tunnel",
+            record.builder(),
+            record.profile,
+            admitted.profile.name
+        ))
+        .step(step);
+    }
+    let port_maps = port_map_names(admitted);
+    if port_maps != record.port_maps {
+        return Err(format!(
+            "its network namespace has the tunnel of container {} with port maps [{}], and this container asks \
+             for [{}]: containers that share a network namespace share its firewall",
+            record.builder(),
+            record.port_maps.join(", "),
+            port_maps.join(", ")
+        ))
+        .step(step);
+    }
+    // A member of that id before is gone (the container restarted without a poststop).
+    record.members.retain(|m| m.container_id != id);
+    let _ = teardown::leave_resolv_confs(&mut record.resolv_confs, &id);
+    state_dir
+        .set_membership(&id, &key)
+        .step("writing the state record")?;
+    let mut wrote = None;
+    if !record.dns_servers.is_empty() {
+        let location = resolv_conf::location(bundle);
+        match record
+            .resolv_confs
+            .iter_mut()
+            .find(|s| s.change.location == location)
+        {
+            Some(shared) => shared.users.push(id.clone()),
+            None => {
+                let content =
+                    resolv_conf::render(&record.dns_servers, &record.dns_search, record.builder());
+                let written = resolv_conf::write(bundle, &content);
+                let change = match written {
+                    Ok(change) => change,
+                    Err(e) => {
+                        let _ = state_dir.remove_membership(&id);
+                        return Err(e).step("writing resolv.conf");
+                    }
+                };
+                wrote = Some(change.clone());
+                record.resolv_confs.push(SharedResolvConf {
+                    change,
+                    users: vec![id.clone()],
+                });
+            }
+        }
+    }
+    record.members.push(me);
+    if let Err(e) = state_dir.save(&record) {
+        if let Some(change) = wrote {
+            let _ = resolv_conf::restore(&change);
+        }
+        let _ = state_dir.remove_membership(&id);
+        return Err(e).step("writing the state record");
+    }
+    info!(
+        "container {id}: joined the tunnel of container {} ({}, profile {})",
+        record.builder(),
+        record.interface,
+        record.profile
+    );
+    Ok(record)
+}
+
+fn port_map_names(admitted: &Admitted) -> Vec<String> {
+    admitted.port_maps.iter().map(ToString::to_string).collect()
+}
+
+/// The lease a profile needs before its tunnel is built: a pool's file, a static profile's only config (unless
+/// the profile is `shared`); none for a provider's.
+fn claim(
+    state_dir: &StateDir,
+    profile: &Profile,
+    key: &str,
+    deadline: Deadline,
+) -> Result<Option<LeaseName>, StepError> {
+    let step = "leasing the profile";
+    let configs = match &profile.source {
+        ProfileSource::WgQuick(_) if !profile.shared => vec![lease::ONLY_CONFIG.to_owned()],
+        ProfileSource::Pool(dir) => lease::pool_configs(dir).step(step)?,
+        ProfileSource::WgQuick(_) | ProfileSource::Pia(_) => return Ok(None),
+    };
+    let leases = Leases::open(state_dir).step(step)?;
+    let name = profile.name.as_str();
+    let refusal = |holders: &[String]| {
+        match &profile.source {
+        ProfileSource::Pool(dir) if configs.is_empty() => {
+            format!("profile {name:?}: the pool {} has no *.conf file", dir.display())
+        }
+        ProfileSource::Pool(dir) => format!(
+            "profile {name:?}: all {} configs of the pool {} are leased (to the tunnels of containers {})",
+            configs.len(),
+            dir.display(),
+            holders.join(", ")
+        ),
+        _ => lease::static_profile_taken(name, holders),
+    }
+    };
+    leases
+        .claim(state_dir, name, &configs, key, deadline, &refusal)
+        .map(Some)
+        .step(step)
+}
+
+fn release(state_dir: &StateDir, lease: &LeaseName, key: &str, id: &str) {
+    let released = Leases::open(state_dir)
+        .map_err(io::Error::other)
+        .and_then(|leases| leases.release(lease, key));
+    if let Err(e) = released {
+        warn!(
+            "container {id}: undo: releasing the lease {}/{}: {e}",
+            lease.profile, lease.config
+        );
+    }
+}
+
+/// What the first container of a netns builds its tunnel from.
+struct BuildInput<'a> {
+    state_dir: &'a StateDir,
+    policy: &'a Policy,
+    admitted: &'a Admitted<'a>,
+    container_ns: &'a NetNs,
+    nft: &'a Nft,
+    bundle: &'a Bundle,
+    netns: NetnsId,
+    me: Member,
+    lease: Option<LeaseName>,
+    deadline: Deadline,
+}
+
+/// The first container of a netns builds its tunnel.
+fn build(input: BuildInput) -> Result<Record, StepError> {
+    let BuildInput {
+        state_dir,
+        policy,
+        admitted,
+        container_ns,
+        nft,
+        bundle,
+        netns,
+        me,
+        lease,
+        deadline,
+    } = input;
+    let id = me.container_id.as_str();
+    let pid = me.pid;
+    let profile = admitted.profile;
+    let key = netns.key();
     // Last of the checks, since a provider registers a key: nothing before this may still refuse the start.
     let (mut spec, pia_record, api_deadline) = match &profile.source {
         ProfileSource::WgQuick(path) => {
             let spec = tunnel::from_wg_quick(profile, path, policy.resolve_timeout, deadline)
+                .step("reading the profile")?;
+            (spec, None, None)
+        }
+        ProfileSource::Pool(dir) => {
+            let config = &lease.as_ref().expect("a pool profile is leased").config;
+            let path = dir.join(config);
+            let spec = tunnel::from_wg_quick(profile, &path, policy.resolve_timeout, deadline)
                 .step("reading the profile")?;
             (spec, None, None)
         }
@@ -80,12 +349,11 @@ fn create(
                 Deadline::after(settings.api_deadline, "api_deadline").earlier(deadline);
             let credentials =
                 pia_credentials::load(&settings.credentials).step("registering with PIA")?;
-            let region = admitted.region;
             let registered = pia::register(
                 settings,
                 &credentials,
                 state_dir.dir(),
-                region,
+                admitted.region,
                 id,
                 api_deadline,
             )
@@ -95,14 +363,18 @@ fn create(
             (spec, Some(record), Some(api_deadline))
         }
     };
-    spec.port_maps = admitted.port_maps;
+    spec.port_maps = admitted.port_maps.clone();
     let mut setup = Setup {
         id,
+        key: key.clone(),
         policy,
         state_dir,
         record: Record {
             version: RECORD_VERSION,
-            container_id: id.to_owned(),
+            netns: Some(netns),
+            netns_path: bundle.netns_path.clone(),
+            members: vec![me.clone()],
+            legacy_container_id: None,
             profile: profile.name.clone(),
             interface: policy.interface.clone(),
             // Picked once netlink can tell which names are free.
@@ -110,22 +382,29 @@ fn create(
             backend: BackendKind::Userspace,
             daemon: None,
             legacy_daemon_pid: None,
-            resolv_conf: None,
+            lease,
+            port_maps: port_map_names(admitted),
+            dns_servers: spec.dns_servers.clone(),
+            dns_search: spec.dns_search.clone(),
+            resolv_confs: Vec::new(),
+            legacy_resolv_conf: None,
             pia: pia_record,
+            complete: false,
         },
         host_nl: None,
         container_nl: None,
-        container_ns: &container_ns,
-        nft: &nft,
+        container_ns,
+        nft,
         host_link_index: None,
         daemon: None,
+        member_noted: false,
         record_saved: false,
         firewall_loaded: false,
         rules_added: Vec::new(),
         deadline,
         api_deadline,
     };
-    match setup.run(&spec, &bundle, profile.pia()) {
+    match setup.run(&spec, bundle, profile.pia()) {
         Ok(()) => {
             info!(
                 "container {id}: {} up ({} backend, profile {}, {} peer(s))",
@@ -149,8 +428,10 @@ const LAST_STEP: &str = "writing the state record";
 /// What has been made so far, so that a failure can take it all back.
 struct Setup<'a> {
     id: &'a str,
+    /// The tunnel's key in the state dir (its netns).
+    key: String,
     policy: &'a Policy,
-    state_dir: StateDir,
+    state_dir: &'a StateDir,
     record: Record,
     host_nl: Option<Netlink>,
     container_nl: Option<Netlink>,
@@ -159,6 +440,8 @@ struct Setup<'a> {
     /// Set while the link exists in the host netns under its temporary name.
     host_link_index: Option<u32>,
     daemon: Option<Daemon>,
+    /// The container's membership file names this tunnel.
+    member_noted: bool,
     record_saved: bool,
     firewall_loaded: bool,
     /// (ipv6, priority) of the policy rules added in the container.
@@ -198,6 +481,11 @@ impl Setup<'_> {
         let tmp = free_host_link_name(&host).step("naming the WireGuard interface")?;
         self.record.host_link = tmp.clone();
         self.host_nl = Some(host);
+        // Before the first record: a poststop knows its container only by id.
+        self.state_dir
+            .set_membership(self.id, &self.key)
+            .step("writing the state record")?;
+        self.member_noted = true;
         self.check_deadline("creating the WireGuard interface")?;
         self.create_device(&tmp)?;
         self.save_record()?;
@@ -281,13 +569,17 @@ impl Setup<'_> {
             self.check_deadline("writing resolv.conf")?;
             let content = resolv_conf::render(&spec.dns_servers, &spec.dns_search, self.id);
             let change = resolv_conf::write(bundle, &content).step("writing resolv.conf")?;
-            self.record.resolv_conf = Some(change);
+            self.record.resolv_confs.push(SharedResolvConf {
+                change,
+                users: vec![self.id.to_owned()],
+            });
         }
         if let Some(settings) = pia.filter(|s| s.port_forwarding) {
             self.check_deadline("forwarding a port (PIA)")?;
             self.forward_port(settings)?;
         }
         self.fail_point(LAST_STEP)?;
+        self.record.complete = true;
         self.save_record()
     }
 
@@ -295,7 +587,7 @@ impl Setup<'_> {
     /// so that poststop stops exactly it, and waits for its first bind.
     fn forward_port(&mut self, settings: &PiaSettings) -> Result<(), StepError> {
         let step = "forwarding a port (PIA)";
-        let (exe, argv) = pia_port_forward::command(&self.policy.path, self.id).step(step)?;
+        let (exe, argv) = pia_port_forward::command(&self.policy.path, &self.key).step(step)?;
         let Some(record) = self.record.pia.as_mut() else {
             return Ok(());
         };
@@ -308,14 +600,14 @@ impl Setup<'_> {
         // The helper reads its registration from the record.
         self.save_record()?;
         let helper =
-            pia_port_forward::spawn(self.state_dir.dir(), self.id, &exe, &argv).step(step)?;
+            pia_port_forward::spawn(self.state_dir.dir(), &self.key, &exe, &argv).step(step)?;
         // Recorded whole with the port (the caller saves); until then a poststop finds it by its argv.
         if let Some(started) = self.forwarding_mut().and_then(|f| f.helper.as_mut()) {
             started.observe(helper.pid());
         }
         let wait = self.api_deadline.unwrap_or(self.deadline).left();
         let port = helper
-            .wait_for_port(self.state_dir.dir(), self.id, wait)
+            .wait_for_port(self.state_dir.dir(), &self.key, wait)
             .step(step)?;
         if let Some(forward) = self.forwarding_mut() {
             forward.port = port;
@@ -423,13 +715,13 @@ impl Setup<'_> {
     /// Takes back, in reverse, whatever `run` made. Best effort: every step is tried.
     fn undo(&mut self) {
         if let Some(forward) = self.record.pia.as_mut().and_then(|p| p.port_forward.take()) {
-            port_forward::stop(&self.state_dir, self.id, &forward);
+            port_forward::stop(self.state_dir, &self.key, &forward);
         }
-        if let Some(change) = self.record.resolv_conf.take() {
-            if let Err(e) = resolv_conf::restore(&change) {
+        for shared in self.record.resolv_confs.drain(..) {
+            if let Err(e) = resolv_conf::restore(&shared.change) {
                 warn!(
                     "container {}: undo: restoring {}: {e}",
-                    self.id, change.location
+                    self.id, shared.change.location
                 );
             }
         }
@@ -455,11 +747,16 @@ impl Setup<'_> {
             let _ = wg::userspace::remove_socket(&self.record.host_link);
         }
         if self.record_saved {
-            if let Err(e) = self.state_dir.remove(self.id) {
+            if let Err(e) = self.state_dir.remove(&self.key) {
                 warn!(
                     "container {}: undo: removing the state record: {e}",
                     self.id
                 );
+            }
+        }
+        if self.member_noted {
+            if let Err(e) = self.state_dir.remove_membership(self.id) {
+                warn!("container {}: undo: removing the membership: {e}", self.id);
             }
         }
     }

@@ -4,12 +4,15 @@
 
 mod create;
 pub mod firewall;
+pub mod gc;
+pub mod lease;
 mod mtu;
 pub mod port_forward;
 mod poststop;
 pub mod record;
 pub mod resolv_conf;
 mod routing;
+mod teardown;
 pub mod tunnel;
 
 #[cfg(test)]

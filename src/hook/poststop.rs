@@ -1,88 +1,96 @@
-//! poststop: tears down what createRuntime recorded.
+//! poststop: the container leaves its tunnel; the tunnel goes with its last member, or with the pod's sandbox.
 
 use super::record::StateDir;
-use super::{port_forward, resolv_conf, routing, HookError, Step};
+use super::teardown;
+use super::{HookError, Step};
 use crate::config::policy::Policy;
 use crate::oci::state::ContainerState;
-use crate::sys::netlink::Netlink;
+use crate::sys::deadline::Deadline;
 use crate::sys::netns::NetNs;
-use crate::sys::nft::Nft;
-use crate::sys::process;
-use crate::wg;
-use log::info;
-use std::io;
+use log::{debug, info};
 
-/// Tears down what createRuntime recorded. Idempotent: no record, nothing of ours left. Works when the container's
-/// netns is already gone (podman runs poststop after removing it) and after a failed create. The record is
-/// removed even when a step fails, and the failure is reported.
+/// The container leaves its tunnel, which is taken down when no other member runs (or when the leaver is the
+/// pod's sandbox). Idempotent: a container that is no member (poststop twice, or with no createRuntime, or
+/// after a failed one) has nothing to do. Works when the container's netns is already gone (podman runs poststop
+/// after removing it) and when it lives on (a pod's). The record is removed even when a step fails, and the
+/// failure is reported.
 pub fn poststop(state: &ContainerState, policy: &Policy) -> Result<(), HookError> {
     let id = state.id.as_str();
-    let dir = StateDir::open(&policy.state_dir)
-        .step("opening the state directory")
-        .map_err(|e| e.of(id))?;
-    // No record: nothing was made (it is saved before anything is), and nothing is derived from the id.
-    let Some(record) = dir
-        .load(id)
-        .step("reading the state record")
-        .map_err(|e| e.of(id))?
-    else {
-        return Ok(());
-    };
-    let mut failures: Vec<String> = Vec::new();
-    if let Some(forward) = record.pia.as_ref().and_then(|p| p.port_forward.as_ref()) {
-        port_forward::stop(&dir, id, forward);
-    }
-    if let Some(change) = &record.resolv_conf {
-        if let Err(e) = resolv_conf::restore(change) {
-            failures.push(format!("restoring {}: {e}", change.location));
-        }
-    }
-    if let Some(daemon) = &record.daemon {
-        if let Err(e) = wg::userspace::stop(daemon, &record.host_link) {
-            failures.push(format!("stopping the userspace daemon: {e}"));
-        }
-    }
-    if let Some(pid) = record.legacy_daemon_pid {
-        process::stop_legacy(pid, &[&record.host_link]);
-        if let Err(e) = wg::userspace::remove_socket(&record.host_link) {
-            failures.push(format!("stopping the userspace daemon: {e}"));
-        }
-    }
-    // A link that never left the host netns (a create killed half-way).
-    if let Err(e) = Netlink::connect().and_then(|host| host.delete_link_named(&record.host_link)) {
-        failures.push(format!("deleting {}: {e}", record.host_link));
-    }
-    // The container's netns normally died with the container; when it lives on (a shared netns),
-    // our link must not.
-    if let Some(Ok(ns)) = state.live_pid().map(NetNs::of_container) {
-        let nft = Nft::locate(&policy.nft_command).ok();
-        if let Err(e) = clean_container_netns(&ns, nft.as_ref(), &record.interface) {
-            failures.push(format!(
-                "deleting {} in the container: {e}",
-                record.interface
-            ));
-        }
-    }
-    if let Err(e) = dir.remove(id) {
-        failures.push(format!("removing the state record: {e}"));
-    }
-    if failures.is_empty() {
-        info!("container {id}: tunnel torn down");
-        Ok(())
-    } else {
-        Err(failures.join("; "))
-            .step("tearing down")
-            .map_err(|e| e.of(id))
-    }
+    leave(state, policy).map_err(|e| e.of(id))
 }
 
-/// Takes our rules and table out of a container netns that outlives the container (a shared netns).
-fn clean_container_netns(ns: &NetNs, nft: Option<&Nft>, interface: &str) -> io::Result<()> {
-    let nl = ns.run(Netlink::connect)?;
-    routing::delete_rules(&nl)?;
-    nl.delete_link_named(interface)?;
-    if let Some(nft) = nft {
-        nft.delete_table(ns)?;
+fn leave(state: &ContainerState, policy: &Policy) -> Result<(), super::StepError> {
+    let id = state.id.as_str();
+    let dir = StateDir::open(&policy.state_dir).step("opening the state directory")?;
+    // The container's netns, when runc still names a live init (a shared netns, a poststop run by hand).
+    let ns = || {
+        state
+            .live_pid()
+            .and_then(|pid| NetNs::of_container(pid).ok())
+    };
+    let Some(key) = dir.membership(id).step("reading the state record")? else {
+        // A hook before version 3 kept one record per container.
+        let Some(record) = dir.load_legacy(id).step("reading the state record")? else {
+            debug!("container {id}: poststop: no tunnel of ours");
+            return Ok(());
+        };
+        let failures = teardown::tear_down(&dir, policy, &record, ns().as_ref(), Some(id));
+        return report(id, failures);
+    };
+    let deadline = Deadline::after(policy.create_timeout, "create_timeout");
+    let lock = dir
+        .lock(&key, deadline)
+        .step("waiting for the tunnel's lock")?;
+    let record = dir.load(&key).step("reading the state record")?;
+    let Some(mut record) = record.filter(|r| r.member(id).is_some()) else {
+        // Its tunnel went already (with the sandbox, or swept); only the membership was left.
+        dir.remove_membership(id).step("removing the membership")?;
+        if dir.load(&key).ok().flatten().is_none() {
+            let _ = dir.remove_lock(&key, lock);
+        }
+        return Ok(());
+    };
+    let others_run = record
+        .members
+        .iter()
+        .any(|m| m.container_id != id && m.alive());
+    let is_sandbox = record.member(id).is_some_and(|m| m.sandbox);
+    if others_run && !is_sandbox {
+        record.members.retain(|m| m.container_id != id);
+        let mut failures = teardown::leave_resolv_confs(&mut record.resolv_confs, id);
+        if let Err(e) = dir.save(&record) {
+            failures.push(format!("saving the state record: {e}"));
+        }
+        if let Err(e) = dir.remove_membership(id) {
+            failures.push(format!("removing the membership: {e}"));
+        }
+        if failures.is_empty() {
+            info!(
+                "container {id}: left the tunnel of {} ({} still on it)",
+                record.interface,
+                record.member_ids()
+            );
+        }
+        return report_leave(failures);
     }
-    Ok(())
+    let mut failures = teardown::tear_down(&dir, policy, &record, ns().as_ref(), Some(id));
+    if let Err(e) = dir.remove_lock(&key, lock) {
+        failures.push(format!("removing the lock file: {e}"));
+    }
+    report(id, failures)
+}
+
+fn report(id: &str, failures: Vec<String>) -> Result<(), super::StepError> {
+    if failures.is_empty() {
+        info!("container {id}: tunnel torn down");
+    }
+    report_leave(failures)
+}
+
+fn report_leave(failures: Vec<String>) -> Result<(), super::StepError> {
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; ")).step("tearing down")
+    }
 }

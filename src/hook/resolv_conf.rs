@@ -114,8 +114,10 @@ pub fn render(servers: &[IpAddr], search: &[String], container_id: &str) -> Stri
     out
 }
 
-pub fn write(bundle: &Bundle, content: &str) -> io::Result<ResolvConfChange> {
-    let location = match &bundle.resolv_conf_mount_source {
+/// Where the container reads its resolv.conf: the engine's bind-mount source, else the rootfs's file.
+/// Containers of a pod mount one file, which is written once for all of them.
+pub fn location(bundle: &Bundle) -> Location {
+    match &bundle.resolv_conf_mount_source {
         Some(source) => Location::MountSource {
             path: source.clone(),
         },
@@ -123,7 +125,11 @@ pub fn write(bundle: &Bundle, content: &str) -> io::Result<ResolvConfChange> {
             rootfs: bundle.rootfs.clone(),
             path: RESOLV_CONF.to_owned(),
         },
-    };
+    }
+}
+
+pub fn write(bundle: &Bundle, content: &str) -> io::Result<ResolvConfChange> {
+    let location = location(bundle);
     let written = match &location {
         Location::MountSource { path } => write_in_place(path, content),
         Location::Rootfs { rootfs, path } => write_into_rootfs(rootfs, path, content),
@@ -303,6 +309,7 @@ mod tests {
         let bundle = Bundle {
             rootfs: rootfs.clone(),
             resolv_conf_mount_source: None,
+            netns_path: None,
         };
         let change = write(&bundle, "nameserver 10.0.0.53\n").unwrap();
         assert_eq!(
@@ -327,6 +334,7 @@ mod tests {
         let bundle = Bundle {
             rootfs: rootfs.clone(),
             resolv_conf_mount_source: None,
+            netns_path: None,
         };
         let change = write(&bundle, "nameserver 10.0.0.53\n").unwrap();
         assert_eq!(fs::read_to_string(&outside).unwrap(), "host file\n");
@@ -344,6 +352,7 @@ mod tests {
         let bundle = Bundle {
             rootfs: rootfs.clone(),
             resolv_conf_mount_source: None,
+            netns_path: None,
         };
         let change = write(&bundle, "nameserver 10.0.0.53\n").unwrap();
         restore(&change).unwrap();
@@ -393,6 +402,7 @@ mod tests {
         let bundle = Bundle {
             rootfs: rootfs.clone(),
             resolv_conf_mount_source: None,
+            netns_path: None,
         };
         let change = write(&bundle, "nameserver 10.0.0.53\n").unwrap();
 
@@ -443,6 +453,7 @@ mod tests {
         let bundle = Bundle {
             rootfs: rootfs.clone(),
             resolv_conf_mount_source: None,
+            netns_path: None,
         };
 
         std::os::unix::fs::symlink(&host, rootfs.join("etc")).unwrap();
@@ -477,6 +488,7 @@ mod tests {
         let bundle = Bundle {
             rootfs: base.join("rootfs"),
             resolv_conf_mount_source: None,
+            netns_path: None,
         };
         assert!(write(&bundle, "nameserver 10.0.0.53\n").is_err());
         assert_eq!(snapshot(&base.join("real/etc")), []);
@@ -535,6 +547,7 @@ mod tests {
         let bundle = Bundle {
             rootfs: dir.join("rootfs"),
             resolv_conf_mount_source: Some(source.clone()),
+            netns_path: None,
         };
         let change = write(&bundle, "nameserver 10.0.0.53\n").unwrap();
         assert_eq!(fs::metadata(&source).unwrap().ino(), inode);

@@ -43,6 +43,28 @@ const PRIVATE_KEY: &str = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
 const PEER_KEY: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
 const RESOLV_BEFORE: &str = "nameserver 10.0.0.53\n";
 
+/// The tier's policy: profile `vpn` on `wg0.conf`, then `more` (further TOML).
+fn policy(dir: &std::path::Path, more: &str) -> Policy {
+    Policy::parse(
+        &format!(
+            "default_profile = \"vpn\"\nstate_dir = {:?}\nbackend = \"userspace\"\n\n\
+             [profiles.vpn]\nconfig = {:?}\n{more}",
+            dir.join("state"),
+            dir.join("wg0.conf")
+        ),
+        &dir.join("policy.toml"),
+    )
+    .unwrap()
+}
+
+/// A wg-quick file like the lab's, with tunnel address 10.99.0.`n`.
+fn profile_text(n: u8) -> String {
+    format!(
+        "[Interface]\nPrivateKey = {PRIVATE_KEY}\nAddress = 10.99.0.{n}/32, fd99::{n}/128\nDNS = 10.99.0.1\n\n\
+         [Peer]\nPublicKey = {PEER_KEY}\nEndpoint = 192.0.2.1:51820\nAllowedIPs = 0.0.0.0/0, ::/0\n"
+    )
+}
+
 /// One container with its policy, profile, bundle and state dir.
 struct Lab {
     dir: PathBuf,
@@ -58,14 +80,7 @@ impl Lab {
         std::fs::create_dir_all(dir.join("bundle/rootfs/etc")).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         let profile = dir.join("wg0.conf");
-        std::fs::write(
-            &profile,
-            format!(
-                "[Interface]\nPrivateKey = {PRIVATE_KEY}\nAddress = 10.99.0.2/32, fd99::2/128\nDNS = 10.99.0.1\n\n\
-                 [Peer]\nPublicKey = {PEER_KEY}\nEndpoint = 192.0.2.1:51820\nAllowedIPs = 0.0.0.0/0, ::/0\n"
-            ),
-        )
-        .unwrap();
+        std::fs::write(&profile, profile_text(2)).unwrap();
         std::fs::set_permissions(&profile, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::write(
             dir.join("bundle/config.json"),
@@ -73,16 +88,7 @@ impl Lab {
         )
         .unwrap();
         std::fs::write(dir.join("bundle/rootfs/etc/resolv.conf"), RESOLV_BEFORE).unwrap();
-        let policy_path = dir.join("policy.toml");
-        let policy = Policy::parse(
-            &format!(
-                "default_profile = \"vpn\"\nstate_dir = {:?}\nbackend = \"userspace\"\n\n\
-                 [profiles.vpn]\nconfig = {profile:?}\n",
-                dir.join("state")
-            ),
-            &policy_path,
-        )
-        .unwrap();
+        let policy = policy(&dir, "");
         let sleeper = Command::new("unshare")
             .args(["--net", "--mount", "sleep", "600"])
             .spawn()
@@ -117,13 +123,25 @@ impl Lab {
         std::fs::read_to_string(self.dir.join("bundle/rootfs/etc/resolv.conf")).unwrap()
     }
 
+    /// The state dir's files (records, memberships, leases), but for the per-profile lease locks.
     fn records(&self) -> Vec<String> {
-        match std::fs::read_dir(self.dir.join("state")) {
-            Err(_) => Vec::new(),
-            Ok(entries) => entries
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect(),
+        fn walk(dir: &std::path::Path, prefix: &str, out: &mut Vec<String>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+                if entry.file_type().unwrap().is_dir() {
+                    walk(&entry.path(), &format!("{name}/"), out);
+                } else if !(name.starts_with("leases/") && name.ends_with(".lock")) {
+                    out.push(name);
+                }
+            }
         }
+        let mut files = Vec::new();
+        walk(&self.dir.join("state"), "", &mut files);
+        files.sort();
+        files
     }
 
     /// The tunnel is up: the link with its addresses in the container, the table, the rules, the record.
@@ -135,7 +153,17 @@ impl Lab {
         assert!(tables.contains("inet wg-oci-hook"), "{tables}");
         let rules = self.in_container(&["ip", "rule", "show"]);
         assert!(rules.contains("32765:"), "{rules}");
-        assert_eq!(self.records(), [format!("{}.json", self.state.id)]);
+        let key =
+            std::fs::read_to_string(self.dir.join("state/members").join(&self.state.id)).unwrap();
+        assert_eq!(
+            self.records(),
+            [
+                "leases/vpn/-".to_owned(),
+                format!("members/{}", self.state.id),
+                format!("tunnels/{key}.json"),
+                format!("tunnels/{key}.lock"),
+            ]
+        );
         assert!(self.resolv_conf().contains("nameserver 10.99.0.1"));
     }
 
@@ -294,5 +322,339 @@ fn poststop_takes_down_a_tunnel_whose_netns_lives_on() {
         lab.assert_nothing_left(&link);
         // Idempotent: a second poststop finds no record and does nothing.
         poststop(&lab.state, &lab.policy).unwrap();
+    });
+}
+
+/// Another container: a sleeper with its own bundle and rootfs, in the lab container's netns or a new one.
+struct Other {
+    sleeper: Child,
+    state: ContainerState,
+}
+
+impl Drop for Other {
+    fn drop(&mut self) {
+        let _ = self.sleeper.kill();
+        let _ = self.sleeper.wait();
+    }
+}
+
+impl Other {
+    /// Its process ends (the container stops without a poststop, or before its poststop).
+    fn stop(&mut self) {
+        let _ = self.sleeper.kill();
+        let _ = self.sleeper.wait();
+    }
+}
+
+impl Lab {
+    fn other(&self, name: &str, same_netns: bool, annotations: &[(&str, &str)]) -> Other {
+        let bundle = self.dir.join(format!("bundle-{name}"));
+        std::fs::create_dir_all(bundle.join("rootfs/etc")).unwrap();
+        std::fs::write(
+            bundle.join("config.json"),
+            r#"{"root": {"path": "rootfs"}}"#,
+        )
+        .unwrap();
+        std::fs::write(bundle.join("rootfs/etc/resolv.conf"), RESOLV_BEFORE).unwrap();
+        let sleeper = if same_netns {
+            Command::new("nsenter")
+                .args([&self.container_ns(), "unshare", "--mount", "sleep", "600"])
+                .spawn()
+        } else {
+            Command::new("unshare")
+                .args(["--net", "--mount", "sleep", "600"])
+                .spawn()
+        }
+        .unwrap();
+        wait_for_own_namespaces(sleeper.id());
+        // nsenter execs unshare, which execs sleep: the pid stays.
+        let mut all = HashMap::from([("wg.enable".to_owned(), "true".to_owned())]);
+        all.extend(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let state = ContainerState {
+            id: format!("{}-{name}", self.state.id),
+            pid: Some(i64::from(sleeper.id())),
+            bundle,
+            annotations: all,
+        };
+        Other { sleeper, state }
+    }
+
+    fn resolv_conf_of(&self, other: &Other) -> String {
+        std::fs::read_to_string(other.state.bundle.join("rootfs/etc/resolv.conf")).unwrap()
+    }
+
+    fn wg_links_in(&self, pid: u32) -> usize {
+        let out = output(
+            "nsenter",
+            &[
+                format!("--net=/proc/{pid}/ns/net"),
+                "ip".into(),
+                "-o".into(),
+                "link".into(),
+            ],
+        );
+        out.lines().filter(|l| l.contains(": wg0")).count()
+    }
+
+    fn record(&self) -> serde_json::Value {
+        let key = std::fs::read_to_string(self.dir.join("state/members").join(&self.state.id))
+            .expect("a membership");
+        let text = std::fs::read_to_string(self.dir.join(format!("state/tunnels/{key}.json")))
+            .expect("a record");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn member_ids(&self) -> Vec<String> {
+        self.record()["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["container_id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+#[test]
+fn a_second_container_in_the_netns_joins_the_tunnel_and_the_last_to_leave_takes_it_down() {
+    in_own_host_netns(|| {
+        let lab = Lab::new("join");
+        create_runtime(&lab.state, &lab.policy, None).unwrap();
+        let link = HOST_LINK.with(|h| h.borrow().clone());
+        let second = lab.other("b", true, &[]);
+        create_runtime(&second.state, &lab.policy, None).expect("the second member joins");
+        assert_eq!(
+            lab.wg_links_in(second.sleeper.id()),
+            1,
+            "one tunnel for both"
+        );
+        assert_eq!(processes_naming(&link).len(), 1, "one daemon for both");
+        assert_eq!(
+            lab.member_ids(),
+            [lab.state.id.clone(), second.state.id.clone()]
+        );
+        assert!(lab.resolv_conf_of(&second).contains("nameserver 10.99.0.1"));
+        // The builder leaves first: the tunnel stays for the other, and the builder's resolv.conf is restored.
+        poststop(&lab.state, &lab.policy).unwrap();
+        assert_eq!(lab.resolv_conf(), RESOLV_BEFORE);
+        assert_eq!(lab.wg_links_in(second.sleeper.id()), 1, "the tunnel stays");
+        assert_eq!(processes_naming(&link).len(), 1);
+        assert!(lab.resolv_conf_of(&second).contains("nameserver 10.99.0.1"));
+        poststop(&second.state, &lab.policy).unwrap();
+        assert_eq!(lab.resolv_conf_of(&second), RESOLV_BEFORE);
+        lab.assert_nothing_left(&link);
+    });
+}
+
+#[test]
+fn a_member_asking_for_another_profile_is_refused_and_the_tunnel_is_untouched() {
+    in_own_host_netns(|| {
+        let mut lab = Lab::new("other-profile");
+        std::fs::write(lab.dir.join("other.conf"), profile_text(3)).unwrap();
+        std::fs::set_permissions(
+            lab.dir.join("other.conf"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        lab.policy = policy(
+            &lab.dir,
+            &format!(
+                "[profiles.other]\nconfig = {:?}\n",
+                lab.dir.join("other.conf")
+            ),
+        );
+        create_runtime(&lab.state, &lab.policy, None).unwrap();
+        let second = lab.other("b", true, &[]);
+        let e = create_runtime(&second.state, &lab.policy, Some("other")).unwrap_err();
+        assert_eq!(e.step, "joining the tunnel of its network namespace");
+        assert!(
+            e.cause.contains(&format!(
+                "tunnel of container {} on profile \"vpn\"",
+                lab.state.id
+            )) && e.cause.contains("asks for profile \"other\""),
+            "{e}"
+        );
+        assert!(!e.to_string().contains('\n'));
+        lab.assert_tunnel_up();
+        assert_eq!(lab.member_ids(), std::slice::from_ref(&lab.state.id));
+        // Its poststop (runc runs it after a failed create) leaves the tunnel alone.
+        poststop(&second.state, &lab.policy).unwrap();
+        lab.assert_tunnel_up();
+    });
+}
+
+#[test]
+fn create_runtime_twice_is_one_tunnel_and_poststop_twice_or_without_create_does_nothing() {
+    in_own_host_netns(|| {
+        let lab = Lab::new("twice");
+        let stray = lab.other("never-created", false, &[]);
+        poststop(&stray.state, &lab.policy).expect("poststop without createRuntime");
+        create_runtime(&lab.state, &lab.policy, None).unwrap();
+        let link = HOST_LINK.with(|h| h.borrow().clone());
+        let again = create_runtime(&lab.state, &lab.policy, None).expect("createRuntime again");
+        assert_eq!(again.host_link, link);
+        lab.assert_tunnel_up();
+        assert_eq!(lab.member_ids(), std::slice::from_ref(&lab.state.id));
+        poststop(&lab.state, &lab.policy).unwrap();
+        poststop(&lab.state, &lab.policy).expect("poststop again");
+        lab.assert_nothing_left(&link);
+    });
+}
+
+#[test]
+fn a_container_restarted_in_a_netns_that_outlived_it_rebuilds_its_tunnel() {
+    in_own_host_netns(|| {
+        let lab = Lab::new("rebuild");
+        create_runtime(&lab.state, &lab.policy, None).unwrap();
+        let first = HOST_LINK.with(|h| h.borrow().clone());
+        // A pod: the netns lives on (the sleeper), runc's poststop state has no pid.
+        let mut state = lab.state.clone();
+        state.pid = None;
+        poststop(&state, &lab.policy).unwrap();
+        lab.assert_nothing_left(&first);
+        create_runtime(&lab.state, &lab.policy, None).expect("rebuilt in the same netns");
+        lab.assert_tunnel_up();
+        poststop(&lab.state, &lab.policy).unwrap();
+    });
+}
+
+#[test]
+fn a_static_profile_serves_one_netns_unless_shared() {
+    in_own_host_netns(|| {
+        let mut lab = Lab::new("held");
+        create_runtime(&lab.state, &lab.policy, None).unwrap();
+        let elsewhere = lab.other("c", false, &[]);
+        let e = create_runtime(&elsewhere.state, &lab.policy, None).unwrap_err();
+        assert_eq!(e.step, "leasing the profile");
+        assert!(
+            e.cause.contains(&format!(
+                "in use by the tunnel of container {}",
+                lab.state.id
+            )) && e.cause.contains("shared = true"),
+            "{e}"
+        );
+        assert_eq!(lab.wg_links_in(elsewhere.sleeper.id()), 0);
+        lab.policy = policy(&lab.dir, "");
+        lab.policy.profiles.get_mut("vpn").unwrap().shared = true;
+        create_runtime(&elsewhere.state, &lab.policy, None).expect("a shared profile");
+        assert_eq!(lab.wg_links_in(elsewhere.sleeper.id()), 1);
+        poststop(&elsewhere.state, &lab.policy).unwrap();
+        poststop(&lab.state, &lab.policy).unwrap();
+    });
+}
+
+#[test]
+fn a_pool_leases_each_netns_its_own_config_and_refuses_when_empty() {
+    in_own_host_netns(|| {
+        let mut lab = Lab::new("pool");
+        let pool = lab.dir.join("pool");
+        std::fs::create_dir(&pool).unwrap();
+        for n in [11, 12] {
+            let file = pool.join(format!("p{n}.conf"));
+            std::fs::write(&file, profile_text(n)).unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        lab.policy = policy(&lab.dir, &format!("[profiles.pool]\npool = {pool:?}\n"));
+        let addr = |pid: u32| {
+            output(
+                "nsenter",
+                &[
+                    format!("--net=/proc/{pid}/ns/net"),
+                    "ip".into(),
+                    "-o".into(),
+                    "-4".into(),
+                    "addr".into(),
+                ],
+            )
+        };
+        let a = lab.other("a", false, &[]);
+        let b = lab.other("b", false, &[]);
+        let c = lab.other("c", false, &[]);
+        create_runtime(&a.state, &lab.policy, Some("pool")).unwrap();
+        create_runtime(&b.state, &lab.policy, Some("pool")).unwrap();
+        assert!(
+            addr(a.sleeper.id()).contains("10.99.0.11/32"),
+            "{}",
+            addr(a.sleeper.id())
+        );
+        assert!(
+            addr(b.sleeper.id()).contains("10.99.0.12/32"),
+            "{}",
+            addr(b.sleeper.id())
+        );
+        let e = create_runtime(&c.state, &lab.policy, Some("pool")).unwrap_err();
+        assert!(
+            e.cause.contains("all 2 configs of the pool") && e.cause.contains("are leased"),
+            "{e}"
+        );
+        assert_eq!(lab.wg_links_in(c.sleeper.id()), 0);
+        poststop(&a.state, &lab.policy).unwrap();
+        create_runtime(&c.state, &lab.policy, Some("pool")).expect("a returned lease");
+        assert!(addr(c.sleeper.id()).contains("10.99.0.11/32"));
+        poststop(&b.state, &lab.policy).unwrap();
+        poststop(&c.state, &lab.policy).unwrap();
+        assert_eq!(lab.records(), Vec::<String>::new());
+    });
+}
+
+#[test]
+fn the_next_start_sweeps_a_tunnel_whose_containers_died_without_a_poststop() {
+    in_own_host_netns(|| {
+        let lab = Lab::new("sweep");
+        let mut dead = lab.other("dead", false, &[]);
+        create_runtime(&dead.state, &lab.policy, None).unwrap();
+        let link = HOST_LINK.with(|h| h.borrow().clone());
+        assert_eq!(processes_naming(&link).len(), 1);
+        dead.stop();
+        // The static profile is free again for the next netns, once the dead tunnel is swept.
+        create_runtime(&lab.state, &lab.policy, None).expect("the dead tunnel's lease is swept");
+        assert_eq!(
+            processes_naming(&link),
+            Vec::<u32>::new(),
+            "the dead tunnel's daemon"
+        );
+        assert!(!uapi::socket_path(&link).exists());
+        let members = std::fs::read_dir(lab.dir.join("state/members"))
+            .unwrap()
+            .count();
+        assert_eq!(members, 1, "only the live container's membership");
+        lab.assert_tunnel_up();
+        poststop(&lab.state, &lab.policy).unwrap();
+    });
+}
+
+#[test]
+fn the_sandbox_leaving_takes_the_tunnel_but_leaves_the_kill_switch_to_members_that_run() {
+    in_own_host_netns(|| {
+        let mut lab = Lab::new("sandbox");
+        lab.state
+            .annotations
+            .insert("io.kubernetes.cri.container-type".into(), "sandbox".into());
+        create_runtime(&lab.state, &lab.policy, None).unwrap();
+        let link = HOST_LINK.with(|h| h.borrow().clone());
+        let app = lab.other(
+            "app",
+            true,
+            &[("io.kubernetes.cri.container-type", "container")],
+        );
+        create_runtime(&app.state, &lab.policy, None).unwrap();
+        poststop(&lab.state, &lab.policy).unwrap();
+        assert_eq!(
+            lab.wg_links_in(app.sleeper.id()),
+            0,
+            "the tunnel went with the sandbox"
+        );
+        assert_eq!(processes_naming(&link), Vec::<u32>::new());
+        let tables = lab.in_container(&["nft", "list", "tables"]);
+        assert!(
+            tables.contains("inet wg-oci-hook"),
+            "the app keeps no network: {tables}"
+        );
+        // The app's own poststop then finds its tunnel gone, and is done.
+        poststop(&app.state, &lab.policy).unwrap();
+        assert_eq!(lab.records(), Vec::<String>::new());
     });
 }

@@ -259,6 +259,7 @@ mod tests {
             allow_local,
             port_maps: Vec::new(),
             inbound: None,
+            shared: false,
         }
     }
 

@@ -35,6 +35,9 @@ impl Nft {
 
     /// Loads `script` in one transaction inside `netns`, killing nft if it runs past `deadline`.
     pub fn load(&self, netns: &NetNs, script: &str, deadline: Deadline) -> io::Result<()> {
+        // Replaces a table of ours already there (a member's kill switch kept while its tunnel was rebuilt) in
+        // the same transaction, so that the netns is never without one.
+        let script = format!("add table inet {TABLE}\ndelete table inet {TABLE}\n{script}");
         netns.run(|| self.run(&["-f", "-"], script.as_bytes(), Some(deadline)))
     }
 

@@ -210,7 +210,7 @@ echo > /tmp/replaced",
         .wait_for_record(&cid)
         .unwrap_or_else(|| panic!("no state record for {cid}\n{run}"));
     let record: serde_json::Value = serde_json::from_str(&record).unwrap();
-    let written = record["resolv_conf"]["written"]
+    let written = record["resolv_confs"][0]["change"]["written"]
         .as_str()
         .unwrap_or_else(|| panic!("the record holds no resolv.conf change: {record}"))
         .to_owned();
@@ -609,7 +609,8 @@ fn poststop_stops_a_daemon_whose_pid_a_killed_create_did_not_record() {
         .unwrap()
         .parse()
         .unwrap();
-    // What create-runtime saves just before it starts the daemon.
+    // What create-runtime saved just before it started the daemon, in a hook before version 3 (one record per
+    // container): the hook still reads these, so that an upgrade leaves no tunnel behind.
     let record = serde_json::json!({
         "version": 2, "container_id": id, "profile": "lab", "interface": "wg0", "host_link": name,
         "backend": "userspace",
@@ -619,7 +620,7 @@ fn poststop_stops_a_daemon_whose_pid_a_killed_create_did_not_record() {
         .mode(0o700)
         .create(&lab.state_dir)
         .unwrap();
-    std::fs::write(lab.record_path(id), record.to_string()).unwrap();
+    std::fs::write(lab.state_dir.join(format!("{id}.json")), record.to_string()).unwrap();
     lab.run_in(&lab.host_ns, &[&wireguard_go, &name])
         .assert_success("starting the daemon the killed create left");
     let mut bystanders = Bystanders::default();

@@ -232,8 +232,25 @@ impl Lab {
         }
     }
 
+    /// The record of `cid`'s tunnel (`tunnels/KEY.json`, through its membership file, or the key seen
+    /// before once the membership is gone); `members/CID`, which does not exist, for a container never seen
+    /// on a tunnel.
     pub fn record_path(&self, cid: &str) -> PathBuf {
-        self.state_dir.join(format!("{cid}.json"))
+        match self.tunnel_key_of(cid) {
+            Some(key) => self.state_dir.join(format!("tunnels/{key}.json")),
+            None => self.state_dir.join("members").join(cid),
+        }
+    }
+
+    /// The key (netns identity) of `cid`'s tunnel, from its membership file, remembered once seen.
+    pub fn tunnel_key_of(&self, cid: &str) -> Option<String> {
+        let mut known = self.known_keys.lock().unwrap();
+        if let Some((_, key)) = known.iter().find(|(id, _)| id == cid) {
+            return Some(key.clone());
+        }
+        let key = fs::read_to_string(self.state_dir.join("members").join(cid)).ok()?;
+        known.push((cid.to_owned(), key.clone()));
+        Some(key)
     }
 
     /// A bundle dir with a config.json carrying `annotations`, and the OCI state JSON runc would send at
@@ -342,11 +359,13 @@ impl Lab {
                 found.push(format!("link {link} in the host netns {}", self.host_ns));
             }
         }
-        let others: Vec<String> = fs::read_dir(&self.state_dir)
+        let key = self.tunnel_key_of(cid);
+        let own_record = key.as_ref().map(|k| format!("{k}.json"));
+        let others: Vec<String> = fs::read_dir(self.state_dir.join("tunnels"))
             .into_iter()
             .flatten()
             .flatten()
-            .filter(|e| e.file_name() != *format!("{cid}.json"))
+            .filter(|e| Some(e.file_name().to_string_lossy().into_owned()) != own_record)
             .filter_map(|e| record_host_link(&e.path()))
             .collect();
         let mut sockets: Vec<String> = name.iter().cloned().collect();
@@ -356,7 +375,7 @@ impl Lab {
                 sockets.push(daemon_name);
             }
         }
-        for (pid, argv) in port_forward_helpers(cid) {
+        for (pid, argv) in key.iter().flat_map(|k| port_forward_helpers(k)) {
             found.push(format!("port-forwarding helper {pid}: {argv}"));
         }
         for name in sockets {
@@ -369,16 +388,20 @@ impl Lab {
         if record.exists() {
             found.push(format!("state record {}", record.display()));
         }
-        if let Ok(entries) = fs::read_dir(&self.state_dir) {
-            for e in entries.flatten() {
-                let file_name = e.file_name().to_string_lossy().into_owned();
-                let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
-                if !is_dir
-                    && file_name != format!("{cid}.json")
-                    && (file_name.contains(cid) || file_name.contains("tmp"))
-                {
-                    found.push(format!("stray file {}", e.path().display()));
-                }
+        for file in state_files(&self.state_dir) {
+            let relative = file.strip_prefix(&self.state_dir).unwrap_or(&file);
+            let name = format!("/{}", relative.display());
+            let content = fs::read_to_string(&file).unwrap_or_default();
+            let names_it = |s: &str| {
+                name.contains(s)
+                    || (name.contains("/leases/")
+                        && !name.ends_with(".lock")
+                        && content.trim() == s)
+            };
+            if Some(&file) != Some(&record)
+                && (names_it(cid) || key.as_deref().is_some_and(names_it) || name.contains("tmp"))
+            {
+                found.push(format!("stray file {}", file.display()));
             }
         }
         found
@@ -436,6 +459,19 @@ pub fn port_forward_helpers(cid: &str) -> Vec<(u32, String)> {
         .into_iter()
         .filter(|(_, argv)| argv.split(' ').any(|a| a == "pia-port-forward"))
         .collect()
+}
+
+/// Every file under the state dir, its subdirectories' included.
+pub fn state_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            files.extend(state_files(&e.path()));
+        } else {
+            files.push(e.path());
+        }
+    }
+    files
 }
 
 /// The `host_link` of the record at `path`, if it holds one.

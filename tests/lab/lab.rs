@@ -134,6 +134,8 @@ pub struct Lab {
     seen_cids: Mutex<Vec<String>>,
     /// The host link name each container's record gave (the hook picks them at random), once seen.
     known_links: Mutex<Vec<(String, String)>>,
+    /// (container id, its tunnel's key), as `tunnel_key_of` saw them.
+    known_keys: Mutex<Vec<(String, String)>>,
     /// Every command's full output, in order.
     transcript: Mutex<String>,
     runs: AtomicUsize,
@@ -194,6 +196,7 @@ impl Lab {
                 lab_wg_ifs: Mutex::new(Vec::new()),
                 seen_cids: Mutex::new(Vec::new()),
                 known_links: Mutex::new(Vec::new()),
+                known_keys: Mutex::new(Vec::new()),
                 transcript: Mutex::new(String::new()),
                 runs: AtomicUsize::new(0),
                 netns_created: Vec::new(),

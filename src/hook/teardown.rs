@@ -1,0 +1,166 @@
+//! Taking a tunnel down, whole: what its record says was made, wherever it still is. Shared by poststop (the
+//! last member leaves), the sweep of dead tunnels (`gc`, and every createRuntime) and a start that finds a dead
+//! tunnel in its netns. The caller holds the tunnel's lock.
+
+use super::lease::Leases;
+use super::record::{Record, SharedResolvConf, StateDir};
+use super::{port_forward, resolv_conf, routing};
+use crate::config::policy::Policy;
+use crate::sys::netlink::Netlink;
+use crate::sys::netns::NetNs;
+use crate::sys::nft::Nft;
+use crate::sys::process;
+use crate::wg;
+use std::io;
+use std::path::Path;
+
+/// Takes down everything `record` says was made, then removes its record, its members' files and its lease.
+/// `ns` is the tunnel's netns when the caller has it open (checked against the record before use); otherwise it
+/// is reached through the engine's path or a live member, if it still exists. `leaving` is the member whose
+/// poststop this is. Best effort: every step is tried, and the failures are returned, a phrase each.
+pub fn tear_down(
+    state_dir: &StateDir,
+    policy: &Policy,
+    record: &Record,
+    ns: Option<&NetNs>,
+    leaving: Option<&str>,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    let key = record.key();
+    // The files of a record before version 3 are named by its container.
+    let files = key
+        .clone()
+        .or_else(|| record.legacy_container_id.clone())
+        .unwrap_or_default();
+    if let Some(forward) = record.pia.as_ref().and_then(|p| p.port_forward.as_ref()) {
+        port_forward::stop(state_dir, &files, forward);
+    }
+    for shared in &record.resolv_confs {
+        restore(&shared.change, &mut failures);
+    }
+    if let Some(change) = &record.legacy_resolv_conf {
+        restore(change, &mut failures);
+    }
+    if let Some(daemon) = &record.daemon {
+        if let Err(e) = wg::userspace::stop(daemon, &record.host_link) {
+            failures.push(format!("stopping the userspace daemon: {e}"));
+        }
+    }
+    if let Some(pid) = record.legacy_daemon_pid {
+        process::stop_legacy(pid, &[&record.host_link]);
+        if let Err(e) = wg::userspace::remove_socket(&record.host_link) {
+            failures.push(format!("stopping the userspace daemon: {e}"));
+        }
+    }
+    // A link that never left the host netns (a start killed half-way).
+    if let Err(e) = Netlink::connect().and_then(|host| host.delete_link_named(&record.host_link)) {
+        failures.push(format!("deleting {}: {e}", record.host_link));
+    }
+    // The netns normally died with its containers; one that lives on (a pod's, held by its infra container or
+    // by a container that is not a member) must not keep our link, rules or table.
+    let found;
+    let ns = match (ns, record.netns) {
+        (Some(ns), Some(id)) if ns.id().is_ok_and(|have| have == id) => Some(ns),
+        // A record before version 3 knows no netns: the caller's is the container's.
+        (Some(ns), None) => Some(ns),
+        _ => {
+            found = find_netns(record);
+            found.as_ref()
+        }
+    };
+    if let Some(ns) = ns {
+        // Members that still run (the sandbox went first) keep the kill switch, and so no network at all.
+        let keep_kill_switch = record
+            .members
+            .iter()
+            .any(|m| Some(m.container_id.as_str()) != leaving && m.alive());
+        let nft = Nft::locate(&policy.nft_command).ok();
+        let nft = nft.as_ref().filter(|_| !keep_kill_switch);
+        if let Err(e) = clean_netns(ns, nft, &record.interface) {
+            failures.push(format!(
+                "deleting {} in the container: {e}",
+                record.interface
+            ));
+        }
+    }
+    if let (Some(lease), Some(key)) = (&record.lease, &key) {
+        let released = Leases::open(state_dir)
+            .map_err(io::Error::other)
+            .and_then(|leases| leases.release(lease, key));
+        if let Err(e) = released {
+            failures.push(format!(
+                "releasing the lease {}/{}: {e}",
+                lease.profile, lease.config
+            ));
+        }
+    }
+    for member in &record.members {
+        // Only a membership of this tunnel: the container may since have joined another.
+        if key.is_some() && state_dir.membership(&member.container_id).ok().flatten() == key {
+            if let Err(e) = state_dir.remove_membership(&member.container_id) {
+                failures.push(format!(
+                    "removing the membership of {}: {e}",
+                    member.container_id
+                ));
+            }
+        }
+    }
+    let removed = match (&key, &record.legacy_container_id) {
+        (Some(key), _) => state_dir.remove(key),
+        (None, Some(id)) => state_dir.remove_legacy(id),
+        (None, None) => Ok(()),
+    };
+    if let Err(e) = removed {
+        failures.push(format!("removing the state record: {e}"));
+    }
+    failures
+}
+
+/// Takes `leaving` off the resolv.conf files it read, restoring each one no member reads any more.
+pub fn leave_resolv_confs(shared: &mut Vec<SharedResolvConf>, leaving: &str) -> Vec<String> {
+    let mut failures = Vec::new();
+    shared.retain_mut(|s| {
+        s.users.retain(|u| u != leaving);
+        if s.users.is_empty() {
+            restore(&s.change, &mut failures);
+            false
+        } else {
+            true
+        }
+    });
+    failures
+}
+
+fn restore(change: &resolv_conf::ResolvConfChange, failures: &mut Vec<String>) {
+    if let Err(e) = resolv_conf::restore(change) {
+        failures.push(format!("restoring {}: {e}", change.location));
+    }
+}
+
+/// The tunnel's netns, if it still exists: through the engine's path to it, or a member that still runs.
+fn find_netns(record: &Record) -> Option<NetNs> {
+    let id = record.netns?;
+    if let Some(ns) = record
+        .netns_path
+        .as_deref()
+        .and_then(|path| NetNs::open_if(path, id))
+    {
+        return Some(ns);
+    }
+    record
+        .members
+        .iter()
+        .filter(|m| m.alive())
+        .find_map(|m| NetNs::open_if(Path::new(&format!("/proc/{}/ns/net", m.pid)), id))
+}
+
+/// Takes our link, rules and (given `nft`) table out of a netns that outlives the tunnel.
+fn clean_netns(ns: &NetNs, nft: Option<&Nft>, interface: &str) -> io::Result<()> {
+    let nl = ns.run(Netlink::connect)?;
+    routing::delete_rules(&nl)?;
+    nl.delete_link_named(interface)?;
+    if let Some(nft) = nft {
+        nft.delete_table(ns)?;
+    }
+    Ok(())
+}
