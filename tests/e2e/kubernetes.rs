@@ -28,6 +28,8 @@ fn app_script(probe: &str) -> String {
     )
 }
 
+/// Through the tunnel to the lab's responder, which answers [`MARKER`].
+const TUNNEL_NC: &str = "nc -w 2 10.77.0.1 8080 </dev/null";
 /// The two app containers of every test pod.
 const APPS: [&str; 2] = ["app-a", "app-b"];
 
@@ -173,12 +175,121 @@ fn annotation<'a>(config: &'a serde_json::Value, key: &str) -> Option<&'a str> {
     config["annotations"][key].as_str()
 }
 
+/// The network namespace path in a config.json.
+fn netns_of(config: &serde_json::Value) -> String {
+    config["linux"]["namespaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["type"] == "network")
+        .and_then(|n| n["path"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The host file bind-mounted at /etc/resolv.conf in a config.json.
+fn resolv_conf_source(config: &serde_json::Value) -> Option<String> {
+    config["mounts"]
+        .as_array()?
+        .iter()
+        .find(|m| m["destination"] == "/etc/resolv.conf")
+        .and_then(|m| m["source"].as_str())
+        .map(str::to_owned)
+}
+
 /// The `wg0` lines of `/proc/net/dev` text.
 fn has_wg0(netdev: &str) -> bool {
     netdev.lines().any(|l| l.trim_start().starts_with("wg0:"))
 }
 
-/// After RemovePodSandbox: no record in the lab's state dir, no hook daemon of this lab, no `wgo*` link in the
+/// A pod annotated (or bound by its handler) for a tunnel: the tunnel is in the pod netns before app-a's first
+/// instruction; both app containers see it, reach the lab's server through it and read the profile's DNS
+/// (`nameserver`, `search`); after StopPodSandbox resolv.conf is containerd's again, and after
+/// RemovePodSandbox nothing of the tunnel is left.
+fn assert_one_tunnel_for_the_pod(lab: &Lab, d: &Containerd, spec: PodSpec, dns: (&str, &str)) {
+    let pod = run_pod(lab, d, spec, TUNNEL_NC);
+    let shown: String = pod
+        .apps
+        .iter()
+        .map(AppOutput::show)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let sandbox_config = d.bundle_config(&pod.sandbox);
+    assert_eq!(
+        annotation(&sandbox_config, "io.kubernetes.cri.container-type"),
+        Some("sandbox")
+    );
+    let app_config = d.bundle_config(&pod.apps[0].id);
+    // The pod's wg.* annotations reach both runtimes (pod_annotations and container_annotations in the handler).
+    for (key, value) in &pod.spec.annotations {
+        for (what, config) in [("sandbox", &sandbox_config), ("app-a", &app_config)] {
+            assert_eq!(
+                annotation(config, key),
+                Some(value.as_str()),
+                "the {what}'s config.json lacks the pod annotation {key}\n{}",
+                config_excerpt(config)
+            );
+        }
+    }
+    let resolv_source = resolv_conf_source(&app_config)
+        .unwrap_or_else(|| panic!("no /etc/resolv.conf mount in the app's config.json"));
+    for app in &pod.apps {
+        assert!(
+            has_wg0(&app.netdev),
+            "{}: no wg0 at its first instruction\n{shown}",
+            app.name
+        );
+        assert!(
+            app.probe.contains(MARKER.trim_end()),
+            "{}: no answer from the lab server through the tunnel\n{shown}",
+            app.name
+        );
+        let (nameserver, search) = dns;
+        assert!(
+            app.resolv.contains(&format!("nameserver {nameserver}"))
+                && app.resolv.contains(&format!("search {search}"))
+                && !app.resolv.contains(CLUSTER_DNS),
+            "{}: resolv.conf does not hold the profile's DNS ({nameserver}, {search})\n{shown}",
+            app.name
+        );
+    }
+    assert_eq!(
+        lab.responder_peer_ips(),
+        [CLIENT_TUNNEL_V4, CLIENT_TUNNEL_V4],
+        "the server saw both app containers come from the tunnel's address\n{shown}"
+    );
+    // One tunnel in the pod's netns, seen from outside.
+    let netns = netns_of(&sandbox_config);
+    let links = lab.run(&["nsenter", &format!("--net={netns}"), "ip", "-o", "link"]);
+    links.assert_success("listing the pod netns' links");
+    let names = parse_link_names(&links.stdout);
+    assert_eq!(
+        names.iter().filter(|n| n.starts_with("wg")).count(),
+        1,
+        "the pod netns should hold exactly one tunnel: {names:?}"
+    );
+
+    // StopPodSandbox: every poststop has run once it returns (or soon after): resolv.conf is containerd's.
+    d.stop_pod_sandbox(&pod.sandbox)
+        .unwrap_or_else(|e| panic!("StopPodSandbox: {}", e.message()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = fs::read_to_string(&resolv_source).unwrap_or_default();
+        if text.contains(CLUSTER_DNS) && !text.contains(dns.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after StopPodSandbox the pod's resolv.conf ({resolv_source}) still holds:\n{text}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    d.remove_pod_sandbox(&pod.sandbox)
+        .unwrap_or_else(|e| panic!("RemovePodSandbox: {}", e.message()));
+    assert_nothing_left_of_the_pod(lab, &pod);
+}
+
+/// After RemovePodSandbox: no file in the lab's state dir (records, temp files), no hook daemon of this lab, no `wgo*` link in the
 /// lab's host netns, nothing of the sandbox's or an app container's (waiting up to 10 s).
 fn assert_nothing_left_of_the_pod(lab: &Lab, pod: &Pod) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -187,8 +298,8 @@ fn assert_nothing_left_of_the_pod(lab: &Lab, pod: &Pod) {
             .into_iter()
             .flatten()
             .flatten()
+            .filter(|e| !e.file_type().is_ok_and(|t| t.is_dir()))
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".json"))
             .collect();
         let daemons = lab.hook_daemons();
         if records.is_empty() && daemons.is_empty() {
@@ -287,4 +398,45 @@ fn plain_pod_runs_through_cri() {
         "containers left after RemovePodSandbox:\n{left}"
     );
     assert_nothing_left_of_the_pod(&lab, &pod);
+}
+
+/// A pod annotated `wg.enable=true` through the `wg` handler: one tunnel for the pod, used by both app
+/// containers.
+#[test]
+fn pod_gets_one_tunnel_that_both_app_containers_use() {
+    let lab = Lab::new("k8s_pod_tunnel");
+    let d = lab.start_cri(&[None]);
+    let spec = PodSpec {
+        name: "tunnelled".into(),
+        handler: d.handler(None),
+        annotations: vec![
+            ("wg.enable".into(), "true".into()),
+            ("wg.profile".into(), "lab".into()),
+        ],
+    };
+    assert_one_tunnel_for_the_pod(&lab, &d, spec, (DNS_SERVER, DNS_SEARCH));
+}
+
+/// The handler `install containerd --profile k8s` prints (`wg-k8s`, BinaryName `wg-oci-runtime@k8s`) gives a
+/// pod without any wg annotation the profile `k8s` (its own DNS line tells it from the default `lab`).
+#[test]
+fn a_runtime_bound_profile_handler_applies_its_profile() {
+    const K8S_DNS: &str = "10.77.0.54";
+    const K8S_SEARCH: &str = "k8s.lab.example";
+    let lab = Lab::new("k8s_bound_profile");
+    let mut config = lab.client_config();
+    config.dns = vec![K8S_DNS.into(), K8S_SEARCH.into()];
+    let k8s_conf = lab.write_file("k8s.conf", &config.render(), 0o600);
+    let mut policy = lab.policy();
+    policy.profiles.push(LabProfile::new("k8s", k8s_conf));
+    lab.write_policy(&policy);
+    let d = lab.start_cri(&[None, Some("k8s")]);
+    let handler = d.handler(Some("k8s"));
+    assert_ne!(handler, d.handler(None));
+    let spec = PodSpec {
+        name: "bound".into(),
+        handler,
+        annotations: Vec::new(),
+    };
+    assert_one_tunnel_for_the_pod(&lab, &d, spec, (K8S_DNS, K8S_SEARCH));
 }
