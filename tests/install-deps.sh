@@ -10,7 +10,10 @@ with_recommends=(podman netavark aardvark-dns iptables runc conmon wireguard-go 
 # openssl makes the lab PIA server's regions-list RSA key (tests/lab/pia.rs).
 # docker.io (20.10; pulls containerd, runc, tini) for the Docker lab (tests/lab/docker.rs), which starts its own
 # dockerd and containerd inside a lab netns: its recommends (apparmor, git, needrestart, ...) are not needed.
-without_recommends=(wireguard-tools qemu-system-x86 cpio xz-utils kmod docker.io openssl)
+# containernetworking-plugins (bridge, host-local, loopback in /usr/lib/cni) for the Kubernetes lab's CRI pods
+# (tests/lab/cri.rs, containerd's CRI plugin); protobuf-compiler (protoc) builds the k8s-cri crate, its CRI client.
+without_recommends=(wireguard-tools qemu-system-x86 cpio xz-utils kmod docker.io openssl containernetworking-plugins
+  protobuf-compiler)
 missing() {
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"

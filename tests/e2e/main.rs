@@ -23,6 +23,7 @@ mod docker_lab;
 mod enable;
 mod inbound;
 mod kernel_vm;
+mod kubernetes;
 mod leaks;
 mod pia;
 mod pia_lab;

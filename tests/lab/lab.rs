@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 
 mod bridge;
 mod command;
+mod cri;
 mod docker;
 mod hook;
 mod netns;
@@ -51,6 +52,7 @@ mod wireguard;
 
 pub use bridge::*;
 pub use command::*;
+pub use cri::*;
 pub use docker::*;
 pub use hook::*;
 pub use netns::*;
