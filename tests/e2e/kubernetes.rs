@@ -289,17 +289,16 @@ fn assert_one_tunnel_for_the_pod(lab: &Lab, d: &Containerd, spec: PodSpec, dns: 
     assert_nothing_left_of_the_pod(lab, &pod);
 }
 
-/// After RemovePodSandbox: no file in the lab's state dir (records, temp files), no hook daemon of this lab, no `wgo*` link in the
+/// After RemovePodSandbox: no file in the lab's state dir (records, memberships, leases, temp files), no hook daemon of this lab, no `wgo*` link in the
 /// lab's host netns, nothing of the sandbox's or an app container's (waiting up to 10 s).
 fn assert_nothing_left_of_the_pod(lab: &Lab, pod: &Pod) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let records: Vec<String> = fs::read_dir(&lab.state_dir)
+        // Every file but the profiles' lease locks, which stay as the profiles do.
+        let records: Vec<String> = state_files(&lab.state_dir)
             .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| !e.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter_map(|f| Some(f.strip_prefix(&lab.state_dir).ok()?.display().to_string()))
+            .filter(|f| !(f.starts_with("leases/") && f.ends_with(".lock")))
             .collect();
         let daemons = lab.hook_daemons();
         if records.is_empty() && daemons.is_empty() {
