@@ -17,11 +17,11 @@ demo: deps build
 	bash tests/demo.sh target/release/wg-oci-hook
 
 test: deps
-	$(CARGO) test --locked --no-fail-fast -- --test-threads=2
+	$(CARGO) test --locked --no-fail-fast --features fault-injection -- --test-threads=2
 
 lint:
 	$(CARGO) fmt --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --all-targets --all-features -- -D warnings
 
 fuzz:
 	bash tests/fuzz.sh

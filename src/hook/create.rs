@@ -467,6 +467,8 @@ impl Setup<'_> {
 
     #[cfg(not(test))]
     fn fail_point(&self, _step: &'static str) -> Result<(), StepError> {
+        #[cfg(feature = "fault-injection")]
+        super::fault::pause_at(_step);
         Ok(())
     }
 

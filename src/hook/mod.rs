@@ -3,6 +3,8 @@
 //! flow step by step.
 
 mod create;
+#[cfg(all(feature = "fault-injection", not(test)))]
+mod fault;
 pub mod firewall;
 pub mod gc;
 pub mod lease;

@@ -101,7 +101,7 @@ pub struct Member {
 
 impl Member {
     pub fn alive(&self) -> bool {
-        self.pid != 0 && process::start_time(self.pid) == Some(self.start_time)
+        self.pid != 0 && process::runs_since(self.pid, self.start_time)
     }
 }
 

@@ -155,6 +155,14 @@ pub fn is_running(pid: u32) -> bool {
     stat_fields(pid).is_some_and(|rest| !rest.starts_with('Z'))
 }
 
+/// Whether `pid` is the process that started at `start_time` and still runs (a zombie has left its namespaces).
+pub fn runs_since(pid: u32, start_time: u64) -> bool {
+    stat_fields(pid).is_some_and(|rest| {
+        !rest.starts_with('Z')
+            && rest.split(' ').nth(19).and_then(|t| t.parse().ok()) == Some(start_time)
+    })
+}
+
 /// The process's start time in clock ticks since boot (field 22 of /proc/PID/stat): with the pid, an identity
 /// that survives pid reuse.
 pub fn start_time(pid: u32) -> Option<u64> {
@@ -201,6 +209,8 @@ mod tests {
         assert!(start_time(me).is_some_and(|t| t > 0));
         assert!(!is_running(u32::MAX));
         assert!(start_time(u32::MAX).is_none());
+        assert!(runs_since(me, start_time(me).unwrap()));
+        assert!(!runs_since(me, start_time(me).unwrap() + 1));
     }
 
     fn spawn_sleep(arg: &str) -> std::process::Child {
