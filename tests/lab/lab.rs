@@ -24,8 +24,8 @@
 //! stands up: `netns.rs` (the namespaces, the underlay, `ip -n` and `nsenter` argv, sleepers), `wireguard.rs`
 //! (the WireGuard server, the client config, the TCP responder), `podman.rs` (podman's argv, storage and
 //! containers.conf, `podman run`), `hook.rs` (the policy, hooks.d, direct hook runs, what a tunnel leaves),
-//! `bridge.rs` (bridge networks, captures, leak probes), `docker.rs` (dockerd and containerd), `pia.rs` (the PIA
-//! server); `command.rs` runs every command.
+//! `bridge.rs` (bridge networks, captures, leak probes), `docker.rs` (dockerd and containerd), `cri.rs`
+//! (containerd's CRI plugin, CNI, and a CRI client), `pia.rs` (the PIA server); `command.rs` runs every command.
 
 use nix::sys::signal::Signal;
 use std::collections::hash_map::RandomState;
