@@ -115,7 +115,7 @@ fn holder(held: &PrivateDir, config: &str) -> io::Result<Option<String>> {
 /// Whether tunnel `key` holds `profile`'s `config`: its record names the lease, or a start is running under its
 /// lock (and may not have saved its record yet).
 fn holds(state: &StateDir, key: &str, profile: &str, config: &str) -> bool {
-    let Ok(Some(_lock)) = state.try_lock(key) else {
+    let Ok(Some(lock)) = state.try_lock(key) else {
         // Busy (a start or a poststop is running), or unreadable: held, to be safe.
         return true;
     };
@@ -123,7 +123,11 @@ fn holds(state: &StateDir, key: &str, profile: &str, config: &str) -> bool {
         Ok(Some(record)) => record
             .lease
             .is_some_and(|l| l.profile == profile && l.config == config),
-        Ok(None) => false,
+        Ok(None) => {
+            // A start that died before its record: the lock file was made by our look, or left by it.
+            let _ = state.remove_lock(key, lock);
+            false
+        }
         Err(_) => true,
     }
 }
@@ -242,10 +246,11 @@ mod tests {
             .claim(&state, "s", &only, "1-1", deadline(), &taken)
             .is_err());
         drop(running);
-        // ...and once it is gone, it is not.
+        // ...and once it is gone, it is not, and looking leaves no lock file of the dead start's.
         leases
             .claim(&state, "s", &only, "1-1", deadline(), &taken)
             .unwrap();
+        assert!(!dir.join("tunnels/9-9.lock").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
