@@ -3,13 +3,15 @@
 //! one tunnel at a time; a pool (`pool = "DIR"`) leases each of its files to one tunnel.
 //!
 //! `<state_dir>/leases/PROFILE/CONFIG` holds the key of the tunnel that has it (`-` names a static profile's only
-//! config), claimed under `leases/PROFILE.lock`. A lease whose tunnel has no record naming it, and no start
+//! config), claimed and released under `leases/PROFILE.lock`; the last release removes the profile's directory
+//! and lock file, so a profile nobody uses leaves no file. A lease whose tunnel has no record naming it, and no start
 //! running under that tunnel's lock, is free again: a start killed between its claim and its record leaks
 //! nothing. A tunnel that has a record keeps its lease until it is torn down (poststop, `gc`, or the sweep at
 //! the next start), so a lease is never handed to two live network namespaces.
 
 use super::record::{short, LeaseName, StateDir};
 use crate::sys::deadline::Deadline;
+use crate::sys::lock::Lock;
 use crate::sys::private_dir::PrivateDir;
 use std::io;
 use std::path::Path;
@@ -38,10 +40,8 @@ impl Leases {
         deadline: Deadline,
         what: &dyn Fn(&[String]) -> String,
     ) -> Result<LeaseName, String> {
-        let _lock = self
-            .dir
-            .lock(&format!("{profile}.lock"), deadline)
-            .map_err(|e| e.to_string())?;
+        let lock_name = format!("{profile}.lock");
+        let lock = self.dir.lock(&lock_name, deadline).map_err(|e| e.to_string())?;
         let held = self.dir.subdir(profile)?;
         let mut holders = Vec::new();
         for config in configs {
@@ -59,6 +59,8 @@ impl Leases {
                 }
             }
         }
+        drop(held);
+        self.tidy(profile, lock);
         let containers: Vec<String> = holders
             .iter()
             .filter_map(|k| state.load(k).ok().flatten())
@@ -69,13 +71,28 @@ impl Leases {
 
     /// Gives `lease` back, if tunnel `key` still holds it.
     pub fn release(&self, lease: &LeaseName, key: &str) -> io::Result<()> {
-        let Ok(held) = self.dir.subdir(&lease.profile) else {
-            return Ok(());
+        let profile = lease.profile.as_str();
+        // A release must not wait long: poststop and the undo have their own deadlines.
+        let deadline = Deadline::after(std::time::Duration::from_secs(5), "the lease lock");
+        let lock = self.dir.lock(&format!("{profile}.lock"), deadline)?;
+        let held = self.dir.subdir(profile).map_err(io::Error::other)?;
+        let released = match holder(&held, &lease.config) {
+            Ok(Some(h)) if h == key => held.remove(&lease.config),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
         };
-        if holder(&held, &lease.config)?.as_deref() == Some(key) {
-            held.remove(&lease.config)?;
+        drop(held);
+        self.tidy(profile, lock);
+        released
+    }
+
+    /// With the profile's lock held: once no lease of it is left, its directory and lock file go.
+    fn tidy(&self, profile: &str, lock: Lock) {
+        if self.dir.remove_empty_dir(profile).is_ok()
+            && !self.dir.names().is_ok_and(|n| n.iter().any(|n| n == profile))
+        {
+            let _ = self.dir.remove_lock(&format!("{profile}.lock"), lock);
         }
-        Ok(())
     }
 
     /// Removes the leases of `profile` that no tunnel holds any more (`gc`).
@@ -85,7 +102,7 @@ impl Leases {
             if profile.starts_with('.') || profile.ends_with(".lock") {
                 continue;
             }
-            let _lock = self.dir.lock(&format!("{profile}.lock"), deadline)?;
+            let lock = self.dir.lock(&format!("{profile}.lock"), deadline)?;
             let Ok(held) = self.dir.subdir(&profile) else {
                 continue;
             };
@@ -100,6 +117,8 @@ impl Leases {
                     }
                 }
             }
+            drop(held);
+            self.tidy(&profile, lock);
         }
         Ok(freed)
     }

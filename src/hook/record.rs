@@ -229,9 +229,7 @@ impl StateDir {
     /// Removes tunnel `key`'s lock file, then lets go of `lock`, its holder's: a waiter finds the name gone and
     /// tries again (`PrivateDir::try_lock`). Only once the tunnel has no record.
     pub fn remove_lock(&self, key: &str, lock: Lock) -> io::Result<()> {
-        let removed = self.tunnels.remove(&format!("{key}.lock"));
-        drop(lock);
-        removed
+        self.tunnels.remove_lock(&format!("{key}.lock"), lock)
     }
 
     /// Every tunnel's key (for `gc` and `status`).

@@ -40,6 +40,14 @@ impl PrivateDir {
         }
     }
 
+    /// Removes the lock file `name`, then lets go of `lock`, its holder's: a waiter that locked the removed file
+    /// sees the name lead elsewhere and tries again.
+    pub fn remove_lock(&self, name: &str, lock: Lock) -> io::Result<()> {
+        let removed = self.remove(name);
+        drop(lock);
+        removed
+    }
+
     /// The lock `name` if nobody holds it now.
     pub fn try_lock(&self, name: &str) -> io::Result<Option<Lock>> {
         loop {

@@ -183,6 +183,14 @@ impl PrivateDir {
         }
     }
 
+    /// Removes the subdirectory `name` if it is empty; a missing or non-empty one is left as it is.
+    pub fn remove_empty_dir(&self, name: &str) -> io::Result<()> {
+        match unlinkat(self.fd.as_fd(), name, UnlinkatFlags::RemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) | Err(Errno::ENOTEMPTY) | Err(Errno::EEXIST) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// When `name` (not followed if a symlink) was last modified.
     pub fn modified(&self, name: &str) -> Option<SystemTime> {
         let stat = fstatat(

@@ -231,7 +231,9 @@ fn the_pia_forwarded_port_is_open_and_follows_its_changes() {
     assert_shut(&lab, &run, &peer_ip, &[NEW_PORT, 81]);
 
     pia.set_behaviour(|b| b.pf_port = Some(NEW_PORT));
-    let port_file = lab.state_dir.join(format!("{}.port", run.cid()));
+    // The helper's files are named by the tunnel's key.
+    let key = lab.tunnel_key_of(run.cid()).expect("the container's tunnel");
+    let port_file = lab.state_dir.join(format!("{key}.port"));
     wait_for_port(&port_file, NEW_PORT);
     assert_open(&lab, &run, &peer_ip, &[NEW_PORT], &[NEW_PORT]);
     assert_shut(&lab, &run, &peer_ip, &[PIA_PF_PORT, 81]);

@@ -383,7 +383,9 @@ fn port_forwarding_writes_the_port_and_keeps_binding() {
         logs.stdout.contains(&format!("PORT={PIA_PF_PORT}")),
         "the workload read the port first thing\n{logs}"
     );
-    let host_file = lab.state_dir.join(format!("{cid}.port"));
+    // The helper's files and argv are named by the tunnel's key.
+    let key = lab.tunnel_key_of(&cid).expect("the container's tunnel");
+    let host_file = lab.state_dir.join(format!("{key}.port"));
     assert_eq!(
         std::fs::read_to_string(&host_file).unwrap(),
         format!("{PIA_PF_PORT}\n")
@@ -401,7 +403,7 @@ fn port_forwarding_writes_the_port_and_keeps_binding() {
         "{status}"
     );
     assert!(line.contains(":running"), "the helper is alive\n{status}");
-    let helpers = port_forward_helpers(&cid);
+    let helpers = port_forward_helpers(&key);
     assert_eq!(helpers.len(), 2, "a supervisor and its worker: {helpers:?}");
 
     // A worker that dies is replaced, and the port keeps being bound.
@@ -418,7 +420,7 @@ fn port_forwarding_writes_the_port_and_keeps_binding() {
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let helpers = port_forward_helpers(&cid);
+        let helpers = port_forward_helpers(&key);
         let replaced = helpers.len() == 2 && helpers.iter().all(|(pid, _)| *pid != worker);
         if replaced && pia.stats().bind_port.len() >= binds + 2 {
             break;
@@ -439,7 +441,7 @@ fn port_forwarding_writes_the_port_and_keeps_binding() {
     lab.podman(&["rm", "-f", "-t", "0", &cid])
         .assert_success("podman rm -f");
     lab.assert_nothing_left(&cid);
-    assert!(port_forward_helpers(&cid).is_empty());
+    assert!(port_forward_helpers(&key).is_empty());
 
     let run = lab.podman_run(&RunOpts::wg("exec sleep 60").detached());
     run.assert_success("a second container, short-lived signatures");
@@ -515,7 +517,8 @@ fn credentials_never_appear_in_logs_records_or_process_arguments() {
         &format!("{}\n{}", out.stdout, out.stderr),
     );
     // Every process's arguments, the helper's among them.
-    assert_eq!(port_forward_helpers(id).len(), 2, "supervisor and worker");
+    let key = lab.tunnel_key_of(id).expect("the container's tunnel");
+    assert_eq!(port_forward_helpers(&key).len(), 2, "supervisor and worker");
     for (pid, argv) in processes_mentioning("") {
         assert_no_secrets(&pia, &format!("process {pid}'s arguments"), &argv);
     }

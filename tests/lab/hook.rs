@@ -453,9 +453,9 @@ pub fn assert_refused(lab: &Lab, opts: &RunOpts, needles: &[&str]) -> RunOutput 
     run
 }
 
-/// The hook's PIA port-forwarding helpers for container `cid` (`wg-oci-hook ... pia-port-forward CID`).
-pub fn port_forward_helpers(cid: &str) -> Vec<(u32, String)> {
-    processes_mentioning(cid)
+/// The hook's PIA port-forwarding helpers of the tunnel `key` (`wg-oci-hook ... pia-port-forward KEY`).
+pub fn port_forward_helpers(key: &str) -> Vec<(u32, String)> {
+    processes_mentioning(key)
         .into_iter()
         .filter(|(_, argv)| argv.split(' ').any(|a| a == "pia-port-forward"))
         .collect()

@@ -335,8 +335,12 @@ impl Drop for Lab {
             names.push(name);
         }
         names.extend(self.known_links.lock().unwrap().drain(..).map(|(_, n)| n));
-        for cid in self.seen_cids.lock().unwrap().iter() {
-            for (pid, _) in port_forward_helpers(cid) {
+        let cids: Vec<String> = self.seen_cids.lock().unwrap().clone();
+        for cid in &cids {
+            self.tunnel_key_of(cid);
+        }
+        for (_, key) in self.known_keys.lock().unwrap().iter() {
+            for (pid, _) in port_forward_helpers(key) {
                 kill(pid, Signal::SIGKILL);
             }
         }

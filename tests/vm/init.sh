@@ -107,7 +107,12 @@ runc_() { runc --root /run/runc "$@"; }
 # start NAME: runc run -d; its output (a file: the container inherits it) shown when it fails.
 start() { runc_ run -d --no-pivot -b "/b/$1" "$1" </dev/null >"/tmp/start-$1.log" 2>&1 || show <"/tmp/start-$1.log"; }
 no_links_left() { ! ip -o link | grep -q ': wgo'; }
-no_record_left() { [ -z "$(ls -A /run/wgoh 2>/dev/null)" ]; }
+# state_files: what the hook keeps in its state dir (tunnel records and locks, memberships, leases), but the
+# profiles' lease locks, which stay as the profiles do.
+state_files() { find /run/wgoh -type f ! -path '/run/wgoh/leases/*.lock' 2>/dev/null; }
+no_record_left() { [ -z "$(state_files)" ]; }
+# record_of ID: the record of container ID's tunnel.
+record_of() { echo "/run/wgoh/tunnels/$(cat "/run/wgoh/members/$1" 2>/dev/null).json"; }
 
 # --- 1. a container on the kernel backend: tunnel up before its first instruction ----------------------
 at section 1
@@ -127,7 +132,7 @@ check kernel_tcp_through_tunnel "no reply from the server" sh -c "echo \"\$0\" |
 check kernel_addresses "wg0 lacks the config's addresses" sh -c "echo \"\$0\" | grep -q 'inet 10.77.0.2/32' && echo \"\$0\" | grep -q 'inet6 fd77::2/128'" "$out"
 check kernel_mtu "MTU is not 1420" sh -c "echo \"\$0\" | grep -qx 'MTU 1420'" "$out"
 check kernel_dns "resolv.conf lacks the config's DNS" sh -c "echo \"\$0\" | grep -qx 'nameserver 10.77.0.53' && echo \"\$0\" | grep -qx 'search vm.example'" "$out"
-check kernel_teardown "a link or record is left after the container" sh -c "! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(ls -A /run/wgoh 2>/dev/null)\" ]"
+check kernel_teardown "a link or record is left after the container" sh -c "! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(find /run/wgoh -type f ! -path '/run/wgoh/leases/*.lock' 2>/dev/null)\" ]"
 
 # --- 2. ListenPort, FwMark and PresharedKey honoured, seen from a running container --------------------
 at section 2
@@ -164,10 +169,10 @@ check kernel_psk_configured "the device lacks the config's PresharedKey" [ "$psk
 check kernel_listen_port "listen-port is $port" [ "$port" = 51999 ]
 check kernel_listen_port_on_the_wire "the server saw $seen" sh -c "echo '$seen' | grep -q '198.18.0.1:51999'"
 check kernel_fwmark "fwmark is $mark" [ "$mark" = 0x42 ]
-check kernel_running_has_record "no state record while running" [ -s /run/wgoh/long.json ]
-check kernel_record_has_no_key "the record holds the private key" sh -c "! grep -q \"\$(cat /tmp/client.key)\" /run/wgoh/long.json"
+check kernel_running_has_record "no state record while running" [ -s "$(record_of long)" ]
+check kernel_record_has_no_key "the record holds the private key" sh -c "! grep -q \"\$(cat /tmp/client.key)\" \"\$0\"" "$(record_of long)"
 runc_ kill long KILL; sleep 1; runc_ delete -f long
-check kernel_teardown_after_kill "a link or record is left after delete" sh -c "! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(ls -A /run/wgoh 2>/dev/null)\" ]"
+check kernel_teardown_after_kill "a link or record is left after delete" sh -c "! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(find /run/wgoh -type f ! -path '/run/wgoh/leases/*.lock' 2>/dev/null)\" ]"
 
 # --- 3. a failure after the kernel link exists rolls everything back ---------------------------------
 at section 3
@@ -180,7 +185,7 @@ echo "$out" | show
 runc_ delete -f taken >/dev/null 2>&1
 check kernel_failure_fails_start "runc started the container" [ "$rc" != 0 ]
 check kernel_failure_names_cause "no clear error" sh -c "echo \"\$0\" | grep -q 'already has an interface named wg0'" "$out"
-check kernel_failure_rolls_back "a link or record is left after the failure" sh -c "! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(ls -A /run/wgoh 2>/dev/null)\" ]"
+check kernel_failure_rolls_back "a link or record is left after the failure" sh -c "! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(find /run/wgoh -type f ! -path '/run/wgoh/leases/*.lock' 2>/dev/null)\" ]"
 check kernel_failure_leaves_their_wg0 "the netns' own wg0 was touched" sh -c "/usr/bin/ip -n taken -o link | grep -q 'wg0@'"
 ip netns del taken
 
@@ -197,16 +202,16 @@ unshare -n -m sleep 60 & sleeper=$!; sleep 1
 log=$(hook_direct create-runtime auto auto1 "$sleeper" 2>&1); rc=$?
 echo "$log" | show
 check auto_picks_kernel "auto did not choose the kernel: $log" sh -c "[ $rc = 0 ] && echo \"\$0\" | grep -q 'backend auto: kernel WireGuard link created, using the kernel'" "$log"
-check auto_record_says_kernel "the record does not say kernel" grep -q '"backend": "kernel"' /run/wgoh/auto1.json
+check auto_record_says_kernel "the record does not say kernel" grep -q '"backend": "kernel"' "$(record_of auto1)"
 hook_direct poststop auto auto1 "$sleeper" >/dev/null 2>&1
 kill "$sleeper"
-check auto_teardown "a link or record is left" sh -c "! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(ls -A /run/wgoh 2>/dev/null)\" ]"
+check auto_teardown "a link or record is left" sh -c "! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(find /run/wgoh -type f ! -path '/run/wgoh/leases/*.lock' 2>/dev/null)\" ]"
 
 # A runc container on the auto policy gets its tunnel from the kernel too.
 bundle autorun auto first.sh
 out=$(runc_ run --no-pivot -b /b/autorun autorun 2>&1); echo "$out" | show
 check auto_container_first_packet "first ping failed on the auto policy" sh -c "echo \"\$0\" | grep -q FIRST-PING-OK" "$out"
-check auto_container_teardown "a link or record is left" sh -c "! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(ls -A /run/wgoh 2>/dev/null)\" ]"
+check auto_container_teardown "a link or record is left" sh -c "! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(find /run/wgoh -type f ! -path '/run/wgoh/leases/*.lock' 2>/dev/null)\" ]"
 
 at timings
 for round in 1 2 3 4 5 6 7; do
@@ -219,7 +224,7 @@ for round in 1 2 3 4 5 6 7; do
     kill "$sleeper"
   done
 done
-check timings_leave_nothing "a link, daemon or record is left" sh -c "! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(ls -A /run/wgoh 2>/dev/null)\" ] && ! pgrep wireguard-go"
+check timings_leave_nothing "a link, daemon or record is left" sh -c "! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(find /run/wgoh -type f ! -path '/run/wgoh/leases/*.lock' 2>/dev/null)\" ] && ! pgrep wireguard-go"
 
 # --- 5. the kill switch: nothing leaves but through the tunnel, even by an interface added later ---------
 at section 5
@@ -394,7 +399,7 @@ for try in 1 2 3 4 5 6; do
 done
 check kernel_killswitch_port_map "10.77.0.2:8080 through the tunnel said: $got" [ "$got" = portmap-ok ]
 runc_ delete -f pm >/dev/null 2>&1
-check kernel_killswitch_teardown "a link, record or netns is left" sh -c "! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(ls -A /run/wgoh 2>/dev/null)\" ] && ! /usr/bin/ip netns list | grep -qE '^(lan|ctr)'"
+check kernel_killswitch_teardown "a link, record or netns is left" sh -c "! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(find /run/wgoh -type f ! -path '/run/wgoh/leases/*.lock' 2>/dev/null)\" ] && ! /usr/bin/ip netns list | grep -qE '^(lan|ctr)'"
 
 at done
 say DONE
