@@ -30,4 +30,5 @@ mod pia;
 mod pia_lab;
 mod podman;
 mod runtime_wrapper;
+mod shared_netns;
 mod state_dir;

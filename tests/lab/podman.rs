@@ -47,6 +47,8 @@ pub struct RunOpts {
     pub extra_args: Vec<String>,
     /// `--network NAME` (a network of this lab, see `Lab::bridge_network`); `None` is `--network none`.
     pub network: Option<String>,
+    /// `--pod NAME` instead of any `--network` (a pod's members take its network namespace).
+    pub pod: Option<String>,
     /// (lab file, machine path): podman (and so runc and the hook) runs in a mount namespace of its own where
     /// each lab file is bind-mounted over the machine path (e.g. a resolv.conf for the hook's resolver).
     pub binds: Vec<(PathBuf, String)>,
@@ -86,6 +88,12 @@ impl RunOpts {
         self
     }
 
+    /// Runs the container in the pod `name` (`--pod`, and no `--network`).
+    pub fn in_pod(mut self, name: &str) -> Self {
+        self.pod = Some(name.to_owned());
+        self
+    }
+
     /// Runs podman with the lab file `file` bind-mounted over `target` (see `RunOpts::binds`).
     pub fn bind(mut self, file: &Path, target: &str) -> Self {
         self.binds.push((file.to_owned(), target.to_owned()));
@@ -107,13 +115,13 @@ impl RunOpts {
         if self.detach {
             args.push("-d".into());
         }
-        for a in [
-            "--cidfile",
-            &cidfile.to_string_lossy(),
-            "--network",
-            self.network.as_deref().unwrap_or("none"),
-        ] {
-            args.push(a.into());
+        args.extend(["--cidfile".into(), cidfile.to_string_lossy().into_owned()]);
+        match &self.pod {
+            Some(pod) => args.extend(["--pod".into(), pod.clone()]),
+            None => args.extend([
+                "--network".into(),
+                self.network.as_deref().unwrap_or("none").to_owned(),
+            ]),
         }
         args.extend(PODMAN_ULIMITS.map(String::from));
         // busybox ping needs a raw socket; podman's default capabilities lack NET_RAW.
@@ -189,10 +197,17 @@ impl Lab {
             .to_string_lossy()
             .into_owned()];
         helper_dirs.extend(PODMAN_HELPER_DIRS.iter().map(|d| d.to_string()));
+        // The same limits for containers no `podman run` starts (a pod's infra container).
+        let default_ulimits: Vec<String> = PODMAN_ULIMITS
+            .iter()
+            .filter(|a| !a.starts_with("--"))
+            .map(|a| a.to_string())
+            .collect();
         let text = format!(
-            "[containers]\ndefault_sysctls = []\n\n\
+            "[containers]\ndefault_sysctls = []\ndefault_ulimits = {}\n\n\
              [engine]\nlock_type = \"file\"\ntmp_dir = {}\nhelper_binaries_dir = {}\n\n\
              [network]\nnetwork_backend = \"netavark\"\nnetwork_config_dir = {}\n",
+            toml_list(&default_ulimits),
             p("tmp"),
             toml_list(&helper_dirs),
             p("networks"),

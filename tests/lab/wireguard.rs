@@ -144,6 +144,37 @@ impl Lab {
         }
     }
 
+    /// A further client of the lab's server, with a key of its own: the server gets it as a peer at
+    /// `10.77.0.<host>/32`, and the wg-quick config returned uses that key and address (IPv4 only), for profiles
+    /// whose tunnels must not share the lab's one client key (a pool's files).
+    pub fn add_client_peer(&self, host: u8) -> ClientConfig {
+        assert!(
+            (3..=52).contains(&host),
+            "10.77.0.{host} is the server's, the lab client's or the DNS address"
+        );
+        let private_key = self.genkey();
+        let public_key = self.pubkey(&private_key);
+        let address = format!("10.77.0.{host}/32");
+        self.must_in(
+            &self.server_ns,
+            &[
+                "wg",
+                "set",
+                &self.server_if,
+                "peer",
+                &public_key,
+                "allowed-ips",
+                &address,
+            ],
+        );
+        ClientConfig {
+            private_key,
+            addresses: vec![address],
+            allowed_ips: vec!["0.0.0.0/0".to_owned()],
+            ..self.client_config()
+        }
+    }
+
     /// Starts a wireguard-go client `wgm<id>` in the host netns configured by hand with `wg set` and `ip`
     /// (10.77.0.2/32, fd77::2/128, routes to the tunnel prefixes only).
     pub fn start_manual_client(&self) -> String {
