@@ -4,6 +4,7 @@
 use super::firewall::Rules;
 use super::lease::{self, Leases};
 use super::record::{LeaseName, Member, Record, SharedResolvConf, StateDir, RECORD_VERSION};
+use super::resolv_conf::{Previous, ResolvConfChange};
 use super::tunnel::{self, TunnelSpec};
 use super::{gc, mtu, port_forward, resolv_conf, routing, teardown, HookError, Step, StepError};
 use crate::config::admission::{self, Admitted, Refusal};
@@ -196,7 +197,7 @@ fn join(
     }
     // A member of that id before is gone (the container restarted without a poststop).
     record.members.retain(|m| m.container_id != id);
-    let _ = teardown::leave_resolv_confs(&mut record.resolv_confs, &id);
+    let _ = teardown::leave_resolv_confs(state_dir, Some(&key), &mut record.resolv_confs, &id);
     state_dir
         .set_membership(&id, &key)
         .step("writing the state record")?;
@@ -212,7 +213,7 @@ fn join(
             None => {
                 let content =
                     resolv_conf::render(&record.dns_servers, &record.dns_search, record.builder());
-                let written = resolv_conf::write(bundle, &content);
+                let written = write_resolv_conf(state_dir, &key, bundle, &content);
                 let change = match written {
                     Ok(change) => change,
                     Err(e) => {
@@ -231,7 +232,7 @@ fn join(
     record.members.push(me);
     if let Err(e) = state_dir.save(&record) {
         if let Some(change) = wrote {
-            let _ = resolv_conf::restore(&change);
+            teardown::restore(state_dir, Some(&key), &change, &mut Vec::new());
         }
         let _ = state_dir.remove_membership(&id);
         return Err(e).step("writing the state record");
@@ -243,6 +244,24 @@ fn join(
         record.profile
     );
     Ok(record)
+}
+
+/// Writes the tunnel's resolv.conf. A file another live tunnel has written already (containers of different
+/// netns started from one rootfs) keeps that tunnel's record of what was there first, so that the last of them
+/// to go restores the original, not another tunnel's DNS.
+fn write_resolv_conf(
+    state_dir: &StateDir,
+    key: &str,
+    bundle: &Bundle,
+    content: &str,
+) -> io::Result<ResolvConfChange> {
+    let mut change = resolv_conf::write(bundle, content)?;
+    if let Some(other) = teardown::other_writer(state_dir, Some(key), &change.location) {
+        if matches!(&change.previous, Previous::File { content } if *content == other.written) {
+            change.previous = other.previous;
+        }
+    }
+    Ok(change)
 }
 
 fn port_map_names(admitted: &Admitted) -> Vec<String> {
@@ -570,7 +589,8 @@ impl Setup<'_> {
         if !spec.dns_servers.is_empty() {
             self.check_deadline("writing resolv.conf")?;
             let content = resolv_conf::render(&spec.dns_servers, &spec.dns_search, self.id);
-            let change = resolv_conf::write(bundle, &content).step("writing resolv.conf")?;
+            let change = write_resolv_conf(self.state_dir, &self.key, bundle, &content)
+                .step("writing resolv.conf")?;
             self.record.resolv_confs.push(SharedResolvConf {
                 change,
                 users: vec![self.id.to_owned()],
@@ -719,13 +739,17 @@ impl Setup<'_> {
         if let Some(forward) = self.record.pia.as_mut().and_then(|p| p.port_forward.take()) {
             port_forward::stop(self.state_dir, &self.key, &forward);
         }
+        let mut failures = Vec::new();
         for shared in self.record.resolv_confs.drain(..) {
-            if let Err(e) = resolv_conf::restore(&shared.change) {
-                warn!(
-                    "container {}: undo: restoring {}: {e}",
-                    self.id, shared.change.location
-                );
-            }
+            teardown::restore(
+                self.state_dir,
+                Some(&self.key),
+                &shared.change,
+                &mut failures,
+            );
+        }
+        for failure in failures {
+            warn!("container {}: undo: {failure}", self.id);
         }
         if let Some(container) = &self.container_nl {
             for (ipv6, priority) in self.rules_added.drain(..) {

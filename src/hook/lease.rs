@@ -41,7 +41,10 @@ impl Leases {
         what: &dyn Fn(&[String]) -> String,
     ) -> Result<LeaseName, String> {
         let lock_name = format!("{profile}.lock");
-        let lock = self.dir.lock(&lock_name, deadline).map_err(|e| e.to_string())?;
+        let lock = self
+            .dir
+            .lock(&lock_name, deadline)
+            .map_err(|e| e.to_string())?;
         let held = self.dir.subdir(profile)?;
         let mut holders = Vec::new();
         for config in configs {
@@ -89,7 +92,10 @@ impl Leases {
     /// With the profile's lock held: once no lease of it is left, its directory and lock file go.
     fn tidy(&self, profile: &str, lock: Lock) {
         if self.dir.remove_empty_dir(profile).is_ok()
-            && !self.dir.names().is_ok_and(|n| n.iter().any(|n| n == profile))
+            && !self
+                .dir
+                .names()
+                .is_ok_and(|n| n.iter().any(|n| n == profile))
         {
             let _ = self.dir.remove_lock(&format!("{profile}.lock"), lock);
         }

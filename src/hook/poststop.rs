@@ -57,7 +57,8 @@ fn leave(state: &ContainerState, policy: &Policy) -> Result<(), super::StepError
     let is_sandbox = record.member(id).is_some_and(|m| m.sandbox);
     if others_run && !is_sandbox {
         record.members.retain(|m| m.container_id != id);
-        let mut failures = teardown::leave_resolv_confs(&mut record.resolv_confs, id);
+        let mut failures =
+            teardown::leave_resolv_confs(&dir, Some(&key), &mut record.resolv_confs, id);
         if let Err(e) = dir.save(&record) {
             failures.push(format!("saving the state record: {e}"));
         }

@@ -36,10 +36,10 @@ pub fn tear_down(
         port_forward::stop(state_dir, &files, forward);
     }
     for shared in &record.resolv_confs {
-        restore(&shared.change, &mut failures);
+        restore(state_dir, key.as_deref(), &shared.change, &mut failures);
     }
     if let Some(change) = &record.legacy_resolv_conf {
-        restore(change, &mut failures);
+        restore(state_dir, None, change, &mut failures);
     }
     if let Some(daemon) = &record.daemon {
         if let Err(e) = wg::userspace::stop(daemon, &record.host_link) {
@@ -116,13 +116,18 @@ pub fn tear_down(
     failures
 }
 
-/// Takes `leaving` off the resolv.conf files it read, restoring each one no member reads any more.
-pub fn leave_resolv_confs(shared: &mut Vec<SharedResolvConf>, leaving: &str) -> Vec<String> {
+/// Takes `leaving` off the resolv.conf files tunnel `key` wrote, restoring each one no member reads any more.
+pub fn leave_resolv_confs(
+    state_dir: &StateDir,
+    key: Option<&str>,
+    shared: &mut Vec<SharedResolvConf>,
+    leaving: &str,
+) -> Vec<String> {
     let mut failures = Vec::new();
     shared.retain_mut(|s| {
         s.users.retain(|u| u != leaving);
         if s.users.is_empty() {
-            restore(&s.change, &mut failures);
+            restore(state_dir, key, &s.change, &mut failures);
             false
         } else {
             true
@@ -131,10 +136,45 @@ pub fn leave_resolv_confs(shared: &mut Vec<SharedResolvConf>, leaving: &str) -> 
     failures
 }
 
-fn restore(change: &resolv_conf::ResolvConfChange, failures: &mut Vec<String>) {
-    if let Err(e) = resolv_conf::restore(change) {
+/// Puts back what `change` replaced, if the file still holds what it wrote. When another live tunnel wrote the
+/// same file too (containers of different netns started from one rootfs), the file goes to that tunnel's
+/// content instead: its containers still run, and it restores the original when its turn comes.
+pub fn restore(
+    state_dir: &StateDir,
+    key: Option<&str>,
+    change: &resolv_conf::ResolvConfChange,
+    failures: &mut Vec<String>,
+) {
+    let restored = match other_writer(state_dir, key, &change.location) {
+        Some(other) => resolv_conf::restore(&resolv_conf::ResolvConfChange {
+            previous: resolv_conf::Previous::File {
+                content: other.written,
+            },
+            ..change.clone()
+        }),
+        None => resolv_conf::restore(change),
+    };
+    if let Err(e) = restored {
         failures.push(format!("restoring {}: {e}", change.location));
     }
+}
+
+/// A change to the file at `location` by a live tunnel other than `key`.
+pub fn other_writer(
+    state_dir: &StateDir,
+    key: Option<&str>,
+    location: &resolv_conf::Location,
+) -> Option<resolv_conf::ResolvConfChange> {
+    state_dir
+        .keys()
+        .ok()?
+        .iter()
+        .filter(|k| Some(k.as_str()) != key)
+        .filter_map(|k| state_dir.load(k).ok().flatten())
+        .filter(Record::any_member_alive)
+        .flat_map(|r| r.resolv_confs)
+        .map(|s| s.change)
+        .find(|c| c.location == *location)
 }
 
 /// The tunnel's netns, if it still exists: through the engine's path to it, or a member that still runs.

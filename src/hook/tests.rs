@@ -658,3 +658,41 @@ fn the_sandbox_leaving_takes_the_tunnel_but_leaves_the_kill_switch_to_members_th
         assert_eq!(lab.records(), Vec::<String>::new());
     });
 }
+
+#[test]
+fn containers_of_two_netns_sharing_a_rootfs_leave_its_resolv_conf_as_it_was_whoever_stops_first() {
+    in_own_host_netns(|| {
+        let mut lab = Lab::new("one-rootfs");
+        lab.policy.profiles.get_mut("vpn").unwrap().shared = true;
+        for a_first in [true, false] {
+            let mut b = lab.other(if a_first { "b1" } else { "b2" }, false, &[]);
+            // B's bundle is A's: one rootfs directory, two network namespaces.
+            b.state.bundle = lab.state.bundle.clone();
+            create_runtime(&lab.state, &lab.policy, None).unwrap();
+            let written_by_a = lab.resolv_conf();
+            create_runtime(&b.state, &lab.policy, None).unwrap();
+            let written_by_b = lab.resolv_conf();
+            assert!(written_by_b.contains(&b.state.id), "B wrote last");
+            let (first, second) = if a_first {
+                (&lab.state, &b.state)
+            } else {
+                (&b.state, &lab.state)
+            };
+            poststop(first, &lab.policy).unwrap();
+            let expected_after_first = if a_first {
+                written_by_b.clone()
+            } else {
+                written_by_a.clone()
+            };
+            assert!(
+                lab.resolv_conf().contains("nameserver 10.99.0.1"),
+                "the container still running keeps the tunnel's DNS: {}",
+                lab.resolv_conf()
+            );
+            assert_eq!(lab.resolv_conf(), expected_after_first);
+            poststop(second, &lab.policy).unwrap();
+            assert_eq!(lab.resolv_conf(), RESOLV_BEFORE, "a_first={a_first}");
+            b.stop();
+        }
+    });
+}

@@ -232,7 +232,9 @@ fn the_pia_forwarded_port_is_open_and_follows_its_changes() {
 
     pia.set_behaviour(|b| b.pf_port = Some(NEW_PORT));
     // The helper's files are named by the tunnel's key.
-    let key = lab.tunnel_key_of(run.cid()).expect("the container's tunnel");
+    let key = lab
+        .tunnel_key_of(run.cid())
+        .expect("the container's tunnel");
     let port_file = lab.state_dir.join(format!("{key}.port"));
     wait_for_port(&port_file, NEW_PORT);
     assert_open(&lab, &run, &peer_ip, &[NEW_PORT], &[NEW_PORT]);
