@@ -208,12 +208,7 @@ fn has_wg0(netdev: &str) -> bool {
 /// RemovePodSandbox nothing of the tunnel is left.
 fn assert_one_tunnel_for_the_pod(lab: &Lab, d: &Containerd, spec: PodSpec, dns: (&str, &str)) {
     let pod = run_pod(lab, d, spec, TUNNEL_NC);
-    let shown: String = pod
-        .apps
-        .iter()
-        .map(AppOutput::show)
-        .collect::<Vec<_>>()
-        .join("\n");
+    let shown = shown(&pod);
     let sandbox_config = d.bundle_config(&pod.sandbox);
     assert_eq!(
         annotation(&sandbox_config, "io.kubernetes.cri.container-type"),
@@ -330,12 +325,7 @@ fn plain_pod_runs_through_cri() {
         annotations: Vec::new(),
     };
     let pod = run_pod(&lab, &d, spec, &format!("ping -c 1 -W 2 {CNI_GATEWAY}"));
-    let shown: String = pod
-        .apps
-        .iter()
-        .map(AppOutput::show)
-        .collect::<Vec<_>>()
-        .join("\n");
+    let shown = shown(&pod);
     let sandbox_config = d.bundle_config(&pod.sandbox);
     assert_eq!(
         annotation(&sandbox_config, "io.kubernetes.cri.container-type"),
@@ -438,4 +428,13 @@ fn a_runtime_bound_profile_handler_applies_its_profile() {
         annotations: Vec::new(),
     };
     assert_one_tunnel_for_the_pod(&lab, &d, spec, (K8S_DNS, K8S_SEARCH));
+}
+
+/// What every app container of `pod` recorded, for failure messages.
+fn shown(pod: &Pod) -> String {
+    pod.apps
+        .iter()
+        .map(AppOutput::show)
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -908,7 +908,10 @@ impl Inner {
 
         // 6. Mounts under the dir (the pods' netns and shm), cgroups deepest first, the dir.
         problems.extend(unmount_under(&[&self.dir]));
-        for dir in self.cgroup_dirs().into_iter().rev() {
+        for dir in super::docker::cgroup_dirs_under(&self.cgroup_parent)
+            .into_iter()
+            .rev()
+        {
             if let Err(e) = fs::remove_dir(&dir) {
                 if e.kind() != ErrorKind::NotFound {
                     problems.push(format!("removing cgroup {}: {e}", dir.display()));
@@ -930,53 +933,9 @@ impl Inner {
         problems
     }
 
-    /// Every cgroup dir at or under the pods' cgroup parent, in every hierarchy, parents before children.
-    fn cgroup_dirs(&self) -> Vec<PathBuf> {
-        let rel = self.cgroup_parent.trim_start_matches('/');
-        let mut roots = vec![PathBuf::from("/sys/fs/cgroup").join(rel)];
-        if let Ok(entries) = fs::read_dir("/sys/fs/cgroup") {
-            for e in entries.flatten() {
-                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    roots.push(e.path().join(rel));
-                }
-            }
-        }
-        let mut dirs = Vec::new();
-        for root in roots {
-            let mut stack = vec![root];
-            while let Some(d) = stack.pop() {
-                if !d.is_dir() {
-                    continue;
-                }
-                if let Ok(entries) = fs::read_dir(&d) {
-                    for e in entries.flatten() {
-                        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                            stack.push(e.path());
-                        }
-                    }
-                }
-                dirs.push(d);
-            }
-        }
-        dirs.sort_by_key(|d| d.components().count());
-        dirs
-    }
-
     /// The pids in the pods' cgroups.
     fn cgroup_pids(&self) -> Vec<u32> {
-        let mut pids: Vec<u32> = self
-            .cgroup_dirs()
-            .iter()
-            .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
-            .flat_map(|s| {
-                s.split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .collect::<Vec<u32>>()
-            })
-            .collect();
-        pids.sort_unstable();
-        pids.dedup();
-        pids
+        super::docker::cgroup_pids_under(&self.cgroup_parent)
     }
 }
 

@@ -691,7 +691,7 @@ impl DockerdInner {
         problems.extend(unmount_under(&[&self.dir, &self.exec_root]));
 
         // 6. Cgroups, deepest first.
-        for dir in self.cgroup_dirs().into_iter().rev() {
+        for dir in cgroup_dirs_under(&self.cgroup_parent).into_iter().rev() {
             if let Err(e) = fs::remove_dir(&dir) {
                 if e.kind() != ErrorKind::NotFound {
                     problems.push(format!("removing cgroup {}: {e}", dir.display()));
@@ -719,53 +719,9 @@ impl DockerdInner {
         problems
     }
 
-    /// Every cgroup dir at or under the cgroup parent, in every hierarchy, parents before children.
-    fn cgroup_dirs(&self) -> Vec<PathBuf> {
-        let rel = self.cgroup_parent.trim_start_matches('/');
-        let mut roots = vec![PathBuf::from("/sys/fs/cgroup").join(rel)];
-        if let Ok(entries) = fs::read_dir("/sys/fs/cgroup") {
-            for e in entries.flatten() {
-                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    roots.push(e.path().join(rel));
-                }
-            }
-        }
-        let mut dirs = Vec::new();
-        for root in roots {
-            let mut stack = vec![root];
-            while let Some(d) = stack.pop() {
-                if !d.is_dir() {
-                    continue;
-                }
-                if let Ok(entries) = fs::read_dir(&d) {
-                    for e in entries.flatten() {
-                        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                            stack.push(e.path());
-                        }
-                    }
-                }
-                dirs.push(d);
-            }
-        }
-        dirs.sort_by_key(|d| d.components().count());
-        dirs
-    }
-
     /// The pids in the containers' cgroups.
     fn cgroup_pids(&self) -> Vec<u32> {
-        let mut pids: Vec<u32> = self
-            .cgroup_dirs()
-            .iter()
-            .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
-            .flat_map(|s| {
-                s.split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .collect::<Vec<u32>>()
-            })
-            .collect();
-        pids.sort_unstable();
-        pids.dedup();
-        pids
+        cgroup_pids_under(&self.cgroup_parent)
     }
 }
 
@@ -869,4 +825,52 @@ fn check_docker_prerequisites() {
         "the Docker lab cannot run on this machine:\n  {}",
         missing.join("\n  ")
     );
+}
+
+/// Every cgroup dir at or under `parent`, in every hierarchy, parents before children.
+pub(super) fn cgroup_dirs_under(parent: &str) -> Vec<PathBuf> {
+    let rel = parent.trim_start_matches('/');
+    let mut roots = vec![PathBuf::from("/sys/fs/cgroup").join(rel)];
+    if let Ok(entries) = fs::read_dir("/sys/fs/cgroup") {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                roots.push(e.path().join(rel));
+            }
+        }
+    }
+    let mut dirs = Vec::new();
+    for root in roots {
+        let mut stack = vec![root];
+        while let Some(d) = stack.pop() {
+            if !d.is_dir() {
+                continue;
+            }
+            if let Ok(entries) = fs::read_dir(&d) {
+                for e in entries.flatten() {
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        stack.push(e.path());
+                    }
+                }
+            }
+            dirs.push(d);
+        }
+    }
+    dirs.sort_by_key(|d| d.components().count());
+    dirs
+}
+
+/// The pids in the cgroups at or under `parent`.
+pub(super) fn cgroup_pids_under(parent: &str) -> Vec<u32> {
+    let mut pids: Vec<u32> = cgroup_dirs_under(parent)
+        .iter()
+        .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
 }
