@@ -11,6 +11,7 @@
 use crate::sys::command::{output_until, resolve_program};
 use crate::sys::deadline::Deadline;
 use crate::sys::netns::NetNs;
+use log::debug;
 use std::io::{self, Write as _};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -35,6 +36,7 @@ impl Nft {
 
     /// Loads `script` in one transaction inside `netns`, killing nft if it runs past `deadline`.
     pub fn load(&self, netns: &NetNs, script: &str, deadline: Deadline) -> io::Result<()> {
+        debug!("{}: loading a ruleset", self.program.display());
         netns.run(|| self.run(&["-f", "-"], script.as_bytes(), Some(deadline)))
     }
 
@@ -58,6 +60,7 @@ impl Nft {
     /// talks to the kernel and ends in milliseconds, but `nft_command` may be anything: given a deadline, a run
     /// past it is killed.
     fn run(&self, args: &[&str], stdin: &[u8], deadline: Option<Deadline>) -> io::Result<()> {
+        let started = std::time::Instant::now();
         let mut child = Command::new(&self.program)
             .args(args)
             .env_clear()
@@ -66,6 +69,7 @@ impl Nft {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.program.display())))?;
+        let spawned = started.elapsed();
         let written = child.stdin.take().expect("piped").write_all(stdin);
         let (status, stderr) = match deadline {
             None => {
@@ -82,6 +86,12 @@ impl Nft {
                 )
             })?,
         };
+        debug!(
+            "{}: spawned in {:.1} ms, ended {:.1} ms later",
+            self.program.display(),
+            spawned.as_secs_f64() * 1e3,
+            (started.elapsed() - spawned).as_secs_f64() * 1e3
+        );
         if status.success() {
             return written;
         }
