@@ -24,6 +24,7 @@ mod enable;
 mod inbound;
 mod kernel_vm;
 mod leaks;
+mod many;
 mod pia;
 mod pia_lab;
 mod podman;
