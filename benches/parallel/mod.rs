@@ -9,8 +9,11 @@
 //! and prints per-step medians and maxima, taken from the hook's own `log_level = "debug"` lines, each stamped
 //! as it arrives on the hook's stderr, and the CPU the machine spent over the round (/proc/stat) and the
 //! daemons spent by the end of it (/proc/PID/stat). WG_BENCH_STRACE=DIR also runs one hook of each parallel
-//! round under `strace -f -tt -T` into DIR. WG_BENCH_USERSPACE_COMMAND replaces `wireguard-go` in the policy
-//! (e.g. `env GOMAXPROCS=1 wireguard-go`, as a TOML list).
+//! round (the first at level 1) under `strace -tt -T` (the main thread: its netlink calls) into DIR;
+//! with WG_BENCH_STRACE_ALL=1, every hook of those rounds, tracing only sendto (netlink requests) with
+//! seccomp-bpf, to time each request at that level. WG_BENCH_USERSPACE_COMMAND replaces `wireguard-go` in the policy
+//! (e.g. `env GOMAXPROCS=1 wireguard-go`). WG_BENCH_BASELINE_HOOK=PATH runs another build of wg-oci-hook too,
+//! round by round in turn with this one, and reports both.
 
 use crate::lab::{self, Lab, LabProfile};
 use std::collections::BTreeMap;
@@ -33,7 +36,7 @@ struct Run {
 /// The steps, as (name, the line that ends it). A step starts where the one before it ended.
 const STEPS: &[(&str, &str)] = &[
     ("exec, policy, checks, profile, netlink", "(fork and exec)"),
-    ("daemon wait (socket)", "connect attempts)"),
+    ("daemon wait (socket)", " connect attempts"),
     ("UAPI configure", "configuration accepted"),
     ("MTU, move, lo/addr/up", "nft: loading a ruleset"),
     ("nft (spawn to end)", "nftables table loaded"),
@@ -62,38 +65,63 @@ pub fn run(levels: &[usize]) {
     }
     lab.write_policy(&policy);
     let strace_dir = std::env::var_os("WG_BENCH_STRACE").map(std::path::PathBuf::from);
+    let baseline = std::env::var_os("WG_BENCH_BASELINE_HOOK").map(std::path::PathBuf::from);
+    let hooks: Vec<std::path::PathBuf> = std::iter::once(lab::HOOK_BIN.into())
+        .chain(baseline)
+        .collect();
     for &level in levels {
         let (rounds, size) = if level == 1 {
             (rounds * 5, 1)
         } else {
             (rounds, level)
         };
-        let mut runs = Vec::new();
-        let mut cpu = Vec::new();
-        let mut walls = Vec::new();
-        let mut daemon_cpu = Vec::new();
-        let mut poststops = Vec::new();
+        let mut stats: Vec<Stats> = hooks.iter().map(|_| Stats::default()).collect();
         for round in 0..rounds {
-            let strace = strace_dir
-                .as_deref()
-                .filter(|_| round == 0)
-                .map(|d| d.join(format!("create-{level}-{round}.strace")));
-            let (round_runs, busy, wall, post, ticks) = one_round(&lab, round, size, strace);
-            daemon_cpu.extend(ticks);
-            // A run under strace is slow and waits for its daemon: left out.
-            runs.extend(
-                round_runs
-                    .into_iter()
-                    .filter(|r| r.sched.0 > Duration::ZERO),
-            );
-            cpu.push(busy);
-            walls.push(wall);
-            poststops.push(post);
-            // The poststops stopped the daemons: let their netns go before the next round.
-            std::thread::sleep(Duration::from_millis(500));
+            // Each build in turn, so that the machine's other load hits all alike.
+            for (h, hook_bin) in hooks.iter().enumerate() {
+                let strace = strace_dir
+                    .as_deref()
+                    .filter(|_| round == 0 && h == 0)
+                    .map(|d| d.join(format!("create-{level}-{round}.strace")));
+                let (round_runs, busy, wall, post, ticks) =
+                    one_round(&lab, hook_bin, round * hooks.len() + h, size, strace);
+                let st = &mut stats[h];
+                st.daemon_cpu.extend(ticks);
+                // A run under strace is slow and waits for its daemon: left out.
+                st.runs.extend(
+                    round_runs
+                        .into_iter()
+                        .filter(|r| r.sched.0 > Duration::ZERO),
+                );
+                st.cpu.push(busy);
+                st.walls.push(wall);
+                st.poststops.push(post);
+                // The poststops stopped the daemons: let their netns go before the next round.
+                std::thread::sleep(Duration::from_millis(500));
+            }
         }
-        report(level, &runs, &cpu, &walls, &daemon_cpu, &poststops);
+        for (hook_bin, st) in hooks.iter().zip(&stats) {
+            println!("hook: {}", hook_bin.display());
+            report(
+                level,
+                &st.runs,
+                &st.cpu,
+                &st.walls,
+                &st.daemon_cpu,
+                &st.poststops,
+            );
+        }
     }
+}
+
+/// One build's rounds at one level.
+#[derive(Default)]
+struct Stats {
+    runs: Vec<Run>,
+    cpu: Vec<f64>,
+    walls: Vec<Duration>,
+    daemon_cpu: Vec<u64>,
+    poststops: Vec<Duration>,
 }
 
 fn genkey() -> String {
@@ -110,6 +138,7 @@ fn genkey() -> String {
 /// daemon had used when the round ended.
 fn one_round(
     lab: &Lab,
+    hook_bin: &std::path::Path,
     round: usize,
     size: usize,
     strace: Option<std::path::PathBuf>,
@@ -138,12 +167,16 @@ fn one_round(
             .enumerate()
             .map(|(n, state)| {
                 let (barrier, host_ns, policy) = (barrier.clone(), &host_ns, &policy);
-                let strace = strace.as_ref().filter(|_| n == size / 2);
+                let all = std::env::var_os("WG_BENCH_STRACE_ALL").is_some();
+                let strace = strace
+                    .as_ref()
+                    .filter(|_| all || n == size / 2)
+                    .map(|p| p.with_extension(format!("{n}.strace")));
                 s.spawn(move || {
                     let ns = std::fs::File::open(host_ns).unwrap();
                     nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
                     barrier.wait();
-                    hook(policy, "create-runtime", state, strace)
+                    hook(hook_bin, policy, "create-runtime", state, strace.as_ref())
                 })
             })
             .collect();
@@ -164,7 +197,7 @@ fn one_round(
                 let ns = std::fs::File::open(host_ns).unwrap();
                 nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
                 barrier.wait();
-                hook(policy, "poststop", state, None);
+                hook(hook_bin, policy, "poststop", state, None);
             });
         }
     });
@@ -173,6 +206,7 @@ fn one_round(
 
 /// Runs the hook as runc does (state on stdin, empty environment), stamping each stderr line as it arrives.
 fn hook(
+    hook_bin: &std::path::Path,
     policy: &std::path::Path,
     stage: &str,
     state: &str,
@@ -181,13 +215,24 @@ fn hook(
     let mut argv: Vec<String> = Vec::new();
     if let Some(out) = strace {
         argv.extend(
-            ["strace", "-f", "-tt", "-T", "-o"]
-                .map(String::from)
-                .into_iter()
-                .chain([out.to_string_lossy().into_owned()]),
+            if std::env::var_os("WG_BENCH_STRACE_ALL").is_some() {
+                ["strace", "--seccomp-bpf", "-T", "-e", "trace=sendto", "-o"]
+            } else {
+                [
+                    "strace",
+                    "-tt",
+                    "-T",
+                    "-e",
+                    "trace=%network,%process,write",
+                    "-o",
+                ]
+            }
+            .map(String::from)
+            .into_iter()
+            .chain([out.to_string_lossy().into_owned()]),
         );
     }
-    argv.push(lab::HOOK_BIN.into());
+    argv.push(hook_bin.to_string_lossy().into_owned());
     argv.extend([stage.into(), "--policy".into()]);
     argv.push(policy.to_string_lossy().into_owned());
     let start = Instant::now();
@@ -314,8 +359,8 @@ fn logged(run: &Run) -> BTreeMap<&'static str, Duration> {
         if let Some(n) = line
             .split(" ms (")
             .nth(1)
-            .and_then(|r| r.strip_suffix(" connect attempts)"))
-            .and_then(|n| n.parse::<f64>().ok())
+            .filter(|r| r.contains(" connect attempts"))
+            .and_then(|r| r.split(' ').next()?.parse::<f64>().ok())
         {
             m.insert(
                 "socket connect attempts (count, as ms)",
