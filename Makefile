@@ -1,11 +1,12 @@
 # make demo: a throwaway WireGuard peer and a podman container on a tunnel to it (root, Debian).
-# make test: unit tests, then the end-to-end tests with real podman, runc and wireguard-go (root).
+# make test: unit tests, then the end-to-end tests with real podman, runc and wireguard-go (root), but many::.
+# make test-many: the fifty-container end-to-end tests (tests/e2e/many.rs), one at a time (root).
 # make fuzz: the cargo-fuzz targets in fuzz/, each for FUZZ_SECONDS (default 45; see tests/fuzz.sh).
 CARGO ?= cargo
 
 PREFIX ?= /usr/local
 
-.PHONY: build deps demo test lint fuzz install
+.PHONY: build deps demo test test-many lint fuzz install
 
 build:
 	$(CARGO) build --release --locked
@@ -16,8 +17,12 @@ deps:
 demo: deps build
 	bash tests/demo.sh target/release/wg-oci-hook
 
+# The fifty-container tests (tests/e2e/many.rs) run in a step of their own: make test-many.
 test: deps
-	$(CARGO) test --locked --no-fail-fast --features fault-injection -- --test-threads=2
+	$(CARGO) test --locked --no-fail-fast --features fault-injection -- --test-threads=2 --skip many::
+
+test-many: deps
+	$(CARGO) test --locked --features fault-injection --test e2e many:: -- --test-threads=1
 
 lint:
 	$(CARGO) fmt --check

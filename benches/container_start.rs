@@ -9,11 +9,15 @@
 //!   cached as they are after the first start: what each start adds is one addKey over HTTPS; and the hook
 //!   alone with port forwarding (the first getSignature and bindPort through the tunnel, and the helper).
 //!
+//! `WG_BENCH_PARALLEL=1,50 cargo bench --bench container_start` measures instead where N createRuntime runs at
+//! once wait (`parallel/mod.rs`).
+//!
 //! Set WG_BENCH_ROUNDS to change the number of rounds (default 21). Set WG_BENCH_BASELINE_HOOK to another
 //! build of wg-oci-hook to time it on the static profile too, interleaved with this one.
 
 #[path = "../tests/lab/mod.rs"]
 mod lab;
+mod parallel;
 
 use lab::{Lab, PiaLab, RunOpts, HOOK_BIN};
 use std::io::Write;
@@ -32,6 +36,15 @@ fn ms(d: Duration) -> String {
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` would pass nothing we need to run.
     if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    // WG_BENCH_PARALLEL=1,50: where parallel starts wait (see `parallel/mod.rs`), instead of the rest.
+    if let Ok(levels) = std::env::var("WG_BENCH_PARALLEL") {
+        let levels: Vec<usize> = levels
+            .split(',')
+            .map(|l| l.trim().parse().expect("WG_BENCH_PARALLEL: numbers"))
+            .collect();
+        parallel::run(&levels);
         return;
     }
     let rounds: usize = std::env::var("WG_BENCH_ROUNDS")

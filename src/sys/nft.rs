@@ -11,6 +11,7 @@
 use crate::sys::command::{output_until, resolve_program};
 use crate::sys::deadline::Deadline;
 use crate::sys::netns::NetNs;
+use log::debug;
 use std::io::{self, Write as _};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -61,6 +62,7 @@ impl Nft {
     /// talks to the kernel and ends in milliseconds, but `nft_command` may be anything: given a deadline, a run
     /// past it is killed.
     fn run(&self, args: &[&str], stdin: &[u8], deadline: Option<Deadline>) -> io::Result<()> {
+        let started = std::time::Instant::now();
         let mut child = Command::new(&self.program)
             .args(args)
             .env_clear()
@@ -69,6 +71,7 @@ impl Nft {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.program.display())))?;
+        let spawned = started.elapsed();
         let written = child.stdin.take().expect("piped").write_all(stdin);
         let (status, stderr) = match deadline {
             None => {
@@ -85,6 +88,12 @@ impl Nft {
                 )
             })?,
         };
+        debug!(
+            "{}: spawned in {:.1} ms, ended {:.1} ms later",
+            self.program.display(),
+            spawned.as_secs_f64() * 1e3,
+            (started.elapsed() - spawned).as_secs_f64() * 1e3
+        );
         if status.success() {
             return written;
         }

@@ -3,6 +3,7 @@
 
 use super::DeviceConfig;
 use crate::sys::deadline::Deadline;
+use log::debug;
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -70,6 +71,7 @@ pub fn configure(socket: &Path, config: &DeviceConfig, deadline: Deadline) -> io
         }
         _ => e,
     };
+    let started = std::time::Instant::now();
     let mut stream = UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(wait))?;
     stream.set_write_timeout(Some(wait))?;
@@ -88,7 +90,14 @@ pub fn configure(socket: &Path, config: &DeviceConfig, deadline: Deadline) -> io
             ));
         }
         match line.trim_end().strip_prefix("errno=") {
-            Some("0") => return Ok(()),
+            Some("0") => {
+                debug!(
+                    "{}: configuration accepted in {:.1} ms",
+                    socket.display(),
+                    started.elapsed().as_secs_f64() * 1e3
+                );
+                return Ok(());
+            }
             Some(errno) => {
                 let code: i32 = errno.parse().unwrap_or(libc_eio());
                 return Err(io::Error::other(format!(

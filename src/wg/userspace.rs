@@ -4,6 +4,7 @@ use super::uapi;
 use crate::sys::command::{resolve_program, DEFAULT_PATH};
 use crate::sys::deadline::Deadline;
 use crate::sys::process;
+use log::debug;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -62,9 +63,16 @@ impl Daemon {
             .stderr(Stdio::null())
             .current_dir("/");
         process::detach(&mut cmd);
+        let started = Instant::now();
         let child = cmd.spawn().map_err(|e| {
             io::Error::new(e.kind(), format!("starting {}: {e}", program.display()))
         })?;
+        debug!(
+            "{interface}: {} started as pid {} in {:.1} ms (fork and exec)",
+            program.display(),
+            child.id(),
+            started.elapsed().as_secs_f64() * 1e3
+        );
         Ok(Daemon {
             child,
             program: program.to_owned(),
@@ -88,8 +96,15 @@ impl Daemon {
     ) -> io::Result<()> {
         let start = Instant::now();
         let wait = SOCKET_WAIT.min(deadline.left());
+        let mut attempts = 0u32;
         loop {
+            attempts += 1;
             if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+                debug!(
+                    "{} served after {:.1} ms ({attempts} connect attempts)",
+                    socket.display(),
+                    start.elapsed().as_secs_f64() * 1e3
+                );
                 return Ok(());
             }
             if let Some(status) = self.child.try_wait()? {

@@ -26,6 +26,7 @@ mod inbound;
 mod kernel_vm;
 mod kubernetes;
 mod leaks;
+mod many;
 mod pia;
 mod pia_lab;
 mod podman;

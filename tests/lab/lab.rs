@@ -48,6 +48,7 @@ mod hook;
 mod netns;
 mod pia;
 mod podman;
+mod pool;
 mod wireguard;
 
 pub use bridge::*;
@@ -58,6 +59,7 @@ pub use hook::*;
 pub use netns::*;
 pub use pia::*;
 pub use podman::*;
+pub use pool::*;
 pub use wg_oci_hook::sys::names::HOST_LINK_PREFIX;
 pub use wireguard::*;
 
