@@ -24,7 +24,7 @@ test: deps
 test-many: deps
 	$(CARGO) test --locked --features fault-injection --test e2e many:: -- --test-threads=1
 
-lint:
+lint: deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets --all-features -- -D warnings
 
