@@ -172,6 +172,32 @@ mod tests {
     }
 
     #[test]
+    fn the_sandbox_is_the_one_containerd_or_cri_o_marks() {
+        let with = |k: &str, v: &str| HashMap::from([(k.to_owned(), v.to_owned())]);
+        assert!(is_sandbox(&with(
+            "io.kubernetes.cri.container-type",
+            "sandbox"
+        )));
+        assert!(is_sandbox(&with(
+            "io.kubernetes.cri-o.ContainerType",
+            "sandbox"
+        )));
+        assert!(!is_sandbox(&with(
+            "io.kubernetes.cri.container-type",
+            "container"
+        )));
+        assert!(!is_sandbox(&with(
+            "io.kubernetes.cri-o.ContainerType",
+            "container"
+        )));
+        assert!(!is_sandbox(&with(
+            "io.kubernetes.cri.container-type",
+            "Sandbox"
+        )));
+        assert!(!is_sandbox(&HashMap::new()));
+    }
+
+    #[test]
     fn enable_is_on_off_or_refused() {
         for v in ["true", "True", "TRUE", "yes", "Yes", "on", "ON", "1"] {
             assert!(enabled(&map(&[("wg.enable", v)])).unwrap(), "{v:?}");
