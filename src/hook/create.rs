@@ -86,6 +86,8 @@ fn create(
     let lock = state_dir
         .lock(&key, deadline)
         .step("waiting for the tunnel's lock")?;
+    // Whether a table of ours may be in the netns already (kept by the teardown of a dead tunnel there).
+    let mut table_there = false;
     if let Some(existing) = state_dir.load(&key).step("reading the state record")? {
         match Existing::of(&existing, &me) {
             Existing::Mine => {
@@ -99,6 +101,7 @@ fn create(
                 if !failures.is_empty() {
                     return Err(failures.join("; ")).step("taking down a dead tunnel in the netns");
                 }
+                table_there = true;
                 info!(
                     "container {id}: took down the tunnel of gone container(s) {} in this netns",
                     existing.member_ids()
@@ -118,6 +121,7 @@ fn create(
         netns,
         me,
         lease: lease.clone(),
+        table_there,
         deadline,
     });
     if built.is_err() {
@@ -327,6 +331,7 @@ struct BuildInput<'a> {
     netns: NetnsId,
     me: Member,
     lease: Option<LeaseName>,
+    table_there: bool,
     deadline: Deadline,
 }
 
@@ -342,6 +347,7 @@ fn build(input: BuildInput) -> Result<Record, StepError> {
         netns,
         me,
         lease,
+        table_there,
         deadline,
     } = input;
     let id = me.container_id.as_str();
@@ -417,6 +423,7 @@ fn build(input: BuildInput) -> Result<Record, StepError> {
         host_link_index: None,
         daemon: None,
         member_noted: false,
+        table_there,
         record_saved: false,
         firewall_loaded: false,
         rules_added: Vec::new(),
@@ -461,6 +468,8 @@ struct Setup<'a> {
     daemon: Option<Daemon>,
     /// The container's membership file names this tunnel.
     member_noted: bool,
+    /// A table of ours may be in the netns already: the kill switch replaces it.
+    table_there: bool,
     record_saved: bool,
     firewall_loaded: bool,
     /// (ipv6, priority) of the policy rules added in the container.
@@ -568,9 +577,13 @@ impl Setup<'_> {
         self.check_deadline("loading the kill switch (nftables)")?;
         self.firewall_loaded = true;
         let nft_started = std::time::Instant::now();
-        self.nft
-            .load(container_ns, &rules.render(), self.deadline)
-            .step("loading the kill switch (nftables)")?;
+        let script = rules.render();
+        if self.table_there {
+            self.nft.replace(container_ns, &script, self.deadline)
+        } else {
+            self.nft.load(container_ns, &script, self.deadline)
+        }
+        .step("loading the kill switch (nftables)")?;
         debug!(
             "container {}: nftables table loaded in {:.1} ms",
             self.id,

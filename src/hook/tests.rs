@@ -696,3 +696,34 @@ fn containers_of_two_netns_sharing_a_rootfs_leave_its_resolv_conf_as_it_was_whoe
         }
     });
 }
+
+#[test]
+fn a_start_that_died_half_way_in_a_netns_that_lives_on_is_rebuilt_with_one_kill_switch() {
+    in_own_host_netns(|| {
+        let lab = Lab::new("half-way");
+        create_runtime(&lab.state, &lab.policy, None).unwrap();
+        let table = lab.in_container(&["nft", "list", "table", "inet", "wg-oci-hook"]);
+        let old_link = HOST_LINK.with(|h| h.borrow().clone());
+        // As a start killed before its last save leaves it: the record not complete, its container alive.
+        let key =
+            std::fs::read_to_string(lab.dir.join("state/members").join(&lab.state.id)).unwrap();
+        let path = lab.dir.join(format!("state/tunnels/{key}.json"));
+        let mut record: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        record["complete"] = false.into();
+        std::fs::write(&path, record.to_string()).unwrap();
+        create_runtime(&lab.state, &lab.policy, None).expect("rebuilt");
+        assert_eq!(
+            processes_naming(&old_link),
+            Vec::<u32>::new(),
+            "the dead start's daemon"
+        );
+        lab.assert_tunnel_up();
+        assert_eq!(
+            lab.in_container(&["nft", "list", "table", "inet", "wg-oci-hook"]),
+            table,
+            "the kill switch kept meanwhile is replaced, not added to"
+        );
+        poststop(&lab.state, &lab.policy).unwrap();
+    });
+}

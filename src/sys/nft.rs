@@ -36,10 +36,15 @@ impl Nft {
 
     /// Loads `script` in one transaction inside `netns`, killing nft if it runs past `deadline`.
     pub fn load(&self, netns: &NetNs, script: &str, deadline: Deadline) -> io::Result<()> {
-        // Replaces a table of ours already there (a member's kill switch kept while its tunnel was rebuilt) in
-        // the same transaction, so that the netns is never without one.
-        let script = format!("add table inet {TABLE}\ndelete table inet {TABLE}\n{script}");
         netns.run(|| self.run(&["-f", "-"], script.as_bytes(), Some(deadline)))
+    }
+
+    /// `load`, replacing a table of ours that may be there already (a member's kill switch, kept while a dead
+    /// tunnel was taken down) in the same transaction, so that the netns is never without one. Only then: a
+    /// table deleted in a transaction costs the commit an RCU grace period (10-15 ms here).
+    pub fn replace(&self, netns: &NetNs, script: &str, deadline: Deadline) -> io::Result<()> {
+        let script = format!("add table inet {TABLE}\ndelete table inet {TABLE}\n{script}");
+        self.load(netns, &script, deadline)
     }
 
     /// Deletes our table from `netns`; no table is not an error.
