@@ -1,9 +1,11 @@
 //! The wg-quick(8) config format: everything wg(8) and wg-quick(8) accept, with errors that name FILE:LINE.
 //!
-//! As in wg's config.c: section names and keys are case-insensitive, whitespace around them is ignored, `#`
-//! starts a comment anywhere, a singular key given twice keeps its last value, list keys (Address, DNS,
-//! AllowedIPs) repeat and take comma lists. Unlike wg-quick, PreUp/PostUp/PreDown/PostDown are refused:
-//! they would run as root on the host. No error ever quotes a key or a whole line.
+//! Each line is read as the program that reads it would: wg's keys as wireguard-tools' src/config.c does (every
+//! blank deleted, AllowedIPs split on commas only, every entry valid), wg-quick's own keys (Address, DNS, MTU,
+//! Table, SaveConfig) as src/wg-quick/linux.bash does (trimmed; Address and DNS split on commas and blanks).
+//! Section names and keys are case-insensitive, `#` starts a comment anywhere, a singular key given twice keeps
+//! its last value. The deliberate differences (scripts, custom tables, ...) are listed in the README's "The
+//! wg-quick file". No error ever quotes a key or a whole line.
 
 use crate::sys::private_file;
 use crate::wg::key::Key;

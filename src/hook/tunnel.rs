@@ -251,6 +251,12 @@ mod tests {
             check_split_tunnel(&profile(true, Some(vec![])), Path::new(SITE), &subnets).is_ok()
         );
         assert!(check_split_tunnel(&profile(false, None), Path::new(SITE), &subnets).is_ok());
+        // A config without peers (wg-quick accepts one) routes nothing: the message says so.
+        let e = check_split_tunnel(&profile(true, None), Path::new(SITE), &[]).unwrap_err();
+        assert!(
+            e.contains("site.conf routes nothing into the tunnel (no peer has AllowedIPs), and"),
+            "{e}"
+        );
         let full: Vec<IpNetwork> = vec!["10.20.0.0/16".parse().unwrap(), "::/0".parse().unwrap()];
         assert!(check_split_tunnel(&profile(true, None), Path::new(SITE), &full).is_ok());
     }
