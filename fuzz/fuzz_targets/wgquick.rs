@@ -35,7 +35,17 @@ fuzz_target!(|data: &[u8]| {
                     "DNS search domain {name:?}"
                 );
             }
-            assert!(!config.peers.is_empty(), "a config without a peer");
+            for server in &i.dns_servers {
+                if let std::net::IpAddr::V6(v6) = server {
+                    // Only with the tunnel's zone (`%fuzz`, after the file's name); resolv.conf adds it.
+                    if wgquick::is_link_local(v6) {
+                        assert!(
+                            text.contains("%fuzz"),
+                            "link-local DNS {v6} without the zone"
+                        );
+                    }
+                }
+            }
             for peer in &config.peers {
                 assert_ne!(peer.persistent_keepalive, Some(0), "keepalive 0 is off");
                 if let Some(endpoint) = &peer.endpoint {

@@ -215,8 +215,12 @@ fn join(
         {
             Some(shared) => shared.users.push(id.clone()),
             None => {
-                let content =
-                    resolv_conf::render(&record.dns_servers, &record.dns_search, record.builder());
+                let content = resolv_conf::render(
+                    &record.dns_servers,
+                    &record.dns_search,
+                    &record.interface,
+                    record.builder(),
+                );
                 let written = write_resolv_conf(state_dir, &key, bundle, &content);
                 let change = match written {
                     Ok(change) => change,
@@ -601,7 +605,12 @@ impl Setup<'_> {
         }
         if !spec.dns_servers.is_empty() {
             self.check_deadline("writing resolv.conf")?;
-            let content = resolv_conf::render(&spec.dns_servers, &spec.dns_search, self.id);
+            let content = resolv_conf::render(
+                &spec.dns_servers,
+                &spec.dns_search,
+                &self.policy.interface,
+                self.id,
+            );
             let change = write_resolv_conf(self.state_dir, &self.key, bundle, &content)
                 .step("writing resolv.conf")?;
             self.record.resolv_confs.push(SharedResolvConf {

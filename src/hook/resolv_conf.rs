@@ -103,13 +103,27 @@ impl TryFrom<StoredChange> for ResolvConfChange {
     }
 }
 
-pub fn render(servers: &[IpAddr], search: &[String], container_id: &str) -> String {
+/// A link-local server (the config's `fe80::1%wg0`, whose zone can only be the tunnel) gets the zone of the
+/// container's tunnel, `interface`: without one the resolver cannot reach it.
+pub fn render(
+    servers: &[IpAddr],
+    search: &[String],
+    interface: &str,
+    container_id: &str,
+) -> String {
     let mut out = format!("# written by wg-oci-hook for container {container_id}\n");
     if !search.is_empty() {
         let _ = writeln!(out, "search {}", search.join(" "));
     }
     for server in servers {
-        let _ = writeln!(out, "nameserver {server}");
+        match server {
+            IpAddr::V6(v6) if crate::config::wgquick::is_link_local(v6) => {
+                let _ = writeln!(out, "nameserver {v6}%{interface}");
+            }
+            _ => {
+                let _ = writeln!(out, "nameserver {server}");
+            }
+        }
     }
     out
 }
@@ -291,13 +305,19 @@ mod tests {
     #[test]
     fn renders_search_then_nameservers() {
         let text = render(
-            &["10.0.0.53".parse().unwrap(), "fd00::53".parse().unwrap()],
+            &[
+                "10.0.0.53".parse().unwrap(),
+                "fd00::53".parse().unwrap(),
+                "fe80::53".parse().unwrap(),
+            ],
             &["a.example".into(), "b".into()],
+            "tun0",
             "c1",
         );
         assert_eq!(
             text,
-            "# written by wg-oci-hook for container c1\nsearch a.example b\nnameserver 10.0.0.53\nnameserver fd00::53\n"
+            "# written by wg-oci-hook for container c1\nsearch a.example b\nnameserver 10.0.0.53\n\
+             nameserver fd00::53\nnameserver fe80::53%tun0\n"
         );
     }
 

@@ -77,8 +77,11 @@ pub fn from_wg_quick(
     }
     check_split_tunnel(profile, path, &routes)?;
     let inbound = inbound_or_default(profile, &routes);
-    let routes = routes_for_table(iface.table.as_deref(), routes)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // wg-quick's `Table = off` (linux.bash, add_route): no routes at all.
+    let routes = match iface.table {
+        wgquick::Table::Off => Vec::new(),
+        wgquick::Table::Auto => routes,
+    };
     Ok(TunnelSpec {
         source: path.to_owned(),
         device: DeviceConfig {
@@ -123,8 +126,13 @@ fn check_split_tunnel(
     if full || !profile.kill_switch || profile.allow_local.is_some() {
         return Ok(());
     }
+    let what = if allowed_ips.is_empty() {
+        "routes nothing into the tunnel (no peer has AllowedIPs)"
+    } else {
+        "routes only some subnets into the tunnel (no 0.0.0.0/0 or ::/0 in AllowedIPs)"
+    };
     Err(format!(
-        "profile {:?}: {} routes only some subnets into the tunnel (no 0.0.0.0/0 or ::/0 in AllowedIPs), and \
+        "profile {:?}: {} {what}, and \
          the kill switch would drop everything else: list what may leave outside the tunnel in allow_local \
          (allow_local = [] for nothing), or set kill_switch = false",
         profile.name,
@@ -160,19 +168,6 @@ pub fn from_pia(profile: &Profile, credentials: &Path, registered: Registered) -
         allow_local: profile.allow_local.clone().unwrap_or_default(),
         port_maps: profile.port_maps.clone(),
         inbound: inbound_or_default(profile, &[default_v4]),
-    }
-}
-
-/// wg-quick's `Table`: `off` adds no routes; `auto` (the default) and `main` route AllowedIPs in the main
-/// table. Another table would only matter with policy rules the container does not have, so it is refused.
-fn routes_for_table(table: Option<&str>, routes: Vec<IpNetwork>) -> Result<Vec<IpNetwork>, String> {
-    match table.map(str::to_ascii_lowercase).as_deref() {
-        Some("off") => Ok(Vec::new()),
-        None | Some("auto") | Some("main") | Some("254") => Ok(routes),
-        Some(_) => Err(format!(
-            "Table = {:?}: inside a container only auto, main or off apply (routes go to its main table)",
-            table.unwrap_or_default()
-        )),
     }
 }
 
@@ -227,26 +222,6 @@ fn resolve_name(
 mod tests {
     use super::*;
 
-    #[test]
-    fn table_off_adds_no_routes_and_custom_tables_are_refused() {
-        let routes: Vec<IpNetwork> = vec!["0.0.0.0/0".parse().unwrap()];
-        assert_eq!(routes_for_table(None, routes.clone()).unwrap(), routes);
-        assert_eq!(
-            routes_for_table(Some("Auto"), routes.clone()).unwrap(),
-            routes
-        );
-        assert_eq!(
-            routes_for_table(Some("main"), routes.clone()).unwrap(),
-            routes
-        );
-        assert!(routes_for_table(Some("off"), routes.clone())
-            .unwrap()
-            .is_empty());
-        assert!(routes_for_table(Some("1234"), routes)
-            .unwrap_err()
-            .contains("Table = \"1234\""));
-    }
-
     const SITE: &str = "/etc/wg-oci-hook/site.conf";
 
     fn profile(kill_switch: bool, allow_local: Option<Vec<IpNetwork>>) -> Profile {
@@ -276,6 +251,12 @@ mod tests {
             check_split_tunnel(&profile(true, Some(vec![])), Path::new(SITE), &subnets).is_ok()
         );
         assert!(check_split_tunnel(&profile(false, None), Path::new(SITE), &subnets).is_ok());
+        // A config without peers (wg-quick accepts one) routes nothing: the message says so.
+        let e = check_split_tunnel(&profile(true, None), Path::new(SITE), &[]).unwrap_err();
+        assert!(
+            e.contains("site.conf routes nothing into the tunnel (no peer has AllowedIPs), and"),
+            "{e}"
+        );
         let full: Vec<IpNetwork> = vec!["10.20.0.0/16".parse().unwrap(), "::/0".parse().unwrap()];
         assert!(check_split_tunnel(&profile(true, None), Path::new(SITE), &full).is_ok());
     }
