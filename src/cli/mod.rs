@@ -1,5 +1,6 @@
 //! Command line: `wg-oci-hook [--policy PATH] create-runtime|poststop`, the OCI state JSON on stdin.
 
+mod check;
 pub mod install;
 mod status;
 
@@ -15,13 +16,18 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: wg-oci-hook [--policy PATH] [--profile NAME] <create-runtime|poststop>
        wg-oci-hook [--policy PATH] status [CONTAINER-ID]
        wg-oci-hook [--policy PATH] gc
+       wg-oci-hook [--policy PATH] check [--profile NAME] [--json]
        wg-oci-hook install <hooks|docker|containerd> [...]   (see wg-oci-hook install --help)
   Run by an OCI runtime (runc, crun) as a createRuntime or poststop hook, with the container state on stdin.
   --policy PATH   policy file (default: $WG_OCI_HOOK_POLICY, else /etc/wg-oci-hook/policy.toml)
   --profile NAME  the profile for containers that name none (set by wg-oci-runtime --wg-profile)
   status          the live tunnels of the policy's state dir (PIA: region, server, forwarded port)
   gc              takes down the tunnels whose containers are all gone without a poststop, with their
-                  daemons, helpers and leases (each createRuntime does this too)";
+                  daemons, helpers and leases (each createRuntime does this too)
+  check           checks the policy and every file it names (wg-quick files, pools, PIA credentials, CA and
+                  regions key), the backend and nft on this host, and endpoint names, without a container:
+                  a line per problem (FILE:LINE), then a summary; exit 0 when there is none, else 1.
+                  --profile NAME checks that profile alone, --json prints one JSON object";
 
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
@@ -29,6 +35,9 @@ enum Command {
     Poststop,
     Status(Option<String>),
     Gc,
+    Check {
+        json: bool,
+    },
     /// The PIA port-forwarding helper of a container (started by create-runtime, not by people): its
     /// supervisor, or with --worker the worker.
     PortForward {
@@ -50,6 +59,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let mut command = None;
     let mut policy = None;
     let mut profile = None;
+    let mut json = false;
     let mut args = args.into_iter().peekable();
     while let Some(arg) = args.next() {
         let found = match arg.as_str() {
@@ -57,6 +67,11 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "poststop" => Command::Poststop,
             "status" => Command::Status(args.next_if(|a| !a.starts_with('-'))),
             "gc" => Command::Gc,
+            "check" => Command::Check { json: false },
+            "--json" => {
+                json = true;
+                continue;
+            }
             port_forward::SUBCOMMAND => Command::PortForward {
                 id: args
                     .next()
@@ -88,7 +103,12 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             return Err("more than one command given".into());
         }
     }
-    let command = command.ok_or("no command given")?;
+    let mut command = command.ok_or("no command given")?;
+    match &mut command {
+        Command::Check { json: j } => *j = json,
+        _ if json => return Err("--json is only for check".into()),
+        _ => {}
+    }
     // Container ids name files in the state dir.
     if let Command::Status(Some(id)) | Command::PortForward { id, .. } = &command {
         crate::oci::state::validate_container_id(id).map_err(|e| e.to_string())?;
@@ -166,6 +186,10 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
         Command::Poststop => hook_stage(false),
         Command::Status(id) => Ok(Work::Status(id)),
         Command::Gc => Ok(Work::Gc),
+        // Loads the policy itself: a policy that does not load is a problem to report like the others.
+        Command::Check { json } => {
+            return check::run(&policy_path, args.profile.as_deref(), json);
+        }
         Command::PortForward { id, worker } => Ok(Work::PortForward { id, worker }),
     };
     let work = match work {
@@ -348,5 +372,18 @@ mod tests {
         assert_eq!(a.profile.as_deref(), Some("pia"));
         let a = parse(&["poststop", "--profile=lab"]).unwrap();
         assert_eq!(a.profile.as_deref(), Some("lab"));
+    }
+
+    #[test]
+    fn check_takes_a_profile_and_json() {
+        let a = parse(&["--policy", "/p", "check"]).unwrap();
+        assert_eq!(a.command, Command::Check { json: false });
+        let a = parse(&["check", "--json", "--profile", "vpn"]).unwrap();
+        assert_eq!(
+            (a.command, a.profile.as_deref()),
+            (Command::Check { json: true }, Some("vpn"))
+        );
+        assert!(parse(&["gc", "--json"]).is_err());
+        assert!(parse(&["check", "--profile", "../x"]).is_err());
     }
 }

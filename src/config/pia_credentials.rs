@@ -3,62 +3,115 @@
 
 use crate::provider::pia::credentials::{Credentials, Secret};
 use crate::sys::private_file;
-use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::Path;
+use toml::Spanned;
 
 const MAX_CREDENTIALS_BYTES: u64 = 4 * 1024;
 const FORMAT: &str = "expected username = \"...\", password = \"...\" and optionally \
                       dedicated_ip_token = \"...\"";
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    username: String,
-    password: String,
-    dedicated_ip_token: Option<String>,
+const KEYS: &[&str] = &["username", "password", "dedicated_ip_token"];
+
+/// What is wrong with a credentials file: `credentials FILE:LINE: message`, or `credentials FILE: message`. The
+/// message may name a key, never a value.
+#[derive(Debug)]
+pub struct CredentialsError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub message: String,
 }
 
+impl std::fmt::Display for CredentialsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "credentials {}:{line}: {}", self.file, self.message),
+            None => write!(f, "credentials {}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for CredentialsError {}
+
 /// Reads the credentials file `path`: root's, mode 0600, at most 4 KiB.
-pub fn load(path: &Path) -> Result<Credentials, String> {
-    let text = private_file::read(path, MAX_CREDENTIALS_BYTES)
-        .map_err(|e| format!("credentials {}: {e}", path.display()))?;
+pub fn load(path: &Path) -> Result<Credentials, CredentialsError> {
+    let text =
+        private_file::read(path, MAX_CREDENTIALS_BYTES).map_err(|message| CredentialsError {
+            file: path.display().to_string(),
+            line: None,
+            message,
+        })?;
     parse(&text, path)
 }
 
-fn parse(text: &str, path: &Path) -> Result<Credentials, String> {
-    let raw: Raw = toml::from_str(text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-        match line {
-            Some(line) => format!("credentials {}:{line}: {FORMAT}", path.display()),
-            None => format!("credentials {}: {FORMAT}", path.display()),
-        }
-    })?;
-    let bad = |what: &str| format!("credentials {}: {what}", path.display());
-    if raw.username.is_empty()
-        || raw.username.len() > 256
-        || raw
-            .username
+fn parse(text: &str, path: &Path) -> Result<Credentials, CredentialsError> {
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let error = |line: Option<usize>, message: String| CredentialsError {
+        file: path.display().to_string(),
+        line,
+        message,
+    };
+    // Read as a table of spanned values first: toml's own messages can quote a value ("invalid type: integer
+    // `1234`"), so only the place of a syntax error is kept, and each key is checked here by name.
+    let table: BTreeMap<Spanned<String>, Spanned<toml::Value>> = toml::from_str(text)
+        .map_err(|e| error(e.span().map(|s| line_of(s.start)), FORMAT.to_owned()))?;
+    let mut found: BTreeMap<&str, (usize, String)> = BTreeMap::new();
+    for (key, value) in &table {
+        let line = line_of(key.span().start);
+        let Some(name) = KEYS.iter().find(|k| **k == key.get_ref()) else {
+            return Err(error(
+                Some(line),
+                format!("unknown key {:?}; {FORMAT}", short(key.get_ref())),
+            ));
+        };
+        let toml::Value::String(v) = value.get_ref() else {
+            return Err(error(Some(line), format!("{name} must be a string")));
+        };
+        found.insert(name, (line, v.clone()));
+    }
+    let mut take = |key: &str| found.remove(key);
+    let (Some(username), Some(password)) = (take("username"), take("password")) else {
+        return Err(error(None, FORMAT.to_owned()));
+    };
+    let dedicated_ip_token = take("dedicated_ip_token");
+    let (line, username) = username;
+    if username.is_empty()
+        || username.len() > 256
+        || username
             .chars()
             .any(|c| c.is_control() || c.is_whitespace())
     {
-        return Err(bad("username must be 1-256 characters without spaces"));
+        return Err(error(
+            Some(line),
+            "username must be 1-256 characters without spaces".into(),
+        ));
     }
-    if raw.password.is_empty() || raw.password.len() > 1024 {
-        return Err(bad("password must be 1-1024 characters"));
+    let (line, password) = password;
+    if password.is_empty() || password.len() > 1024 {
+        return Err(error(
+            Some(line),
+            "password must be 1-1024 characters".into(),
+        ));
     }
-    let dedicated_ip_token = match raw.dedicated_ip_token {
-        Some(t) if t.is_empty() || t.len() > 1024 || t.chars().any(char::is_control) => {
-            return Err(bad("dedicated_ip_token must be 1-1024 characters"));
+    let dedicated_ip_token = match dedicated_ip_token {
+        Some((line, t)) if t.is_empty() || t.len() > 1024 || t.chars().any(char::is_control) => {
+            return Err(error(
+                Some(line),
+                "dedicated_ip_token must be 1-1024 characters".into(),
+            ));
         }
-        t => t.map(Secret::new),
+        t => t.map(|(_, t)| Secret::new(t)),
     };
     Ok(Credentials {
-        username: raw.username,
-        password: Secret::new(raw.password),
+        username,
+        password: Secret::new(password),
         dedicated_ip_token,
     })
+}
+
+/// A key as it may be shown: at most 40 characters, no control characters (`{:?}` escapes the rest).
+fn short(key: &str) -> String {
+    key.chars().filter(|c| !c.is_control()).take(40).collect()
 }
 
 #[cfg(test)]
@@ -66,7 +119,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Credentials, String> {
-        super::parse(text, Path::new("/etc/wg-oci-hook/pia.cred"))
+        super::parse(text, Path::new("/etc/wg-oci-hook/pia.cred")).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -87,7 +140,8 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/etc/pia-credentials.example"
         ));
-        let c = super::parse(&std::fs::read_to_string(path).unwrap(), path).unwrap();
+        let c = super::parse(&std::fs::read_to_string(path).unwrap(), path)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.username, "p1234567");
         assert!(c.dedicated_ip_token.is_none());
     }
@@ -116,5 +170,32 @@ mod tests {
         assert!(parse("username = \"a\"\npassword = \"\"\n")
             .unwrap_err()
             .contains("password"));
+    }
+
+    #[test]
+    fn a_bad_key_is_named_with_its_line_and_no_value() {
+        let e = parse("username = \"p1\"\n\npasword = \"s3cr3t\"\n").unwrap_err();
+        assert!(
+            e.starts_with(
+                "credentials /etc/wg-oci-hook/pia.cred:3: unknown key \"pasword\"; expected"
+            ),
+            "{e}"
+        );
+        assert!(!e.contains("s3cr3t"), "{e}");
+        let e = parse("username = \"p1\"\npassword = 98765432\n").unwrap_err();
+        assert_eq!(
+            e,
+            "credentials /etc/wg-oci-hook/pia.cred:2: password must be a string"
+        );
+        let e = parse("username = \"p1 x\"\npassword = \"s3cr3t\"\n").unwrap_err();
+        assert_eq!(
+            e,
+            "credentials /etc/wg-oci-hook/pia.cred:1: username must be 1-256 characters without spaces"
+        );
+        let e = parse("password = \"s3cr3t\"\n").unwrap_err();
+        assert!(
+            e.starts_with("credentials /etc/wg-oci-hook/pia.cred: expected"),
+            "{e}"
+        );
     }
 }

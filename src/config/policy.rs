@@ -67,6 +67,8 @@ pub struct Policy {
     /// Bound on the whole createRuntime; below the engine's hook timeout (`deadline::HOOK_TIMEOUT`).
     pub create_timeout: Duration,
     pub profiles: BTreeMap<String, Profile>,
+    /// The line of each of `backend`, `userspace_command` and `nft_command` the policy sets, for `check`.
+    pub lines: BTreeMap<&'static str, usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +89,10 @@ pub struct Profile {
     /// in two places steals its own endpoint: the server answers whichever spoke last, so only a server that
     /// expects it (one that pins nothing to the endpoint, with roaming tolerated) works this way.
     pub shared: bool,
+    /// Where the profile stands in the policy, for `check` to name the line that points at a file: `profile`
+    /// (its `[profiles.NAME]` header) and each of `config`, `pool`, `credentials`, `ca`, `regions_key` and
+    /// `api_ca` it sets.
+    pub lines: BTreeMap<&'static str, usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -126,7 +132,7 @@ struct RawPolicy {
     default_profile: Option<Spanned<String>>,
     interface: Option<Spanned<String>>,
     state_dir: Option<Spanned<PathBuf>>,
-    backend: Option<BackendChoice>,
+    backend: Option<Spanned<BackendChoice>>,
     userspace_command: Option<Spanned<Vec<String>>>,
     nft_command: Option<Spanned<String>>,
     runtime: Option<Spanned<String>>,
@@ -218,6 +224,20 @@ impl Policy {
             Some(span) => at(span, e.message()),
             None => PolicyError(format!("{}: {}", path.display(), one_line(e.message()))),
         })?;
+        let line_of = |span: Range<usize>| line_column(text, span.start).0;
+        let mut lines = BTreeMap::new();
+        for (key, span) in [
+            ("backend", raw.backend.as_ref().map(Spanned::span)),
+            (
+                "userspace_command",
+                raw.userspace_command.as_ref().map(Spanned::span),
+            ),
+            ("nft_command", raw.nft_command.as_ref().map(Spanned::span)),
+        ] {
+            if let Some(span) = span {
+                lines.insert(key, line_of(span));
+            }
+        }
 
         let interface = match raw.interface {
             Some(name) if !is_valid_ifname(name.get_ref()) => {
@@ -336,6 +356,10 @@ impl Policy {
                 };
             let kill_switch = profile.kill_switch.unwrap_or(true);
             let shared = profile.shared.clone();
+            let mut lines = BTreeMap::from([("profile", line_of(span.clone()))]);
+            for (key, span) in profile.file_spans() {
+                lines.insert(key, line_of(span));
+            }
             let source = profile_source(&name, span, profile, base, &at)?;
             let shared = match (shared, &source) {
                 (None, _) => false,
@@ -359,6 +383,7 @@ impl Policy {
                     port_maps,
                     inbound,
                     shared,
+                    lines,
                 },
             );
         }
@@ -382,7 +407,7 @@ impl Policy {
             default_profile,
             interface,
             state_dir,
-            backend: raw.backend.unwrap_or(BackendChoice::Auto),
+            backend: raw.backend.map_or(BackendChoice::Auto, Spanned::into_inner),
             userspace_command,
             nft_command,
             runtime,
@@ -391,6 +416,7 @@ impl Policy {
             resolve_timeout,
             create_timeout,
             profiles,
+            lines,
         })
     }
 
@@ -703,6 +729,24 @@ fn profile_source(
 }
 
 impl RawProfile {
+    /// Where each key that names a file stands.
+    fn file_spans(&self) -> Vec<(&'static str, Range<usize>)> {
+        fn s<T>(v: &Option<Spanned<T>>) -> Option<Range<usize>> {
+            v.as_ref().map(Spanned::span)
+        }
+        [
+            ("config", s(&self.config)),
+            ("pool", s(&self.pool)),
+            ("credentials", s(&self.credentials)),
+            ("ca", s(&self.ca)),
+            ("regions_key", s(&self.regions_key)),
+            ("api_ca", s(&self.api_ca)),
+        ]
+        .into_iter()
+        .filter_map(|(key, span)| Some((key, span?)))
+        .collect()
+    }
+
     /// Where the first PIA key of a non-PIA profile stands.
     fn first_pia_span(&self) -> Option<Range<usize>> {
         fn s<T>(v: &Option<Spanned<T>>) -> Option<Range<usize>> {

@@ -45,6 +45,8 @@ pub enum Table {
 
 #[derive(Debug)]
 pub struct PeerSection {
+    /// The line of its `[Peer]`.
+    pub line: usize,
     pub public_key: Key,
     pub preshared_key: Option<Key>,
     pub endpoint: Option<Endpoint>,
@@ -59,17 +61,31 @@ pub struct Endpoint {
     pub port: u16,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{location}: {message}")]
+/// `FILE:LINE: message`, or `FILE: message` for what no one line is to blame for (the file cannot be read, a
+/// section is missing).
+#[derive(Debug)]
 pub struct WgQuickError {
-    pub location: String,
+    pub file: String,
+    pub line: Option<usize>,
     pub message: String,
 }
+
+impl std::fmt::Display for WgQuickError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.file, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for WgQuickError {}
 
 /// Reads a config file: a regular file of at most 64 KiB that neither group nor others can access.
 pub fn load(path: &Path) -> Result<WgQuickConfig, WgQuickError> {
     let text = private_file::read(path, MAX_CONFIG_BYTES).map_err(|message| WgQuickError {
-        location: path.display().to_string(),
+        file: path.display().to_string(),
+        line: None,
         message,
     })?;
     parse(&text, path)
@@ -115,7 +131,8 @@ pub fn parse(text: &str, file: &Path) -> Result<WgQuickConfig, WgQuickError> {
     for (index, raw_line) in text.lines().enumerate() {
         let line_no = index + 1;
         let err = |message: String| WgQuickError {
-            location: format!("{file}:{line_no}"),
+            file: file.clone(),
+            line: Some(line_no),
             message,
         };
         let stripped = raw_line.split('#').next().unwrap_or("");
@@ -335,7 +352,8 @@ pub fn parse(text: &str, file: &Path) -> Result<WgQuickConfig, WgQuickError> {
     }
 
     let file_err = |message: &str| WgQuickError {
-        location: file.clone(),
+        file: file.clone(),
+        line: None,
         message: message.to_owned(),
     };
     if interface_line.is_none() {
@@ -353,10 +371,12 @@ pub fn parse(text: &str, file: &Path) -> Result<WgQuickConfig, WgQuickError> {
         .into_iter()
         .map(|p| {
             let public_key = p.public_key.ok_or_else(|| WgQuickError {
-                location: format!("{file}:{}", p.line),
+                file: file.clone(),
+                line: Some(p.line),
                 message: "[Peer] has no PublicKey".into(),
             })?;
             Ok(PeerSection {
+                line: p.line,
                 public_key,
                 preshared_key: p.preshared_key,
                 endpoint: p.endpoint,

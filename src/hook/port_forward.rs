@@ -36,7 +36,8 @@ pub fn run_helper(policy: &Policy, container: &str, worker: bool) -> Result<(), 
         nft_command: &policy.nft_command,
     };
     if worker {
-        let credentials = pia_credentials::load(&settings.credentials)?;
+        let credentials =
+            pia_credentials::load(&settings.credentials).map_err(|e| e.to_string())?;
         port_forward::run(helper, credentials, container)
     } else {
         port_forward::supervise(helper, container)

@@ -3,7 +3,7 @@
 
 use crate::config::policy::Profile;
 use crate::config::ports::{Inbound, PortMap};
-use crate::config::wgquick;
+use crate::config::wgquick::{self, WgQuickError};
 use crate::provider::pia::Registered;
 use crate::sys::deadline::Deadline;
 use crate::wg::{DeviceConfig, PeerConfig};
@@ -46,8 +46,13 @@ pub fn from_wg_quick(
     path: &Path,
     resolve_timeout: Duration,
     deadline: Deadline,
-) -> Result<TunnelSpec, String> {
-    let config = wgquick::load(path).map_err(|e| e.to_string())?;
+) -> Result<TunnelSpec, WgQuickError> {
+    let config = wgquick::load(path)?;
+    let whole_file = |message: String| WgQuickError {
+        file: path.display().to_string(),
+        line: None,
+        message,
+    };
     let iface = config.interface;
     let mut routes: Vec<IpNetwork> = Vec::new();
     let mut peers = Vec::with_capacity(config.peers.len());
@@ -60,9 +65,10 @@ pub fn from_wg_quick(
         let endpoint = match &peer.endpoint {
             Some(ep) => {
                 let limit = Deadline::after(resolve_timeout, "resolve_timeout").earlier(deadline);
-                Some(resolve(&ep.host, ep.port, limit).map_err(|e| {
-                    let (file, host, port) = (path.display(), &ep.host, ep.port);
-                    format!("{file}: peer {} endpoint {host}:{port}: {e}", n + 1)
+                Some(resolve(&ep.host, ep.port, limit).map_err(|e| WgQuickError {
+                    file: path.display().to_string(),
+                    line: Some(peer.line),
+                    message: format!("peer {} endpoint {}:{}: {e}", n + 1, ep.host, ep.port),
                 })?)
             }
             None => None,
@@ -75,7 +81,7 @@ pub fn from_wg_quick(
             persistent_keepalive: peer.persistent_keepalive,
         });
     }
-    check_split_tunnel(profile, path, &routes)?;
+    check_split_tunnel(profile, &routes).map_err(whole_file)?;
     let inbound = inbound_or_default(profile, &routes);
     // wg-quick's `Table = off` (linux.bash, add_route): no routes at all.
     let routes = match iface.table {
@@ -117,11 +123,7 @@ fn inbound_or_default(profile: &Profile, allowed_ips: &[IpNetwork]) -> Inbound {
 /// A split tunnel (AllowedIPs without a default route of either family) keeps the bridge's default route, but
 /// the kill switch would drop everything that takes it. The policy must say what that is, even if nothing:
 /// silence here is more likely a mistake than a wish for a container that only reaches the remote subnets.
-fn check_split_tunnel(
-    profile: &Profile,
-    path: &Path,
-    allowed_ips: &[IpNetwork],
-) -> Result<(), String> {
+fn check_split_tunnel(profile: &Profile, allowed_ips: &[IpNetwork]) -> Result<(), String> {
     let full = allowed_ips.iter().any(|n| n.prefix() == 0);
     if full || !profile.kill_switch || profile.allow_local.is_some() {
         return Ok(());
@@ -132,11 +134,10 @@ fn check_split_tunnel(
         "routes only some subnets into the tunnel (no 0.0.0.0/0 or ::/0 in AllowedIPs)"
     };
     Err(format!(
-        "profile {:?}: {} {what}, and \
-         the kill switch would drop everything else: list what may leave outside the tunnel in allow_local \
+        "{what}, and the kill switch of profile {:?} would drop everything else: list what may leave outside \
+         the tunnel in allow_local \
          (allow_local = [] for nothing), or set kill_switch = false",
-        profile.name,
-        path.display()
+        profile.name
     ))
 }
 
@@ -222,8 +223,6 @@ fn resolve_name(
 mod tests {
     use super::*;
 
-    const SITE: &str = "/etc/wg-oci-hook/site.conf";
-
     fn profile(kill_switch: bool, allow_local: Option<Vec<IpNetwork>>) -> Profile {
         Profile {
             name: "site".into(),
@@ -235,30 +234,29 @@ mod tests {
             port_maps: Vec::new(),
             inbound: None,
             shared: false,
+            lines: Default::default(),
         }
     }
 
     #[test]
     fn a_split_tunnel_with_a_kill_switch_must_say_what_else_is_allowed() {
         let subnets: Vec<IpNetwork> = vec!["10.20.0.0/16".parse().unwrap()];
-        let e = check_split_tunnel(&profile(true, None), Path::new(SITE), &subnets).unwrap_err();
+        let e = check_split_tunnel(&profile(true, None), &subnets).unwrap_err();
         assert!(
-            e.starts_with("profile \"site\": /etc/wg-oci-hook/site.conf routes only some subnets"),
+            e.starts_with("routes only some subnets") && e.contains("profile \"site\""),
             "{e}"
         );
         assert!(e.contains("allow_local"), "{e}");
-        assert!(
-            check_split_tunnel(&profile(true, Some(vec![])), Path::new(SITE), &subnets).is_ok()
-        );
-        assert!(check_split_tunnel(&profile(false, None), Path::new(SITE), &subnets).is_ok());
+        assert!(check_split_tunnel(&profile(true, Some(vec![])), &subnets).is_ok());
+        assert!(check_split_tunnel(&profile(false, None), &subnets).is_ok());
         // A config without peers (wg-quick accepts one) routes nothing: the message says so.
-        let e = check_split_tunnel(&profile(true, None), Path::new(SITE), &[]).unwrap_err();
+        let e = check_split_tunnel(&profile(true, None), &[]).unwrap_err();
         assert!(
-            e.contains("site.conf routes nothing into the tunnel (no peer has AllowedIPs), and"),
+            e.starts_with("routes nothing into the tunnel (no peer has AllowedIPs), and"),
             "{e}"
         );
         let full: Vec<IpNetwork> = vec!["10.20.0.0/16".parse().unwrap(), "::/0".parse().unwrap()];
-        assert!(check_split_tunnel(&profile(true, None), Path::new(SITE), &full).is_ok());
+        assert!(check_split_tunnel(&profile(true, None), &full).is_ok());
     }
 
     fn within(seconds: u64) -> Deadline {

@@ -14,11 +14,17 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 
 /// `program` itself when it holds a `/`, else the first executable of that name on PATH (or `DEFAULT_PATH`).
 pub fn resolve_program(program: &str) -> io::Result<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_owned());
+    resolve_program_in(program, &path)
+}
+
+/// `program` itself when it holds a `/` (and is an executable file), else the first executable of that name
+/// in the directories of `path`. What `check` asks of the hook's PATH (hooks.d gives it `DEFAULT_PATH`).
+pub fn resolve_program_in(program: &str, path: &str) -> io::Result<PathBuf> {
     if program.contains('/') {
         return Ok(PathBuf::from(program));
     }
-    let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_owned());
-    std::env::split_paths(&path)
+    std::env::split_paths(path)
         .map(|dir| dir.join(program))
         .find(|candidate| is_executable(candidate))
         .ok_or_else(|| {
@@ -27,6 +33,19 @@ pub fn resolve_program(program: &str) -> io::Result<PathBuf> {
                 format!("{program} not found in {path}"),
             )
         })
+}
+
+/// As `resolve_program_in`, and a program named by its path must also be an executable file there.
+pub fn find_executable(program: &str, path: &str) -> io::Result<PathBuf> {
+    let found = resolve_program_in(program, path)?;
+    if is_executable(&found) {
+        Ok(found)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{program}: no executable file there"),
+        ))
+    }
 }
 
 fn is_executable(path: &Path) -> bool {

@@ -127,6 +127,20 @@ impl NetNs {
         &self.file
     }
 
+    /// Runs `work` on a fresh thread in a network namespace of its own, made for it and gone with the thread
+    /// (with whatever links `work` made there): a test that leaves nothing behind on the host.
+    pub fn run_in_throwaway<T: Send>(work: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+                    work()
+                })
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("netns worker thread panicked")))
+        })
+    }
+
     /// Runs `work` on a fresh thread that has entered this netns. Sockets it opens stay in this netns.
     pub fn run<T: Send>(&self, work: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
         std::thread::scope(|scope| {

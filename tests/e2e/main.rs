@@ -17,6 +17,7 @@ mod lab;
 mod vm;
 
 mod adversarial;
+mod check;
 mod crash;
 mod deadline;
 mod docker;
