@@ -213,9 +213,12 @@ mod tests {
         assert!(!runs_since(me, start_time(me).unwrap() + 1));
     }
 
+    /// A shell with `arg` in its argv that waits on its stdin (a builtin `read`: it forks no child, which would
+    /// carry the same argv for a moment and be found by a scan).
     fn spawn_sleep(arg: &str) -> std::process::Child {
         let child = Command::new("sh")
-            .args(["-c", "sleep 30; :", "sh", arg])
+            .args(["-c", "read x; :", "sh", arg])
+            .stdin(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let start = Instant::now();
