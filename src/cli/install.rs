@@ -135,6 +135,55 @@ fn runtime_name_and_args(
     (name, args)
 }
 
+/// Replaces an engine's config file with `bytes`, keeping its mode and owner, after copying it to a timestamped
+/// backup beside it (same mode): the operator's file is theirs, and its mode may guard secrets (registry
+/// credentials, TLS keys). None when the file already holds `bytes` (nothing written, no backup); else the backup
+/// made, if there was a file.
+fn write_keeping_owner_and_mode(path: &Path, bytes: &[u8]) -> io::Result<Option<Option<PathBuf>>> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let (old, meta) = match (fs::read(path), fs::metadata(path)) {
+        (Ok(old), Ok(meta)) => (Some(old), Some(meta)),
+        (Err(e), _) | (_, Err(e)) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => (None, None),
+    };
+    if old.as_deref() == Some(bytes) {
+        return Ok(None);
+    }
+    let mode = meta.as_ref().map_or(0o644, |m| m.mode() & 0o7777);
+    let backup = match &old {
+        Some(old) => {
+            let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                .to_string()
+                .replace([':', '-'], "");
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("config");
+            let backup = path.with_file_name(format!("{name}.wg-oci-hook-{stamp}.bak"));
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&backup)
+                .map_err(|e| {
+                    io::Error::new(e.kind(), format!("backup {}: {e}", backup.display()))
+                })?;
+            io::Write::write_all(&mut file, old)?;
+            // The umask may have taken bits away.
+            file.set_permissions(fs::Permissions::from_mode(mode))?;
+            file.sync_all()?;
+            Some(backup)
+        }
+        None => None,
+    };
+    crate::sys::atomic_file::write(path, bytes, mode)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    if let Some(meta) = meta {
+        std::os::unix::fs::chown(path, Some(meta.uid()), Some(meta.gid()))?;
+    }
+    Ok(Some(backup))
+}
+
 /// Merges `runtimes.NAME` into a daemon.json document; returns whether an entry of that name was replaced.
 pub fn merge_docker_runtime(
     daemon: &mut Value,
@@ -257,9 +306,19 @@ fn install(args: &InstallArgs) -> Result<String, String> {
                 fs::create_dir_all(dir).map_err(io(&dir.display().to_string()))?;
             }
             let text = serde_json::to_string_pretty(&daemon).expect("serializable") + "\n";
-            crate::sys::atomic_file::write(&path, text.as_bytes(), 0o644).map_err(io(&shown))?;
+            let Some(backup) = write_keeping_owner_and_mode(&path, text.as_bytes())
+                .map_err(|e| format!("{shown}: {e}"))?
+            else {
+                return Ok(format!(
+                    "runtime {name:?} in {shown} is already as it would be written: nothing changed"
+                ));
+            };
+            let backup = match backup {
+                Some(backup) => format!(" (the previous file is {})", backup.display()),
+                None => String::new(),
+            };
             Ok(format!(
-                "{} runtime {name:?} in {shown}; restart dockerd, then: docker run --runtime {name} ...",
+                "{} runtime {name:?} in {shown}{backup}; restart dockerd, then: docker run --runtime {name} ...",
                 if replaced { "replaced" } else { "added" }
             ))
         }
