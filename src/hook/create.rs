@@ -126,7 +126,9 @@ fn create(
     });
     if built.is_err() {
         if let Some(lease) = &lease {
-            release(&state_dir, lease, &key, id);
+            if let Err(e) = lease::release(&state_dir, lease, &key) {
+                warn!("container {id}: undo: {e}");
+            }
         }
         // The undo removed the record: nothing is left to lock.
         let _ = state_dir.remove_lock(&key, lock);
@@ -151,11 +153,7 @@ impl Existing {
             Existing::Dead
         } else if record.member(&me.container_id) == Some(me) {
             Existing::Mine
-        } else if record
-            .members
-            .iter()
-            .any(|m| m.container_id != me.container_id && m.alive())
-        {
+        } else if record.member_runs_besides(Some(&me.container_id)) {
             Existing::Live
         } else {
             Existing::Dead
@@ -264,12 +262,36 @@ fn write_resolv_conf(
     content: &str,
 ) -> io::Result<ResolvConfChange> {
     let mut change = resolv_conf::write(bundle, content)?;
+    // Only a file that held one of our writes can be another tunnel's: no scan of the records otherwise.
+    let Previous::File { content: previous } = &change.previous else {
+        return Ok(change);
+    };
+    if !resolv_conf::is_ours(previous) {
+        return Ok(change);
+    }
     if let Some(other) = teardown::other_writer(state_dir, Some(key), &change.location) {
-        if matches!(&change.previous, Previous::File { content } if *content == other.written) {
+        if *previous == other.written {
             change.previous = other.previous;
         }
     }
     Ok(change)
+}
+
+/// One line for a start refused because `profile`'s `configs` are all leased, to the tunnels of `holders`.
+fn lease_refusal(profile: &Profile, configs: &[String], holders: &[String]) -> String {
+    let name = &profile.name;
+    match &profile.source {
+        ProfileSource::Pool(dir) if configs.is_empty() => {
+            format!("profile {name:?}: the pool {} has no *.conf file", dir.display())
+        }
+        ProfileSource::Pool(dir) => format!(
+            "profile {name:?}: all {} configs of the pool {} are leased (to the tunnels of containers {})",
+            configs.len(),
+            dir.display(),
+            holders.join(", ")
+        ),
+        _ => lease::static_profile_taken(name, holders),
+    }
 }
 
 fn port_map_names(admitted: &Admitted) -> Vec<String> {
@@ -292,36 +314,11 @@ fn claim(
     };
     let leases = Leases::open(state_dir).step(step)?;
     let name = profile.name.as_str();
-    let refusal = |holders: &[String]| {
-        match &profile.source {
-        ProfileSource::Pool(dir) if configs.is_empty() => {
-            format!("profile {name:?}: the pool {} has no *.conf file", dir.display())
-        }
-        ProfileSource::Pool(dir) => format!(
-            "profile {name:?}: all {} configs of the pool {} are leased (to the tunnels of containers {})",
-            configs.len(),
-            dir.display(),
-            holders.join(", ")
-        ),
-        _ => lease::static_profile_taken(name, holders),
-    }
-    };
+    let refusal = |holders: &[String]| lease_refusal(profile, &configs, holders);
     leases
         .claim(state_dir, name, &configs, key, deadline, &refusal)
         .map(Some)
         .step(step)
-}
-
-fn release(state_dir: &StateDir, lease: &LeaseName, key: &str, id: &str) {
-    let released = Leases::open(state_dir)
-        .map_err(io::Error::other)
-        .and_then(|leases| leases.release(lease, key));
-    if let Err(e) = released {
-        warn!(
-            "container {id}: undo: releasing the lease {}/{}: {e}",
-            lease.profile, lease.config
-        );
-    }
 }
 
 /// What the first container of a netns builds its tunnel from.

@@ -130,6 +130,19 @@ impl Leases {
     }
 }
 
+/// Gives back tunnel `key`'s `lease` (a teardown, an undo); the failure as one phrase.
+pub fn release(state: &StateDir, lease: &LeaseName, key: &str) -> Result<(), String> {
+    Leases::open(state)
+        .map_err(io::Error::other)
+        .and_then(|leases| leases.release(lease, key))
+        .map_err(|e| {
+            format!(
+                "releasing the lease {}/{}: {e}",
+                lease.profile, lease.config
+            )
+        })
+}
+
 /// The tunnel key a lease file names.
 fn holder(held: &PrivateDir, config: &str) -> io::Result<Option<String>> {
     Ok(held

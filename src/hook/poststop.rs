@@ -50,10 +50,7 @@ fn leave(state: &ContainerState, policy: &Policy) -> Result<(), super::StepError
         }
         return Ok(());
     };
-    let others_run = record
-        .members
-        .iter()
-        .any(|m| m.container_id != id && m.alive());
+    let others_run = record.member_runs_besides(Some(id));
     let is_sandbox = record.member(id).is_some_and(|m| m.sandbox);
     if others_run && !is_sandbox {
         record.members.retain(|m| m.container_id != id);

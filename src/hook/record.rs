@@ -132,7 +132,14 @@ impl Record {
     /// Whether any member still runs. A tunnel none of whose members runs is garbage: its containers are gone
     /// (or will be when their poststop runs, which then finds nothing to do).
     pub fn any_member_alive(&self) -> bool {
-        self.members.iter().any(Member::alive)
+        self.member_runs_besides(None)
+    }
+
+    /// Whether a member other than `besides` (a container leaving, or starting again) still runs.
+    pub fn member_runs_besides(&self, besides: Option<&str>) -> bool {
+        self.members
+            .iter()
+            .any(|m| Some(m.container_id.as_str()) != besides && m.alive())
     }
 
     /// The ids of its members, for messages.

@@ -24,6 +24,8 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 const MAX_PREVIOUS_BYTES: u64 = 64 * 1024;
+/// The first line of every resolv.conf we write, before the container's id.
+const HEADER: &str = "# written by wg-oci-hook for container ";
 /// Where the container reads it.
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 
@@ -111,7 +113,7 @@ pub fn render(
     interface: &str,
     container_id: &str,
 ) -> String {
-    let mut out = format!("# written by wg-oci-hook for container {container_id}\n");
+    let mut out = format!("{HEADER}{container_id}\n");
     if !search.is_empty() {
         let _ = writeln!(out, "search {}", search.join(" "));
     }
@@ -140,6 +142,11 @@ pub fn location(bundle: &Bundle) -> Location {
             path: RESOLV_CONF.to_owned(),
         },
     }
+}
+
+/// Whether `content` is a resolv.conf we wrote (for this tunnel or another).
+pub fn is_ours(content: &str) -> bool {
+    content.starts_with(HEADER)
 }
 
 pub fn write(bundle: &Bundle, content: &str) -> io::Result<ResolvConfChange> {

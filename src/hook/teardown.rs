@@ -2,7 +2,7 @@
 //! last member leaves), the sweep of dead tunnels (`gc`, and every createRuntime) and a start that finds a dead
 //! tunnel in its netns. The caller holds the tunnel's lock.
 
-use super::lease::Leases;
+use super::lease;
 use super::record::{Record, SharedResolvConf, StateDir};
 use super::{port_forward, resolv_conf, routing};
 use crate::config::policy::Policy;
@@ -70,10 +70,7 @@ pub fn tear_down(
     };
     if let Some(ns) = ns {
         // Members that still run (the sandbox went first) keep the kill switch, and so no network at all.
-        let keep_kill_switch = record
-            .members
-            .iter()
-            .any(|m| Some(m.container_id.as_str()) != leaving && m.alive());
+        let keep_kill_switch = record.member_runs_besides(leaving);
         let nft = Nft::locate(&policy.nft_command).ok();
         let nft = nft.as_ref().filter(|_| !keep_kill_switch);
         if let Err(e) = clean_netns(ns, nft, &record.interface) {
@@ -84,14 +81,8 @@ pub fn tear_down(
         }
     }
     if let (Some(lease), Some(key)) = (&record.lease, &key) {
-        let released = Leases::open(state_dir)
-            .map_err(io::Error::other)
-            .and_then(|leases| leases.release(lease, key));
-        if let Err(e) = released {
-            failures.push(format!(
-                "releasing the lease {}/{}: {e}",
-                lease.profile, lease.config
-            ));
+        if let Err(e) = lease::release(state_dir, lease, key) {
+            failures.push(e);
         }
     }
     for member in &record.members {
