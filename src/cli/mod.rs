@@ -2,6 +2,7 @@
 
 mod check;
 pub mod install;
+mod logging;
 mod status;
 
 use crate::config::annotations;
@@ -9,7 +10,6 @@ use crate::config::policy::{self, Policy};
 use crate::hook;
 use crate::oci::state::ContainerState;
 use crate::provider::pia::port_forward;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -125,32 +125,6 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     })
 }
 
-fn init_logging(policy_level: Option<log::LevelFilter>) {
-    let mut builder = env_logger::Builder::new();
-    let level = policy_level.unwrap_or(log::LevelFilter::Warn);
-    // Our own messages at the policy's level; the HTTP and TLS crates' at warn at most: their debug and trace
-    // output is theirs to word, and could carry a URL with a token in it. RUST_LOG can still ask for it.
-    builder
-        .filter_level(level.min(log::LevelFilter::Warn))
-        .filter_module("wg_oci_hook", level);
-    if let Ok(spec) = std::env::var("RUST_LOG") {
-        builder.parse_filters(&spec);
-    }
-    builder
-        .format(|buf, record| {
-            writeln!(
-                buf,
-                "wg-oci-hook[{}]: {}: {}",
-                std::process::id(),
-                record.level(),
-                record.args()
-            )
-        })
-        .target(env_logger::Target::Stderr)
-        .try_init()
-        .ok();
-}
-
 /// The whole program; `main` only maps this to the process exit. Errors are one line on stderr, which
 /// runc copies into the engine's error message.
 pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
@@ -210,18 +184,18 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
     match work {
         Work::Status(id) => status::run(&policy, id.as_deref()),
         Work::Gc => {
-            init_logging(policy.log_level);
+            logging::init(policy.log_level);
             gc(&policy)
         }
         Work::PortForward { id, worker } => {
-            init_logging(Some(policy.log_level.unwrap_or(log::LevelFilter::Info)));
+            logging::init(Some(policy.log_level.unwrap_or(log::LevelFilter::Info)));
             match hook::port_forward::run_helper(&policy, &id, worker) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&format!("container {id}: port forwarding: {e}")),
             }
         }
         Work::Hook { create, state } => {
-            init_logging(policy.log_level);
+            logging::init(policy.log_level);
             let (stage, result) = if create {
                 let result = hook::create_runtime(&state, &policy, args.profile.as_deref());
                 ("create-runtime", result.map(drop))
