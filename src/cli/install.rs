@@ -8,81 +8,12 @@
 //!   is the operator's to edit. runc.v2 options pass the binary no arguments, so a profile is bound by a link
 //!   `wg-oci-runtime@PROFILE` (which this creates) whose name the wrapper reads.
 
+use super::args::Engine;
 use crate::runtime::BOUND_NAME_PREFIX;
 use serde_json::{json, Map, Value};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-
-const USAGE: &str = "usage:
-  wg-oci-hook install hooks [--dir DIR] [--policy PATH]
-      write the createRuntime and poststop registrations for podman/CRI-O (default DIR:
-      /usr/share/containers/oci/hooks.d)
-  wg-oci-hook install docker [--daemon-json PATH] [--name NAME] [--profile PROFILE] [--policy PATH]
-      add a runtime NAME (default: wg, or wg-PROFILE) running wg-oci-runtime to Docker's daemon.json
-      (default /etc/docker/daemon.json), keeping everything else; restart dockerd afterwards
-  wg-oci-hook install containerd [--name NAME] [--profile PROFILE]
-      print the runtime entry NAME (default: wg, or wg-PROFILE) to add to containerd's config.toml; with
-      --profile, also create the link wg-oci-runtime@PROFILE beside wg-oci-runtime that the entry runs (its
-      name binds the profile). containerd passes no arguments: a policy other than
-      /etc/wg-oci-hook/policy.toml is set by WG_OCI_HOOK_POLICY in containerd's environment
-  Paths default to the wg-oci-hook and wg-oci-runtime beside this program.";
-
-#[derive(Debug, Default, PartialEq, Eq)]
-struct InstallArgs {
-    target: String,
-    dir: Option<PathBuf>,
-    daemon_json: Option<PathBuf>,
-    name: Option<String>,
-    profile: Option<String>,
-    policy: Option<PathBuf>,
-}
-
-fn parse(args: &[String]) -> Result<InstallArgs, String> {
-    let mut it = args.iter();
-    let target = it
-        .next()
-        .ok_or("install what? hooks, docker or containerd")?;
-    if !["hooks", "docker", "containerd"].contains(&target.as_str()) {
-        return Err(format!(
-            "install {target:?}: expected hooks, docker or containerd"
-        ));
-    }
-    let mut parsed = InstallArgs {
-        target: target.clone(),
-        ..InstallArgs::default()
-    };
-    while let Some(arg) = it.next() {
-        let (name, value) = match arg.split_once('=') {
-            Some((n, v)) => (n, v.to_owned()),
-            None => (
-                arg.as_str(),
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| format!("{arg} needs a value"))?,
-            ),
-        };
-        match (name, parsed.target.as_str()) {
-            ("--dir", "hooks") => parsed.dir = Some(value.into()),
-            ("--daemon-json", "docker") => parsed.daemon_json = Some(value.into()),
-            ("--name", "docker" | "containerd") => parsed.name = Some(value),
-            ("--profile", "docker" | "containerd") => {
-                if !crate::config::annotations::is_valid_name(&value) {
-                    return Err(format!("--profile {value:?}: not a profile name"));
-                }
-                parsed.profile = Some(value)
-            }
-            ("--policy", "containerd") => {
-                return Err("install containerd: --policy cannot reach wg-oci-runtime (containerd passes \
-                            it no arguments): set WG_OCI_HOOK_POLICY in containerd's environment instead"
-                    .into())
-            }
-            ("--policy", _) => parsed.policy = Some(value.into()),
-            _ => return Err(format!("install {}: unknown option {name}", parsed.target)),
-        }
-    }
-    Ok(parsed)
-}
 
 /// The hooks.d registration for one stage (`createRuntime` or `poststop`).
 pub fn hooks_d_entry(hook: &Path, policy: Option<&Path>, stage: &str) -> Value {
@@ -250,31 +181,36 @@ fn beside_me(name: &str) -> io::Result<PathBuf> {
     Ok(std::env::current_exe()?.with_file_name(name))
 }
 
-fn install(args: &InstallArgs) -> Result<String, String> {
+/// What `install ENGINE` does: a message for the operator.
+fn install(
+    engine: &Engine,
+    policy: Option<&Path>,
+    profile: Option<&str>,
+) -> Result<String, String> {
     let io = |what: &str| {
         let what = what.to_owned();
         move |e: io::Error| format!("{what}: {e}")
     };
-    match args.target.as_str() {
-        "hooks" => {
-            let dir = args
-                .dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("/usr/share/containers/oci/hooks.d"));
+    match engine {
+        Engine::Hooks(args) => {
+            if profile.is_some() {
+                return Err(
+                    "--profile: hooks.d enables containers by their annotations; bind a profile \
+                            with wg.profile or the policy's default instead"
+                        .into(),
+                );
+            }
+            let dir = &args.dir;
             let hook = beside_me("wg-oci-hook").map_err(io("finding wg-oci-hook"))?;
-            fs::create_dir_all(&dir).map_err(io(&dir.display().to_string()))?;
+            fs::create_dir_all(dir).map_err(io(&dir.display().to_string()))?;
             let mut written = Vec::new();
             for (stage, file) in [
                 ("createRuntime", "wg-oci-hook-create-runtime.json"),
                 ("poststop", "wg-oci-hook-poststop.json"),
             ] {
                 let path = dir.join(file);
-                let text = serde_json::to_string_pretty(&hooks_d_entry(
-                    &hook,
-                    args.policy.as_deref(),
-                    stage,
-                ))
-                .expect("serializable")
+                let text = serde_json::to_string_pretty(&hooks_d_entry(&hook, policy, stage))
+                    .expect("serializable")
                     + "\n";
                 crate::sys::atomic_file::write(&path, text.as_bytes(), 0o644)
                     .map_err(io(&path.display().to_string()))?;
@@ -282,31 +218,24 @@ fn install(args: &InstallArgs) -> Result<String, String> {
             }
             Ok(format!("wrote {}", written.join(" and ")))
         }
-        "docker" => {
-            let path = args
-                .daemon_json
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("/etc/docker/daemon.json"));
+        Engine::Docker(args) => {
+            let path = &args.daemon_json;
             let shown = path.display().to_string();
-            let mut daemon = match fs::read(&path) {
+            let mut daemon = match fs::read(path) {
                 Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => json!({}),
                 Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{shown}: {e}"))?,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => json!({}),
                 Err(e) => return Err(format!("{shown}: {e}")),
             };
             let runtime = beside_me("wg-oci-runtime").map_err(io("finding wg-oci-runtime"))?;
-            let (name, runtime_args) = runtime_name_and_args(
-                args.name.as_deref(),
-                args.profile.as_deref(),
-                args.policy.as_deref(),
-            );
+            let (name, runtime_args) = runtime_name_and_args(args.name.as_deref(), profile, policy);
             let replaced = merge_docker_runtime(&mut daemon, &name, &runtime, &runtime_args)
                 .map_err(|e| format!("{shown}: {e}"))?;
             if let Some(dir) = path.parent() {
                 fs::create_dir_all(dir).map_err(io(&dir.display().to_string()))?;
             }
             let text = serde_json::to_string_pretty(&daemon).expect("serializable") + "\n";
-            let Some(backup) = write_keeping_owner_and_mode(&path, text.as_bytes())
+            let Some(backup) = write_keeping_owner_and_mode(path, text.as_bytes())
                 .map_err(|e| format!("{shown}: {e}"))?
             else {
                 return Ok(format!(
@@ -322,40 +251,49 @@ fn install(args: &InstallArgs) -> Result<String, String> {
                 if replaced { "replaced" } else { "added" }
             ))
         }
-        _ => {
+        Engine::Containerd(args) => {
+            if policy.is_some() {
+                return Err("--policy cannot reach wg-oci-runtime (containerd passes it no arguments): set \
+                            WG_OCI_HOOK_POLICY in containerd's environment instead"
+                    .into());
+            }
             let runtime = beside_me("wg-oci-runtime").map_err(io("finding wg-oci-runtime"))?;
-            let (name, _) =
-                runtime_name_and_args(args.name.as_deref(), args.profile.as_deref(), None);
-            let binary = match &args.profile {
+            let (name, _) = runtime_name_and_args(args.name.as_deref(), profile, None);
+            let binary = match profile {
                 Some(profile) => bind_profile_link(&runtime, profile)
                     .map_err(io(&format!("linking {BOUND_NAME_PREFIX}{profile}")))?,
                 None => runtime,
             };
-            Ok(containerd_snippet(&name, &binary, args.profile.as_deref()))
+            Ok(containerd_snippet(&name, &binary, profile))
         }
     }
 }
 
-/// `wg-oci-hook install ...` (the words after `install`).
-pub fn run(args: &[String]) -> std::process::ExitCode {
-    if args.first().is_some_and(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
-        return std::process::ExitCode::SUCCESS;
-    }
-    let parsed = match parse(args) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("wg-oci-hook: {e}\n{USAGE}");
-            return std::process::ExitCode::from(2);
-        }
+/// `wg-oci-hook install ENGINE` or, with `uninstall`, `wg-oci-hook uninstall ENGINE`.
+pub fn run(
+    engine: &Engine,
+    uninstall: bool,
+    policy: Option<&Path>,
+    profile: Option<&str>,
+) -> std::process::ExitCode {
+    let verb = if uninstall { "uninstall" } else { "install" };
+    let what = match engine {
+        Engine::Hooks(_) => "hooks",
+        Engine::Docker(_) => "docker",
+        Engine::Containerd(_) => "containerd",
     };
-    match install(&parsed) {
+    let result = if uninstall {
+        Err("not yet".to_owned())
+    } else {
+        install(engine, policy, profile)
+    };
+    match result {
         Ok(message) => {
             println!("{}", message.trim_end());
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("wg-oci-hook: install {}: {e}", parsed.target);
+            eprintln!("wg-oci-hook: {verb} {what}: {e}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -364,10 +302,6 @@ pub fn run(args: &[String]) -> std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn strings(args: &[&str]) -> Vec<String> {
-        args.iter().map(|s| s.to_string()).collect()
-    }
 
     #[test]
     fn the_shipped_hooks_d_files_are_what_install_writes() {
@@ -486,25 +420,5 @@ mod tests {
         names.sort();
         assert_eq!(names, ["wg-oci-runtime", "wg-oci-runtime@vpn"]);
         fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn install_arguments_are_checked() {
-        assert_eq!(
-            parse(&strings(&["docker", "--profile=pia"]))
-                .unwrap()
-                .profile
-                .as_deref(),
-            Some("pia")
-        );
-        assert!(parse(&strings(&[])).is_err());
-        assert!(parse(&strings(&["kubernetes"])).is_err());
-        assert!(parse(&strings(&["hooks", "--daemon-json", "/x"])).is_err());
-        assert!(parse(&strings(&["docker", "--profile", "../x"])).is_err());
-        assert!(parse(&strings(&["docker", "--name"])).is_err());
-        // containerd gives wg-oci-runtime no arguments: a policy flag could not reach it.
-        let e = parse(&strings(&["containerd", "--policy", "/p.toml"])).unwrap_err();
-        assert!(e.contains("WG_OCI_HOOK_POLICY"), "{e}");
-        assert!(parse(&strings(&["containerd", "--profile", "vpn"])).is_ok());
     }
 }

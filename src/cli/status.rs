@@ -9,7 +9,7 @@ use crate::provider::pia::port_forward;
 use std::process::ExitCode;
 
 /// One line per live tunnel, `key=value` words after the container id, so scripts can read it.
-pub fn run(policy: &Policy, only: Option<&str>) -> ExitCode {
+pub fn run(policy: &Policy, only: Option<&str>, _json: bool) -> ExitCode {
     let state = match StateDir::open(&policy.state_dir) {
         Ok(state) => state,
         Err(e) => return fail(&format!("the state dir {e}")),

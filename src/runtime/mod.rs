@@ -12,10 +12,12 @@
 //! --runtime wg-pia` is enough, or for containerd (whose runc options take no arguments) a `BinaryName` that is
 //! a link named `wg-oci-runtime@pia`.
 
+mod help;
 mod hooks;
 mod log;
 mod options;
 
+pub use help::command;
 pub use hooks::{add_hooks, HookCall};
 pub use options::{bound_profile, runtime_key, split_options, Options, BOUND_NAME_PREFIX};
 
@@ -83,6 +85,21 @@ pub fn run(argv: Vec<String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match opts.ask {
+        Some(options::Ask::Help) => {
+            println!("{}", command().render_long_help());
+            return ExitCode::SUCCESS;
+        }
+        Some(options::Ask::Version) => {
+            println!("wg-oci-runtime {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        None => {}
+    }
+    // `--help` is the real runtime's; on stderr, so that its help on stdout stays as it is, where ours is.
+    if matches!(runtime_args, [a] if a == "--help" || a == "-h" || a == "help") {
+        eprintln!("wg-oci-runtime: a runc wrapper; its own options: wg-oci-runtime --wg-help\n");
+    }
     let cmd = parse_runc_args(runtime_args);
     let mut logger = Logger::new(&cmd);
     let runtime = if matches!(cmd.subcommand.as_deref(), Some("create" | "run")) {

@@ -25,6 +25,15 @@ pub struct Options {
     pub policy: Option<PathBuf>,
     /// `--wg-hook=PATH`: the hook (else `wg-oci-hook` beside this program).
     pub hook: Option<PathBuf>,
+    /// `--wg-help` or `--wg-version`: answered by us; the runtime's own `--help` and `--version` are its.
+    pub ask: Option<Ask>,
+}
+
+/// What `--wg-help` and `--wg-version` ask of the wrapper itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    Help,
+    Version,
 }
 
 /// Takes our leading `--wg-*` options off `args`; the rest is the runtime's, untouched.
@@ -35,6 +44,16 @@ pub fn split_options(args: &[String]) -> Result<(Options, &[String]), String> {
         let Some(flag) = arg.strip_prefix("--wg-") else {
             break;
         };
+        let ask = match flag {
+            "help" => Some(Ask::Help),
+            "version" => Some(Ask::Version),
+            _ => None,
+        };
+        if ask.is_some() {
+            opts.ask = ask;
+            i += 1;
+            continue;
+        }
         let (name, inline) = match flag.split_once('=') {
             Some((name, value)) => (name, Some(value.to_owned())),
             None => (flag, None),
@@ -214,6 +233,20 @@ mod tests {
 
     /// Found by fuzzing (fuzz/corpus/runc_args/crash-4a529fad…): an unknown `--wg-` option, or one without a
     /// value, put its whole name into the error, control characters and newlines too.
+    #[test]
+    fn help_and_version_of_our_own_take_no_value() {
+        let args = strings(&["--wg-help", "--wg-profile=x", "--help"]);
+        let (opts, rest) = split_options(&args).unwrap();
+        assert_eq!(
+            (opts.ask, opts.profile.as_deref()),
+            (Some(Ask::Help), Some("x"))
+        );
+        assert_eq!(rest, ["--help"], "runc's own --help is runc's");
+        let args = strings(&["--wg-version", "--version"]);
+        let (opts, rest) = split_options(&args).unwrap();
+        assert_eq!((opts.ask, rest), (Some(Ask::Version), &args[1..]));
+    }
+
     #[test]
     fn bad_option_names_are_quoted_bounded_on_one_line() {
         let long = format!("--wg-{}", "x".repeat(5000));

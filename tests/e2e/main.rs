@@ -18,6 +18,7 @@ mod vm;
 
 mod adversarial;
 mod check;
+mod cli;
 mod crash;
 mod deadline;
 mod docker;
