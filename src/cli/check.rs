@@ -4,9 +4,9 @@
 //! one line naming the file and line to blame (a file that cannot be read: the policy line that names it); the
 //! loaders are the hook's own, so check and the hook cannot disagree. Keys are never printed.
 
+use crate::config::file_error::FileError;
 use crate::config::pia_credentials;
 use crate::config::policy::{BackendChoice, Policy, PolicyError, Profile, ProfileSource};
-use crate::config::wgquick::WgQuickError;
 use crate::hook::{lease, tunnel};
 use crate::provider::pia::{serverlist, tls};
 use crate::sys::command::{find_executable, DEFAULT_PATH};
@@ -299,7 +299,7 @@ fn check_profile(policy: &Policy, profile: &Profile) -> Vec<Problem> {
                         profile: Some(profile.name.clone()),
                         message: format!("credentials: {}", e.message),
                     },
-                    None => at_policy("credentials", e.to_string()),
+                    None => at_policy("credentials", format!("credentials {e}")),
                 });
             }
             if let Err(e) = tls::load_roots(&settings.ca, "ca") {
@@ -323,7 +323,7 @@ fn check_profile(policy: &Policy, profile: &Profile) -> Vec<Problem> {
 /// A wg-quick error as a problem: at its own line, or (`line` None) at the policy line that names the file,
 /// as `WHAT FILE: message`.
 fn wg_quick_problem(
-    e: WgQuickError,
+    e: FileError,
     profile: &Profile,
     at_policy: impl FnOnce() -> Problem,
     what: &str,

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod annotations;
+pub mod file_error;
 pub mod pia_credentials;
 pub mod policy;
 pub mod ports;

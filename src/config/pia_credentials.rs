@@ -1,6 +1,7 @@
 //! The PIA credentials file: TOML with `username`, `password` and optionally `dedicated_ip_token`, mode 0600.
 //! No error ever quotes a value from it (toml's own messages can: "invalid type: integer `1234`").
 
+use crate::config::file_error::FileError;
 use crate::provider::pia::credentials::{Credentials, Secret};
 use crate::sys::private_file;
 use std::collections::BTreeMap;
@@ -13,40 +14,16 @@ const FORMAT: &str = "expected username = \"...\", password = \"...\" and option
 
 const KEYS: &[&str] = &["username", "password", "dedicated_ip_token"];
 
-/// What is wrong with a credentials file: `credentials FILE:LINE: message`, or `credentials FILE: message`. The
-/// message may name a key, never a value.
-#[derive(Debug)]
-pub struct CredentialsError {
-    pub file: String,
-    pub line: Option<usize>,
-    pub message: String,
-}
-
-impl std::fmt::Display for CredentialsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "credentials {}:{line}: {}", self.file, self.message),
-            None => write!(f, "credentials {}: {}", self.file, self.message),
-        }
-    }
-}
-
-impl std::error::Error for CredentialsError {}
-
 /// Reads the credentials file `path`: root's, mode 0600, at most 4 KiB.
-pub fn load(path: &Path) -> Result<Credentials, CredentialsError> {
-    let text =
-        private_file::read(path, MAX_CREDENTIALS_BYTES).map_err(|message| CredentialsError {
-            file: path.display().to_string(),
-            line: None,
-            message,
-        })?;
+pub fn load(path: &Path) -> Result<Credentials, FileError> {
+    let text = private_file::read(path, MAX_CREDENTIALS_BYTES)
+        .map_err(|message| FileError::whole(path, message))?;
     parse(&text, path)
 }
 
-fn parse(text: &str, path: &Path) -> Result<Credentials, CredentialsError> {
+fn parse(text: &str, path: &Path) -> Result<Credentials, FileError> {
     let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
-    let error = |line: Option<usize>, message: String| CredentialsError {
+    let error = |line: Option<usize>, message: String| FileError {
         file: path.display().to_string(),
         line,
         message,
@@ -176,26 +153,18 @@ mod tests {
     fn a_bad_key_is_named_with_its_line_and_no_value() {
         let e = parse("username = \"p1\"\n\npasword = \"s3cr3t\"\n").unwrap_err();
         assert!(
-            e.starts_with(
-                "credentials /etc/wg-oci-hook/pia.cred:3: unknown key \"pasword\"; expected"
-            ),
+            e.starts_with("/etc/wg-oci-hook/pia.cred:3: unknown key \"pasword\"; expected"),
             "{e}"
         );
         assert!(!e.contains("s3cr3t"), "{e}");
         let e = parse("username = \"p1\"\npassword = 98765432\n").unwrap_err();
-        assert_eq!(
-            e,
-            "credentials /etc/wg-oci-hook/pia.cred:2: password must be a string"
-        );
+        assert_eq!(e, "/etc/wg-oci-hook/pia.cred:2: password must be a string");
         let e = parse("username = \"p1 x\"\npassword = \"s3cr3t\"\n").unwrap_err();
         assert_eq!(
             e,
-            "credentials /etc/wg-oci-hook/pia.cred:1: username must be 1-256 characters without spaces"
+            "/etc/wg-oci-hook/pia.cred:1: username must be 1-256 characters without spaces"
         );
         let e = parse("password = \"s3cr3t\"\n").unwrap_err();
-        assert!(
-            e.starts_with("credentials /etc/wg-oci-hook/pia.cred: expected"),
-            "{e}"
-        );
+        assert!(e.starts_with("/etc/wg-oci-hook/pia.cred: expected"), "{e}");
     }
 }

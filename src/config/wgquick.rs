@@ -7,6 +7,7 @@
 //! its last value. The deliberate differences (scripts, custom tables, ...) are listed in the README's "The
 //! wg-quick file". No error ever quotes a key or a whole line.
 
+use crate::config::file_error::FileError;
 use crate::sys::private_file;
 use crate::wg::key::Key;
 use ipnetwork::IpNetwork;
@@ -61,33 +62,10 @@ pub struct Endpoint {
     pub port: u16,
 }
 
-/// `FILE:LINE: message`, or `FILE: message` for what no one line is to blame for (the file cannot be read, a
-/// section is missing).
-#[derive(Debug)]
-pub struct WgQuickError {
-    pub file: String,
-    pub line: Option<usize>,
-    pub message: String,
-}
-
-impl std::fmt::Display for WgQuickError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{line}: {}", self.file, self.message),
-            None => write!(f, "{}: {}", self.file, self.message),
-        }
-    }
-}
-
-impl std::error::Error for WgQuickError {}
-
 /// Reads a config file: a regular file of at most 64 KiB that neither group nor others can access.
-pub fn load(path: &Path) -> Result<WgQuickConfig, WgQuickError> {
-    let text = private_file::read(path, MAX_CONFIG_BYTES).map_err(|message| WgQuickError {
-        file: path.display().to_string(),
-        line: None,
-        message,
-    })?;
+pub fn load(path: &Path) -> Result<WgQuickConfig, FileError> {
+    let text = private_file::read(path, MAX_CONFIG_BYTES)
+        .map_err(|message| FileError::whole(path, message))?;
     parse(&text, path)
 }
 
@@ -108,7 +86,7 @@ struct PeerDraft {
     persistent_keepalive: Option<u16>,
 }
 
-pub fn parse(text: &str, file: &Path) -> Result<WgQuickConfig, WgQuickError> {
+pub fn parse(text: &str, file: &Path) -> Result<WgQuickConfig, FileError> {
     // What wg-quick would name the interface: the file's name without `.conf`.
     let tunnel = file
         .file_name()
@@ -130,7 +108,7 @@ pub fn parse(text: &str, file: &Path) -> Result<WgQuickConfig, WgQuickError> {
 
     for (index, raw_line) in text.lines().enumerate() {
         let line_no = index + 1;
-        let err = |message: String| WgQuickError {
+        let err = |message: String| FileError {
             file: file.clone(),
             line: Some(line_no),
             message,
@@ -351,7 +329,7 @@ pub fn parse(text: &str, file: &Path) -> Result<WgQuickConfig, WgQuickError> {
         }
     }
 
-    let file_err = |message: &str| WgQuickError {
+    let file_err = |message: &str| FileError {
         file: file.clone(),
         line: None,
         message: message.to_owned(),
@@ -370,7 +348,7 @@ pub fn parse(text: &str, file: &Path) -> Result<WgQuickConfig, WgQuickError> {
     let peers = peers
         .into_iter()
         .map(|p| {
-            let public_key = p.public_key.ok_or_else(|| WgQuickError {
+            let public_key = p.public_key.ok_or_else(|| FileError {
                 file: file.clone(),
                 line: Some(p.line),
                 message: "[Peer] has no PublicKey".into(),
@@ -384,7 +362,7 @@ pub fn parse(text: &str, file: &Path) -> Result<WgQuickConfig, WgQuickError> {
                 persistent_keepalive: p.persistent_keepalive,
             })
         })
-        .collect::<Result<Vec<_>, WgQuickError>>()?;
+        .collect::<Result<Vec<_>, FileError>>()?;
     Ok(WgQuickConfig {
         interface: InterfaceSection {
             private_key,
@@ -628,7 +606,7 @@ mod tests {
     const PUB: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
     const PSK: &str = "FpCyhws9cxwWoV4xELtfJvjJN+zQVRPISllRWgeopVE=";
 
-    fn parse_str(text: &str) -> Result<WgQuickConfig, WgQuickError> {
+    fn parse_str(text: &str) -> Result<WgQuickConfig, FileError> {
         parse(text, Path::new("/etc/wg/vpn.conf"))
     }
 

@@ -1,9 +1,10 @@
 //! Turning a policy profile into a complete, checked plan (`TunnelSpec`) before anything is touched: from a
 //! static wg-quick file, or from a provider's registration (`provider::pia`).
 
+use crate::config::file_error::FileError;
 use crate::config::policy::Profile;
 use crate::config::ports::{Inbound, PortMap};
-use crate::config::wgquick::{self, WgQuickError};
+use crate::config::wgquick;
 use crate::provider::pia::Registered;
 use crate::sys::deadline::Deadline;
 use crate::wg::{DeviceConfig, PeerConfig};
@@ -46,9 +47,9 @@ pub fn from_wg_quick(
     path: &Path,
     resolve_timeout: Duration,
     deadline: Deadline,
-) -> Result<TunnelSpec, WgQuickError> {
+) -> Result<TunnelSpec, FileError> {
     let config = wgquick::load(path)?;
-    let whole_file = |message: String| WgQuickError {
+    let whole_file = |message: String| FileError {
         file: path.display().to_string(),
         line: None,
         message,
@@ -65,7 +66,7 @@ pub fn from_wg_quick(
         let endpoint = match &peer.endpoint {
             Some(ep) => {
                 let limit = Deadline::after(resolve_timeout, "resolve_timeout").earlier(deadline);
-                Some(resolve(&ep.host, ep.port, limit).map_err(|e| WgQuickError {
+                Some(resolve(&ep.host, ep.port, limit).map_err(|e| FileError {
                     file: path.display().to_string(),
                     line: Some(peer.line),
                     message: format!("peer {} endpoint {}:{}: {e}", n + 1, ep.host, ep.port),
