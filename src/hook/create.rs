@@ -110,7 +110,15 @@ fn create(
         }
     }
     let profile = admitted.profile;
-    let lease = claim(&state_dir, profile, &key, deadline)?;
+    let lease = match claim(&state_dir, profile, &key, deadline) {
+        Ok(lease) => lease,
+        Err(refused) => {
+            // Nothing was made and no record names this netns: its lock file goes with this start (else every
+            // refused start, a kubelet's retries of a pod's sandbox among them, would leave one behind).
+            let _ = state_dir.remove_lock(&key, lock);
+            return Err(refused);
+        }
+    };
     let built = build(BuildInput {
         state_dir: &state_dir,
         policy,

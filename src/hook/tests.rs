@@ -537,6 +537,13 @@ fn a_static_profile_serves_one_netns_unless_shared() {
             "{e}"
         );
         assert_eq!(lab.wg_links_in(elsewhere.sleeper.id()), 0);
+        // The refused start leaves no file: not even its netns's lock.
+        let held = lab.records();
+        assert_eq!(
+            held.iter().filter(|f| f.ends_with(".lock")).count(),
+            1,
+            "{held:?}"
+        );
         lab.policy = policy(&lab.dir, "");
         lab.policy.profiles.get_mut("vpn").unwrap().shared = true;
         create_runtime(&elsewhere.state, &lab.policy, None).expect("a shared profile");
