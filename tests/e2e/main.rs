@@ -24,6 +24,7 @@ mod deadline;
 mod docker;
 mod docker_lab;
 mod enable;
+mod examples;
 mod inbound;
 mod kernel_vm;
 mod kubernetes;

@@ -486,6 +486,25 @@ impl Dockerd {
         image
     }
 
+    /// `docker-compose ARGS...` against this daemon (`DOCKER_HOST` its socket, `DOCKER_CONFIG` under the lab dir),
+    /// in the lab's host netns: Debian's docker-compose 1.29, a client of the Docker API like the docker CLI.
+    /// Fails the test (never skips it) when docker-compose is not installed.
+    pub fn compose(&self, args: &[&str]) -> CmdOutput {
+        let compose = resolve_tool("docker-compose").unwrap_or_else(|| {
+            panic!("`docker-compose` not found: install the Debian package `docker-compose`")
+        });
+        let mut argv = vec![compose.as_str()];
+        argv.extend(args);
+        let host = format!("unix://{}", self.inner.socket.display());
+        run_argv(
+            &in_netns(&self.inner.host_ns, &argv),
+            &[
+                ("DOCKER_HOST", Path::new(&host)),
+                ("DOCKER_CONFIG", &self.inner.dir.join("cli")),
+            ],
+        )
+    }
+
     /// dockerd's stdout and stderr so far.
     pub fn log(&self) -> String {
         fs::read_to_string(self.inner.dir.join("dockerd.log")).unwrap_or_default()
