@@ -7,9 +7,19 @@
 //! A pod is one network namespace: the sandbox's, which every app container joins. The tunnel must be there
 //! before the first app container's first instruction, be the one both app containers use, and be gone with the
 //! pod.
+//!
+//! The tunnelled pods are the examples users copy (`examples/kubernetes/`): what the tests send over CRI (the
+//! pod's name and annotations, the runtime handler of its RuntimeClass, its containers' names) is read from
+//! those files, and the handlers containerd has are the ones the install lines of `runtimeclass.yaml` print. The
+//! containers' images and commands are the lab's (its busybox, a workload that records what it sees).
 
+use crate::examples::{
+    add_profile, example, install_commands, option_value, yaml_documents, yaml_str,
+};
 use crate::lab::*;
+use std::collections::BTreeMap;
 use std::fs;
+use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -30,12 +40,12 @@ fn app_script(probe: &str) -> String {
 
 /// Through the tunnel to the lab's responder, which answers [`MARKER`].
 const TUNNEL_NC: &str = "nc -w 2 10.77.0.1 8080 </dev/null";
-/// The two app containers of every test pod.
+/// The two app containers of the plain (not tunnelled) pod.
 const APPS: [&str; 2] = ["app-a", "app-b"];
 
 /// What one app container recorded (see [`app_script`]).
 struct AppOutput {
-    name: &'static str,
+    name: String,
     id: String,
     netdev: String,
     links: String,
@@ -72,9 +82,9 @@ struct Pod {
     apps: Vec<AppOutput>,
 }
 
-/// RunPodSandbox, then for each app container CreateContainer + StartContainer and its records; panics with
-/// the CRI error (the hook's message, relayed by containerd) and containerd's log if a call fails.
-fn run_pod(lab: &Lab, d: &Containerd, spec: PodSpec, probe: &str) -> Pod {
+/// RunPodSandbox, then for each app container (named `apps`) CreateContainer + StartContainer and its records;
+/// panics with the CRI error (the hook's message, relayed by containerd) and containerd's log if a call fails.
+fn run_pod(lab: &Lab, d: &Containerd, spec: PodSpec, apps: &[String], probe: &str) -> Pod {
     let sandbox = d.run_pod_sandbox(&spec).unwrap_or_else(|e| {
         panic!(
             "RunPodSandbox (handler {}) failed: {}\n=== containerd log (end) ===\n{}",
@@ -88,8 +98,10 @@ fn run_pod(lab: &Lab, d: &Containerd, spec: PodSpec, probe: &str) -> Pod {
         "sandbox {sandbox} config.json (excerpt):\n{}",
         config_excerpt(&d.bundle_config(&sandbox))
     );
+    let names = apps;
     let mut apps = Vec::new();
-    for name in APPS {
+    for name in names {
+        let name = name.as_str();
         let config = d.container_config(&spec, name, &app_script(probe));
         let id = d
             .create_and_start(&sandbox, &spec, config)
@@ -114,7 +126,7 @@ fn run_pod(lab: &Lab, d: &Containerd, spec: PodSpec, probe: &str) -> Pod {
             })
         };
         let app = AppOutput {
-            name,
+            name: name.to_owned(),
             netdev: read("netdev"),
             links: read("links"),
             resolv: read("resolv"),
@@ -138,7 +150,7 @@ fn run_pod(lab: &Lab, d: &Containerd, spec: PodSpec, probe: &str) -> Pod {
             cri_api::ContainerState::ContainerRunning as i32,
             "{} is not running: {status:?}\n{}",
             app.name,
-            d.container_log(&spec, app.name)
+            d.container_log(&spec, &app.name)
         );
     }
     Pod {
@@ -206,8 +218,16 @@ fn has_wg0(netdev: &str) -> bool {
 /// instruction; both app containers see it, reach the lab's server through it and read the profile's DNS
 /// (`nameserver`, `search`); after StopPodSandbox resolv.conf is containerd's again, and after
 /// RemovePodSandbox nothing of the tunnel is left.
-fn assert_one_tunnel_for_the_pod(lab: &Lab, d: &Containerd, spec: PodSpec, dns: (&str, &str)) {
-    let pod = run_pod(lab, d, spec, TUNNEL_NC);
+fn assert_one_tunnel_for_the_pod(
+    lab: &Lab,
+    d: &Containerd,
+    spec: PodSpec,
+    apps: &[String],
+    dns: (&str, &str),
+) {
+    // What the lab's server saw before this pod (an earlier pod of the test's).
+    let seen_before = lab.responder_peer_ips().len();
+    let pod = run_pod(lab, d, spec, apps, TUNNEL_NC);
     let shown = shown(&pod);
     let sandbox_config = d.bundle_config(&pod.sandbox);
     assert_eq!(
@@ -249,9 +269,9 @@ fn assert_one_tunnel_for_the_pod(lab: &Lab, d: &Containerd, spec: PodSpec, dns: 
         );
     }
     assert_eq!(
-        lab.responder_peer_ips(),
-        [CLIENT_TUNNEL_V4, CLIENT_TUNNEL_V4],
-        "the server saw both app containers come from the tunnel's address\n{shown}"
+        lab.responder_peer_ips()[seen_before..],
+        vec![CLIENT_TUNNEL_V4; pod.apps.len()],
+        "the server saw every app container come from the tunnel's address\n{shown}"
     );
     // One tunnel in the pod's netns, seen from outside.
     let netns = netns_of(&sandbox_config);
@@ -324,7 +344,14 @@ fn plain_pod_runs_through_cri() {
         handler: d.handler(None),
         annotations: Vec::new(),
     };
-    let pod = run_pod(&lab, &d, spec, &format!("ping -c 1 -W 2 {CNI_GATEWAY}"));
+    let apps = APPS.map(String::from);
+    let pod = run_pod(
+        &lab,
+        &d,
+        spec,
+        &apps,
+        &format!("ping -c 1 -W 2 {CNI_GATEWAY}"),
+    );
     let shown = shown(&pod);
     let sandbox_config = d.bundle_config(&pod.sandbox);
     assert_eq!(
@@ -389,45 +416,257 @@ fn plain_pod_runs_through_cri() {
     assert_nothing_left_of_the_pod(&lab, &pod);
 }
 
-/// A pod annotated `wg.enable=true` through the `wg` handler: one tunnel for the pod, used by both app
-/// containers.
+/// `examples/kubernetes/pod-annotated.yaml`: a pod annotated `wg.enable: "true"` and `wg.profile` through the
+/// `wg` handler: one tunnel for the pod, of the profile it names, used by both app containers.
 #[test]
 fn pod_gets_one_tunnel_that_both_app_containers_use() {
+    let examples = Examples::read();
+    let pod = examples.pod("pod-annotated.yaml");
     let lab = Lab::new("k8s_pod_tunnel");
-    let d = lab.start_cri(&[None]);
-    let spec = PodSpec {
-        name: "tunnelled".into(),
-        handler: d.handler(None),
-        annotations: vec![
-            ("wg.enable".into(), "true".into()),
-            ("wg.profile".into(), "lab".into()),
-        ],
-    };
-    assert_one_tunnel_for_the_pod(&lab, &d, spec, (DNS_SERVER, DNS_SEARCH));
+    let profile = pod
+        .annotations
+        .get("wg.profile")
+        .unwrap_or_else(|| panic!("{}: no wg.profile annotation", pod.file.display()));
+    let dns = add_profile(&lab, profile);
+    let d = examples.start_cri(&lab);
+    assert_eq!(
+        examples.profile_of(&d, &pod.handler),
+        None,
+        "{}: the handler {} binds a profile: the annotation would not be what applies it",
+        pod.file.display(),
+        pod.handler
+    );
+    assert_one_tunnel_for_the_pod(&lab, &d, pod.spec(), &pod.containers, dns);
 }
 
-/// The handler `install containerd --profile k8s` prints (`wg-k8s`, BinaryName `wg-oci-runtime@k8s`) gives a
-/// pod without any wg annotation the profile `k8s` (its own DNS line tells it from the default `lab`).
+/// `examples/kubernetes/pod-wg-vpn.yaml`: the handler `install containerd --profile vpn` prints (`wg-vpn`,
+/// BinaryName `wg-oci-runtime@vpn`) gives a pod without any wg annotation the profile `vpn` (its own DNS line
+/// tells it from the default `lab`).
 #[test]
 fn a_runtime_bound_profile_handler_applies_its_profile() {
-    const K8S_DNS: &str = "10.77.0.54";
-    const K8S_SEARCH: &str = "k8s.lab.example";
+    let examples = Examples::read();
+    let pod = examples.pod("pod-wg-vpn.yaml");
+    assert!(
+        pod.annotations.is_empty(),
+        "{}: a pod on a bound handler needs no annotation",
+        pod.file.display()
+    );
     let lab = Lab::new("k8s_bound_profile");
-    let mut config = lab.client_config();
-    config.dns = vec![K8S_DNS.into(), K8S_SEARCH.into()];
-    let k8s_conf = lab.write_file("k8s.conf", &config.render(), 0o600);
-    let mut policy = lab.policy();
-    policy.profiles.push(LabProfile::new("k8s", k8s_conf));
-    lab.write_policy(&policy);
-    let d = lab.start_cri(&[None, Some("k8s")]);
-    let handler = d.handler(Some("k8s"));
-    assert_ne!(handler, d.handler(None));
-    let spec = PodSpec {
-        name: "bound".into(),
-        handler,
-        annotations: Vec::new(),
-    };
-    assert_one_tunnel_for_the_pod(&lab, &d, spec, (K8S_DNS, K8S_SEARCH));
+    let d = examples.start_cri(&lab);
+    let profile = examples.profile_of(&d, &pod.handler).unwrap_or_else(|| {
+        panic!(
+            "{}: the handler {} binds no profile",
+            pod.file.display(),
+            pod.handler
+        )
+    });
+    let dns = add_profile(&lab, &profile);
+    assert_one_tunnel_for_the_pod(&lab, &d, pod.spec(), &pod.containers, dns);
+}
+
+/// The two example pods on one static profile, as their comments say: the second is refused while the first
+/// runs (RunPodSandbox fails with the hook's line), and starts once the first is gone.
+#[test]
+fn example_pods_on_one_static_profile_take_turns() {
+    let examples = Examples::read();
+    let (first, second) = (
+        examples.pod("pod-annotated.yaml"),
+        examples.pod("pod-wg-vpn.yaml"),
+    );
+    let lab = Lab::new("k8s_take_turns");
+    let d = examples.start_cri(&lab);
+    let profile = examples
+        .profile_of(&d, &second.handler)
+        .expect("pod-wg-vpn.yaml's handler binds a profile");
+    assert_eq!(
+        first.annotations.get("wg.profile"),
+        Some(&profile),
+        "the example pods name different profiles"
+    );
+    let dns = add_profile(&lab, &profile);
+    let pod = run_pod(&lab, &d, first.spec(), &first.containers, TUNNEL_NC);
+    let refused = d
+        .run_pod_sandbox(&second.spec())
+        .expect_err("a second pod started on the static profile of a running one");
+    let message = refused.message();
+    println!("refused as the examples say: {message}");
+    assert!(
+        message.contains(&format!(
+            "profile \"{profile}\" is in use by the tunnel of container"
+        )),
+        "RunPodSandbox's error lacks the hook's line:\n{message}"
+    );
+    d.stop_pod_sandbox(&pod.sandbox)
+        .unwrap_or_else(|e| panic!("StopPodSandbox: {}", e.message()));
+    d.remove_pod_sandbox(&pod.sandbox)
+        .unwrap_or_else(|e| panic!("RemovePodSandbox: {}", e.message()));
+    assert_nothing_left_of_the_pod(&lab, &pod);
+    assert_one_tunnel_for_the_pod(&lab, &d, second.spec(), &second.containers, dns);
+}
+
+/// `examples/kubernetes/`, read as a cluster would: the RuntimeClasses and the install lines of
+/// `runtimeclass.yaml`.
+struct Examples {
+    /// `runtimeclass.yaml`.
+    file: PathBuf,
+    /// (RuntimeClass name, its handler).
+    classes: Vec<(String, String)>,
+    /// The `--profile` of each `wg-oci-hook install containerd` line (None: without), as `start_cri` takes them.
+    profiles: Vec<Option<String>>,
+}
+
+/// A pod of `examples/kubernetes/`: what a kubelet sends for it over CRI.
+struct ExamplePod {
+    file: PathBuf,
+    name: String,
+    annotations: BTreeMap<String, String>,
+    /// The handler of its RuntimeClass.
+    handler: String,
+    containers: Vec<String>,
+}
+
+impl ExamplePod {
+    fn spec(&self) -> PodSpec {
+        PodSpec {
+            name: self.name.clone(),
+            handler: self.handler.clone(),
+            annotations: self
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+}
+
+impl Examples {
+    fn read() -> Examples {
+        let (file, text) = example("kubernetes/runtimeclass.yaml");
+        let mut classes = Vec::new();
+        for doc in yaml_documents(&file, &text) {
+            assert_eq!(
+                doc["kind"].as_str(),
+                Some("RuntimeClass"),
+                "{}",
+                file.display()
+            );
+            assert_eq!(
+                doc["apiVersion"].as_str(),
+                Some("node.k8s.io/v1"),
+                "{}",
+                file.display()
+            );
+            classes.push((
+                yaml_str(&file, &doc["metadata"]["name"], "metadata.name").to_owned(),
+                yaml_str(&file, &doc["handler"], "handler").to_owned(),
+            ));
+        }
+        let profiles: Vec<Option<String>> = install_commands(&file, &text, "containerd")
+            .into_iter()
+            .map(|args| {
+                let profile = option_value(&args, "--profile").map(str::to_owned);
+                let known = 2 + if profile.is_some() { 2 } else { 0 };
+                assert_eq!(
+                    args.len(),
+                    known,
+                    "{}: `{}`: the lab installs handlers with --profile alone",
+                    file.display(),
+                    args.join(" ")
+                );
+                profile
+            })
+            .collect();
+        assert!(
+            !classes.is_empty() && !profiles.is_empty(),
+            "{}: no RuntimeClass or no install line",
+            file.display()
+        );
+        Examples {
+            file,
+            classes,
+            profiles,
+        }
+    }
+
+    /// containerd with CRI for `lab`, with the handlers of the install lines; every RuntimeClass's handler must
+    /// be one of them.
+    fn start_cri(&self, lab: &Lab) -> Containerd {
+        let profiles: Vec<Option<&str>> = self.profiles.iter().map(Option::as_deref).collect();
+        let d = lab.start_cri(&profiles);
+        let installed: Vec<String> = profiles.iter().map(|p| d.handler(*p)).collect();
+        for (class, handler) in &self.classes {
+            assert!(
+                installed.contains(handler),
+                "{}: RuntimeClass {class} names the handler {handler}, which no install line makes ({installed:?})",
+                self.file.display()
+            );
+        }
+        d
+    }
+
+    /// The profile the handler `handler` binds (`install containerd --profile P`), None for one that binds
+    /// none.
+    fn profile_of(&self, d: &Containerd, handler: &str) -> Option<String> {
+        self.profiles
+            .iter()
+            .find(|p| d.handler(p.as_deref()) == handler)
+            .unwrap_or_else(|| panic!("no install line makes the handler {handler}"))
+            .clone()
+    }
+
+    /// The pod of `examples/kubernetes/<name>`: one Pod whose annotations are strings (Kubernetes refuses an
+    /// unquoted `true`), whose RuntimeClass is one of `runtimeclass.yaml`.
+    fn pod(&self, name: &str) -> ExamplePod {
+        let (file, text) = example(&format!("kubernetes/{name}"));
+        let docs = yaml_documents(&file, &text);
+        assert_eq!(docs.len(), 1, "{}: one document", file.display());
+        let pod = &docs[0];
+        assert_eq!(pod["kind"].as_str(), Some("Pod"), "{}", file.display());
+        assert_eq!(pod["apiVersion"].as_str(), Some("v1"), "{}", file.display());
+        let mut annotations = BTreeMap::new();
+        if let Some(map) = pod["metadata"]["annotations"].as_mapping() {
+            for (key, value) in map {
+                let key = yaml_str(&file, key, "an annotation's name");
+                let value = yaml_str(&file, value, &format!("annotation {key}"));
+                annotations.insert(key.to_owned(), value.to_owned());
+            }
+        }
+        let class = yaml_str(
+            &file,
+            &pod["spec"]["runtimeClassName"],
+            "spec.runtimeClassName",
+        );
+        let handler = self
+            .classes
+            .iter()
+            .find(|(c, _)| c == class)
+            .map(|(_, h)| h.clone())
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: RuntimeClass {class} is not in {}",
+                    file.display(),
+                    self.file.display()
+                )
+            });
+        let containers: Vec<String> = pod["spec"]["containers"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .map(|c| yaml_str(&file, &c["name"], "a container's name").to_owned())
+            .collect();
+        assert!(
+            containers.len() >= 2,
+            "{}: two containers at least, to show that they share the pod's tunnel",
+            file.display()
+        );
+        ExamplePod {
+            name: yaml_str(&file, &pod["metadata"]["name"], "metadata.name").to_owned(),
+            file,
+            annotations,
+            handler,
+            containers,
+        }
+    }
 }
 
 /// What every app container of `pod` recorded, for failure messages.
