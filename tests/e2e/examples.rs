@@ -13,6 +13,7 @@
 //!   podman 4.3), so it is checked only against the unit above: the same image, command, name, network and
 //!   annotations.
 //! - `kubernetes/*.yaml`: `tests/e2e/kubernetes.rs` sends over CRI what these files say (with the helpers here).
+//! - The README's YAML blocks that show these examples are compared with the files.
 //!
 //! Needs root, docker.io, docker-compose, podman, runc, wireguard-go and busybox-static; fails (never skips)
 //! without them.
@@ -696,4 +697,52 @@ fn podman_quadlet_example_asks_for_the_container_the_unit_runs() {
             );
         }
     }
+}
+
+// ----- the README ------------------------------------------------------------------------------------------------
+
+/// The README's YAML blocks that show examples are the examples: its Kubernetes manifests are documents of
+/// `examples/kubernetes/` (comments aside), and its Compose service is the example's, but for its command.
+#[test]
+fn readme_shows_the_examples_as_they_are() {
+    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let text = fs::read_to_string(&readme).unwrap();
+    let blocks: Vec<String> = text
+        .split("```yaml\n")
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap().to_owned())
+        .collect();
+    let block = |needle: &str| {
+        let found: Vec<&String> = blocks.iter().filter(|b| b.contains(needle)).collect();
+        assert_eq!(found.len(), 1, "README.md: one yaml block with {needle:?}");
+        found[0].clone()
+    };
+
+    let manifests = yaml_documents(&readme, &block("kind: RuntimeClass"));
+    let mut examples = Vec::new();
+    for file in ["runtimeclass.yaml", "pod-annotated.yaml", "pod-wg-vpn.yaml"] {
+        let (path, text) = example(&format!("kubernetes/{file}"));
+        examples.extend(yaml_documents(&path, &text));
+    }
+    assert!(!manifests.is_empty());
+    for doc in &manifests {
+        assert!(
+            examples.contains(doc),
+            "README.md shows a manifest that is in no file of examples/kubernetes/:\n{}",
+            serde_norway::to_string(doc).unwrap()
+        );
+    }
+
+    let shown = yaml_documents(&readme, &block("runtime: wg-vpn"));
+    let (path, text) = example("docker-compose.yml");
+    let mut file = yaml_documents(&path, &text).remove(0);
+    let services = file["services"].as_mapping_mut().unwrap();
+    for (_, service) in services.iter_mut() {
+        service.as_mapping_mut().unwrap().remove("command");
+    }
+    assert_eq!(
+        shown,
+        [file],
+        "README.md's Compose service is not examples/docker-compose.yml's"
+    );
 }
