@@ -30,8 +30,10 @@ pub struct Policy {
     pub userspace_command: Vec<String>,
     /// `allowed_annotations`.
     pub allowed_annotations: Vec<String>,
-    /// `log_level`.
+    /// `log_level`; empty for none (the hook's default).
     pub log_level: String,
+    /// `log`: where the hook's lines go; None for none (the hook's default, syslog).
+    pub log: Option<String>,
     /// Further top-level `key = value` lines (raw TOML value text), written before the first profile table.
     pub extra_top: Vec<(String, String)>,
     /// The `[profiles.NAME]` tables, in order.
@@ -135,7 +137,12 @@ impl Policy {
             "allowed_annotations = {}\n",
             toml_list(&self.allowed_annotations)
         );
-        s += &format!("log_level = {}\n", toml_str(&self.log_level));
+        if !self.log_level.is_empty() {
+            s += &format!("log_level = {}\n", toml_str(&self.log_level));
+        }
+        if let Some(log) = &self.log {
+            s += &format!("log = {}\n", toml_str(log));
+        }
         for (key, value) in &self.extra_top {
             s += &format!("{key} = {value}\n");
         }
@@ -159,7 +166,8 @@ impl Lab {
         write_file(&self.config_path, text, 0o600);
     }
 
-    /// The default policy: one profile `lab` using `lab.conf`, userspace backend, `wg.profile` allowed.
+    /// The default policy: one profile `lab` using `lab.conf`, userspace backend, `wg.profile` allowed, the
+    /// hook's lines (debug and up) on its stderr, where the tests read them (and never in the machine's log).
     pub fn policy(&self) -> Policy {
         Policy {
             default_profile: "lab".to_owned(),
@@ -169,6 +177,7 @@ impl Lab {
             userspace_command: vec!["wireguard-go".to_owned()],
             allowed_annotations: vec!["wg.profile".to_owned()],
             log_level: "debug".to_owned(),
+            log: Some("stderr".to_owned()),
             extra_top: Vec::new(),
             profiles: vec![LabProfile::new("lab", &self.config_path)].into(),
         }
