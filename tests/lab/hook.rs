@@ -321,6 +321,38 @@ impl Lab {
         out
     }
 
+    /// `run_hook_direct` in a mount namespace of its own (private: nothing mounted there reaches the machine's),
+    /// where the shell script `setup` runs first as root (PATH set, `set -e`): mounts that only this hook, and
+    /// the daemon it starts, see. They go with the last process in the namespace.
+    pub fn run_hook_in_mount_ns(&self, setup: &str, args: &[&str], stdin: &str) -> CmdOutput {
+        let tool = |name: &str| resolve_tool(name).unwrap_or_else(|| panic!("{name} is missing"));
+        let script = format!(
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n{setup}\nexec \"$@\""
+        );
+        let mut argv: Vec<String> = vec![
+            "/usr/bin/timeout".into(),
+            COMMAND_TIMEOUT_SECS.to_string(),
+            tool("unshare"),
+            "--mount".into(),
+            "--propagation".into(),
+            "private".into(),
+            tool("sh"),
+            "-ec".into(),
+            script,
+            "sh".into(),
+            tool("nsenter"),
+            format!("--net={}", netns_path(&self.host_ns)),
+            HOOK_BIN.into(),
+        ];
+        argv.extend(args.iter().map(|s| s.to_string()));
+        // The script's PATH is a shell variable, not exported: the hook gets an empty environment, as from runc.
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]).env_clear().current_dir("/");
+        let out = output_with_stdin(cmd, stdin.as_bytes(), &argv.join(" "));
+        self.log(&out);
+        out
+    }
+
     /// Makes teardown treat `id` like a container this lab ran: whatever is left under its names is killed
     /// when the lab is dropped (for tests that run the hook directly).
     pub fn track_container_id(&self, id: &str) {
