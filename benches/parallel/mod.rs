@@ -255,7 +255,8 @@ fn hook(
     let (mut sched, mut main_sched) = Default::default();
     for line in BufReader::new(child.stderr.take().unwrap()).lines() {
         let line = line.unwrap();
-        if line.contains(" done in ") && strace.is_none() {
+        // The outcome line, the hook's last.
+        if line.contains(" outcome=") && strace.is_none() {
             (sched, main_sched) = schedstat(child.id());
         }
         lines.push((start.elapsed(), line));
@@ -353,8 +354,10 @@ fn logged(run: &Run) -> BTreeMap<&'static str, Duration> {
         if let Some(d) = ms(" ms, ended ", " ms later") {
             m.insert("nft run", d);
         }
-        if let Some(d) = ms("create-runtime done in ", " ms") {
-            m.insert("hook's own total", d);
+        if line.contains(": create-runtime container=") {
+            if let Some(d) = ms(" duration_ms=", " ") {
+                m.insert("hook's own total", d);
+            }
         }
         if let Some(n) = line
             .split(" ms (")

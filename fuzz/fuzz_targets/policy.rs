@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 use std::time::Duration;
 use wg_oci_hook::config::annotations;
-use wg_oci_hook::config::policy::{Policy, KNOWN_CHOOSABLE};
+use wg_oci_hook::config::policy::{LogDestination, Policy, KNOWN_CHOOSABLE};
 use wg_oci_hook::provider::pia::settings::check_cn;
 use wg_oci_hook::provider::pia::settings;
 
@@ -39,6 +39,12 @@ fuzz_target!(|data: &[u8]| {
                 assert!(
                     KNOWN_CHOOSABLE.contains(&a.as_str()),
                     "allowed annotation {a:?}"
+                );
+            }
+            if let LogDestination::File(file) = &policy.log {
+                assert!(
+                    file.is_absolute() && !file.as_os_str().as_encoded_bytes().contains(&0),
+                    "log file {file:?}"
                 );
             }
             assert!(!policy.profiles.is_empty(), "a policy without profiles");

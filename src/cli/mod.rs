@@ -95,19 +95,17 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
             }
         }
         Work::Hook { create, state } => {
-            logging::init(policy.log_level);
+            logging::init_hook(&policy);
             let (stage, result) = if create {
                 let result = hook::create_runtime(&state, &policy, args.profile.as_deref());
-                ("create-runtime", result.map(drop))
+                (logging::Stage::CreateRuntime, result.map(Some))
             } else {
-                ("poststop", hook::poststop(&state, &policy))
+                (logging::Stage::Poststop, hook::poststop(&state, &policy))
             };
+            let profile = args.profile.as_deref();
+            logging::outcome(stage, &state, &policy, profile, started, &result);
             match result {
-                Ok(()) => {
-                    let ms = started.elapsed().as_secs_f64() * 1e3;
-                    log::info!("container {}: {stage} done in {ms:.3} ms", state.id);
-                    ExitCode::SUCCESS
-                }
+                Ok(_) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }
         }

@@ -62,13 +62,61 @@ pub struct Policy {
     pub runtime: String,
     pub allowed_annotations: Vec<String>,
     pub log_level: Option<log::LevelFilter>,
+    /// Where the hook's log lines go (`log`).
+    pub log: LogDestination,
     /// Bound on resolving each Endpoint host name of a wg-quick profile.
     pub resolve_timeout: Duration,
     /// Bound on the whole createRuntime; below the engine's hook timeout (`deadline::HOOK_TIMEOUT`).
     pub create_timeout: Duration,
     pub profiles: BTreeMap<String, Profile>,
-    /// The line of each of `backend`, `userspace_command` and `nft_command` the policy sets, for `check`.
+    /// The line of each of `backend`, `userspace_command`, `nft_command` and `log` the policy sets, for `check`.
     pub lines: BTreeMap<&'static str, usize>,
+}
+
+/// Where the hook's log lines go: the policy's `log`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LogDestination {
+    /// systemd-journald's native protocol, with structured fields.
+    Journald,
+    /// `/dev/log`, RFC 3164 as syslog(3) writes it: journald listens there on a systemd host, rsyslog elsewhere.
+    #[default]
+    Syslog,
+    /// A file of our own, appended to: an absolute path.
+    File(PathBuf),
+    /// The hook's stderr, which the engine shows only when the hook fails.
+    Stderr,
+}
+
+impl LogDestination {
+    fn parse(text: &str) -> Result<LogDestination, String> {
+        match text {
+            "journald" => Ok(LogDestination::Journald),
+            "syslog" => Ok(LogDestination::Syslog),
+            "stderr" => Ok(LogDestination::Stderr),
+            _ => match text.strip_prefix("file:") {
+                Some(path) if path.starts_with('/') && !path.ends_with('/') && !path.contains('\0') => {
+                    Ok(LogDestination::File(PathBuf::from(path)))
+                }
+                Some(_) => Err(format!(
+                    "log: {text:?}: the file must be an absolute path, such as \"file:/var/log/wg-oci-hook.log\""
+                )),
+                None => Err(format!(
+                    "log: {text:?}: expected \"journald\", \"syslog\", \"stderr\" or \"file:/absolute/path\""
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for LogDestination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LogDestination::Journald => f.write_str("journald"),
+            LogDestination::Syslog => f.write_str("syslog"),
+            LogDestination::File(path) => write!(f, "file:{}", path.display()),
+            LogDestination::Stderr => f.write_str("stderr"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +187,7 @@ struct RawPolicy {
     #[serde(default)]
     allowed_annotations: Vec<Spanned<String>>,
     log_level: Option<Spanned<String>>,
+    log: Option<Spanned<String>>,
     resolve_timeout: Option<Spanned<u64>>,
     create_timeout: Option<Spanned<u64>>,
     #[serde(default)]
@@ -233,6 +282,7 @@ impl Policy {
                 raw.userspace_command.as_ref().map(Spanned::span),
             ),
             ("nft_command", raw.nft_command.as_ref().map(Spanned::span)),
+            ("log", raw.log.as_ref().map(Spanned::span)),
         ] {
             if let Some(span) = span {
                 lines.insert(key, line_of(span));
@@ -303,6 +353,10 @@ impl Policy {
                 }
             },
             None => None,
+        };
+        let log = match raw.log {
+            Some(log) => LogDestination::parse(log.get_ref()).map_err(|e| at(log.span(), &e))?,
+            None => LogDestination::default(),
         };
         let (resolve_timeout, create_timeout) =
             timeouts(raw.resolve_timeout, raw.create_timeout, &at)?;
@@ -413,6 +467,7 @@ impl Policy {
             runtime,
             allowed_annotations,
             log_level,
+            log,
             resolve_timeout,
             create_timeout,
             profiles,
@@ -931,6 +986,50 @@ config = "work.conf"
         assert!(err("[profiles.vpn]\n").contains("missing config"));
         assert!(err("[profiles.\"../x\"]\nconfig = \"a\"\n").contains("profile name"));
         assert!(err("backend = \"auto\"\n").contains("no [profiles.NAME]"));
+    }
+
+    #[test]
+    fn log_names_a_destination_syslog_by_default() {
+        assert_eq!(parse(MINIMAL).unwrap().log, LogDestination::Syslog);
+        for (value, expected) in [
+            ("journald", LogDestination::Journald),
+            ("syslog", LogDestination::Syslog),
+            ("stderr", LogDestination::Stderr),
+            (
+                "file:/var/log/wg-oci-hook.log",
+                LogDestination::File(PathBuf::from("/var/log/wg-oci-hook.log")),
+            ),
+        ] {
+            let p = parse(&format!("log = \"{value}\"\n{MINIMAL}")).unwrap();
+            assert_eq!(p.log, expected);
+            assert_eq!(p.log.to_string(), value);
+            assert_eq!(p.lines["log"], 1);
+        }
+        for (value, needle) in [
+            (
+                "\"journal\"",
+                ":2:7: log: \"journal\": expected \"journald\", \"syslog\", \"stderr\" or \"file:/absolute/path\"",
+            ),
+            ("\"Syslog\"", ":2:7: log: \"Syslog\": expected"),
+            ("\"\"", ":2:7: log: \"\": expected"),
+            (
+                "\"file:var/log/hook.log\"",
+                ":2:7: log: \"file:var/log/hook.log\": the file must be an absolute path",
+            ),
+            ("\"file:\"", ":2:7: log: \"file:\": the file must be an absolute path"),
+            ("\"file:/var/log/\"", "the file must be an absolute path"),
+            ("\"file:/a\\u0000b\"", "the file must be an absolute path"),
+            ("\"/var/log/hook.log\"", "expected \"journald\""),
+            ("1", ":2:7: "),
+            ("[\"syslog\"]", ":2:7: "),
+        ] {
+            let e = err(&format!("log_level = \"info\"\nlog = {value}\n{MINIMAL}"));
+            assert!(e.contains(needle), "{value}: {e}");
+            assert!(e.starts_with("/etc/wg-oci-hook/policy.toml:2:"), "{e}");
+        }
+        // Top level only.
+        let e = err("[profiles.vpn]\nconfig = \"a\"\nlog = \"syslog\"\n");
+        assert!(e.contains(":3:1: unknown field `log`"), "{e}");
     }
 
     #[test]

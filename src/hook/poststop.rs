@@ -1,6 +1,6 @@
 //! poststop: the container leaves its tunnel; the tunnel goes with its last member, or with the pod's sandbox.
 
-use super::record::StateDir;
+use super::record::{Record, StateDir};
 use super::teardown;
 use super::{HookError, Step};
 use crate::config::policy::Policy;
@@ -13,13 +13,13 @@ use log::{debug, info};
 /// pod's sandbox). Idempotent: a container that is no member (poststop twice, or with no createRuntime, or
 /// after a failed one) has nothing to do. Works when the container's netns is already gone (podman runs poststop
 /// after removing it) and when it lives on (a pod's). The record is removed even when a step fails, and the
-/// failure is reported.
-pub fn poststop(state: &ContainerState, policy: &Policy) -> Result<(), HookError> {
+/// failure is reported. Returns the record of the tunnel it left, if it was on one (for the outcome line).
+pub fn poststop(state: &ContainerState, policy: &Policy) -> Result<Option<Record>, HookError> {
     let id = state.id.as_str();
     leave(state, policy).map_err(|e| e.of(id))
 }
 
-fn leave(state: &ContainerState, policy: &Policy) -> Result<(), super::StepError> {
+fn leave(state: &ContainerState, policy: &Policy) -> Result<Option<Record>, super::StepError> {
     let id = state.id.as_str();
     let dir = StateDir::open(&policy.state_dir).step("opening the state directory")?;
     // The container's netns, when runc still names a live init (a shared netns, a poststop run by hand).
@@ -32,10 +32,10 @@ fn leave(state: &ContainerState, policy: &Policy) -> Result<(), super::StepError
         // A hook before version 3 kept one record per container.
         let Some(record) = dir.load_legacy(id).step("reading the state record")? else {
             debug!("container {id}: poststop: no tunnel of ours");
-            return Ok(());
+            return Ok(None);
         };
         let failures = teardown::tear_down(&dir, policy, &record, ns().as_ref(), Some(id));
-        return report(id, failures);
+        return report(id, failures).map(|()| Some(record));
     };
     let deadline = Deadline::after(policy.create_timeout, "create_timeout");
     let lock = dir
@@ -48,7 +48,7 @@ fn leave(state: &ContainerState, policy: &Policy) -> Result<(), super::StepError
         if dir.load(&key).ok().flatten().is_none() {
             let _ = dir.remove_lock(&key, lock);
         }
-        return Ok(());
+        return Ok(None);
     };
     let others_run = record.member_runs_besides(Some(id));
     let is_sandbox = record.member(id).is_some_and(|m| m.sandbox);
@@ -69,13 +69,13 @@ fn leave(state: &ContainerState, policy: &Policy) -> Result<(), super::StepError
                 record.member_ids()
             );
         }
-        return report_leave(failures);
+        return report_leave(failures).map(|()| Some(record));
     }
     let mut failures = teardown::tear_down(&dir, policy, &record, ns().as_ref(), Some(id));
     if let Err(e) = dir.remove_lock(&key, lock) {
         failures.push(format!("removing the lock file: {e}"));
     }
-    report(id, failures)
+    report(id, failures).map(|()| Some(record))
 }
 
 fn report(id: &str, failures: Vec<String>) -> Result<(), super::StepError> {

@@ -6,6 +6,7 @@ pub mod command;
 pub mod container_file;
 pub mod deadline;
 pub mod lock;
+pub mod log_sink;
 pub mod names;
 pub mod netlink;
 pub mod netns;

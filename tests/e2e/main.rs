@@ -29,6 +29,7 @@ mod inbound;
 mod kernel_vm;
 mod kubernetes;
 mod leaks;
+mod logs;
 mod many;
 mod pia;
 mod pia_lab;

@@ -30,8 +30,10 @@ pub struct Policy {
     pub userspace_command: Vec<String>,
     /// `allowed_annotations`.
     pub allowed_annotations: Vec<String>,
-    /// `log_level`.
+    /// `log_level`; empty for none (the hook's default).
     pub log_level: String,
+    /// `log`: where the hook's lines go; None for none (the hook's default, syslog).
+    pub log: Option<String>,
     /// Further top-level `key = value` lines (raw TOML value text), written before the first profile table.
     pub extra_top: Vec<(String, String)>,
     /// The `[profiles.NAME]` tables, in order.
@@ -135,7 +137,12 @@ impl Policy {
             "allowed_annotations = {}\n",
             toml_list(&self.allowed_annotations)
         );
-        s += &format!("log_level = {}\n", toml_str(&self.log_level));
+        if !self.log_level.is_empty() {
+            s += &format!("log_level = {}\n", toml_str(&self.log_level));
+        }
+        if let Some(log) = &self.log {
+            s += &format!("log = {}\n", toml_str(log));
+        }
         for (key, value) in &self.extra_top {
             s += &format!("{key} = {value}\n");
         }
@@ -159,7 +166,8 @@ impl Lab {
         write_file(&self.config_path, text, 0o600);
     }
 
-    /// The default policy: one profile `lab` using `lab.conf`, userspace backend, `wg.profile` allowed.
+    /// The default policy: one profile `lab` using `lab.conf`, userspace backend, `wg.profile` allowed, the
+    /// hook's lines (debug and up) on its stderr, where the tests read them (and never in the machine's log).
     pub fn policy(&self) -> Policy {
         Policy {
             default_profile: "lab".to_owned(),
@@ -169,6 +177,7 @@ impl Lab {
             userspace_command: vec!["wireguard-go".to_owned()],
             allowed_annotations: vec!["wg.profile".to_owned()],
             log_level: "debug".to_owned(),
+            log: Some("stderr".to_owned()),
             extra_top: Vec::new(),
             profiles: vec![LabProfile::new("lab", &self.config_path)].into(),
         }
@@ -307,6 +316,38 @@ impl Lab {
             .env_clear()
             .envs(env.iter().copied())
             .current_dir("/");
+        let out = output_with_stdin(cmd, stdin.as_bytes(), &argv.join(" "));
+        self.log(&out);
+        out
+    }
+
+    /// `run_hook_direct` in a mount namespace of its own (private: nothing mounted there reaches the machine's),
+    /// where the shell script `setup` runs first as root (PATH set, `set -e`): mounts that only this hook, and
+    /// the daemon it starts, see. They go with the last process in the namespace.
+    pub fn run_hook_in_mount_ns(&self, setup: &str, args: &[&str], stdin: &str) -> CmdOutput {
+        let tool = |name: &str| resolve_tool(name).unwrap_or_else(|| panic!("{name} is missing"));
+        let script = format!(
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n{setup}\nexec \"$@\""
+        );
+        let mut argv: Vec<String> = vec![
+            "/usr/bin/timeout".into(),
+            COMMAND_TIMEOUT_SECS.to_string(),
+            tool("unshare"),
+            "--mount".into(),
+            "--propagation".into(),
+            "private".into(),
+            tool("sh"),
+            "-ec".into(),
+            script,
+            "sh".into(),
+            tool("nsenter"),
+            format!("--net={}", netns_path(&self.host_ns)),
+            HOOK_BIN.into(),
+        ];
+        argv.extend(args.iter().map(|s| s.to_string()));
+        // The script's PATH is a shell variable, not exported: the hook gets an empty environment, as from runc.
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]).env_clear().current_dir("/");
         let out = output_with_stdin(cmd, stdin.as_bytes(), &argv.join(" "));
         self.log(&out);
         out

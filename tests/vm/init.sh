@@ -68,7 +68,7 @@ EOF
 umask 022
 policy() { # NAME BACKEND [LINE...]: the profile "lab" on that backend; further LINEs go into the profile
   name=$1 backend=$2; shift 2
-  { printf 'default_profile = "lab"\nstate_dir = "/run/wgoh"\nbackend = "%s"\nlog_level = "info"\n[profiles.lab]\nconfig = "/etc/wgoh/lab.conf"\n' \
+  { printf 'default_profile = "lab"\nstate_dir = "/run/wgoh"\nbackend = "%s"\nlog_level = "info"\nlog = "stderr"\n[profiles.lab]\nconfig = "/etc/wgoh/lab.conf"\n' \
       "$backend"; for line in "$@"; do echo "$line"; done; } > "/etc/wgoh/$name.toml"
 }
 policy kernel kernel # the kill switch on, as by default
@@ -218,7 +218,7 @@ for round in 1 2 3 4 5 6 7; do
   for backend in kernel userspace; do
     unshare -n -m sleep 60 & sleeper=$!; sleep 0.3
     log=$(hook_direct create-runtime "$backend" "t$round$backend" "$sleeper" 2>&1)
-    ms=$(echo "$log" | sed -n 's/.*create-runtime done in \([0-9.]*\) ms.*/\1/p')
+    ms=$(echo "$log" | sed -n 's/.*create-runtime container=.* duration_ms=\([0-9.]*\) outcome=ok.*/\1/p')
     [ -n "$ms" ] && say TIMING "$backend" "$ms" || say RESULT "timing_$backend" FAIL "$log"
     hook_direct poststop "$backend" "t$round$backend" "$sleeper" >/dev/null 2>&1
     kill "$sleeper"
