@@ -310,6 +310,7 @@ fn status_shows_live_userspace_tunnels_as_their_devices_see_them() {
         assert!(cell(&table[0], "CONTAINER").starts_with(expected), "{out}");
     }
     let out = status(&lab, &[short(&b), "--json"]);
+    println!("{out}");
     assert_eq!(exit_code(&out), Some(0), "{out}");
     let v = json(&out);
     assert_eq!(v["tunnels"].as_array().unwrap().len(), 1, "{out}");
