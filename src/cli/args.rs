@@ -48,8 +48,11 @@ pub enum Command {
         long_about = "Shows the live tunnels of the policy's state dir: their containers, profile, backend, \
                       interface, addresses, endpoint, latest handshake, bytes received and sent, whether the \
                       userspace daemon runs, and the forwarded port (PIA). It asks each device (the kernel \
-                      over netlink, wireguard-go over its socket) and changes nothing. Exit 1 when a tunnel \
-                      named by ID is not there."
+                      over netlink inside the container's network namespace, wireguard-go over its socket) \
+                      and changes nothing. A tunnel none of whose containers runs is not listed (gc takes it \
+                      down). Exit 0 when every tunnel shown is healthy; 1 when one is not (its daemon dead or \
+                      not answering, its interface gone or down, its port-forwarding helper gone: a line on \
+                      stderr each), when ID names no live tunnel, or when the state dir cannot be read."
     )]
     Status(StatusArgs),
 
@@ -86,7 +89,7 @@ pub enum Command {
 
 #[derive(Debug, PartialEq, Eq, Args)]
 pub struct StatusArgs {
-    /// Only the tunnel of this container (full or short id)
+    /// Only the tunnel of this container (its full id, or the start of it: the short id engines print)
     #[arg(value_name = "CONTAINER-ID", value_parser = container_id)]
     pub id: Option<String>,
 

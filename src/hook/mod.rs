@@ -22,6 +22,7 @@ mod tests;
 
 pub use create::create_runtime;
 pub use poststop::poststop;
+pub use teardown::find_netns;
 
 use std::fmt::Display;
 

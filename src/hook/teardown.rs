@@ -169,7 +169,7 @@ pub fn other_writer(
 }
 
 /// The tunnel's netns, if it still exists: through the engine's path to it, or a member that still runs.
-fn find_netns(record: &Record) -> Option<NetNs> {
+pub fn find_netns(record: &Record) -> Option<NetNs> {
     let id = record.netns?;
     if let Some(ns) = record
         .netns_path

@@ -7,7 +7,7 @@
 use futures::TryStreamExt;
 use ipnetwork::IpNetwork;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::route::{
     RouteAttribute, RouteMessage, RouteMetric, RouteProtocol, RouteScope, RouteType,
 };
@@ -67,6 +67,11 @@ impl Netlink {
         }
     }
 
+    /// Whether `link` is administratively up (IFF_UP, as `ip link set up` sets it).
+    pub fn is_up(link: &LinkMessage) -> bool {
+        link.header.flags.contains(LinkFlags::Up)
+    }
+
     pub fn index_of(&self, name: &str) -> io::Result<Option<u32>> {
         Ok(self.link_by_name(name)?.map(|l| l.header.index))
     }
@@ -80,6 +85,38 @@ impl Netlink {
                 _ => None,
             })
         }))
+    }
+
+    /// The addresses of link `index` with their prefix lengths (as `ip addr show` lists them).
+    pub fn addresses(&self, index: u32) -> io::Result<Vec<IpNetwork>> {
+        let mut replies = std::pin::pin!(self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute());
+        let mut found = Vec::new();
+        while let Some(message) = self.block_on(replies.try_next()).map_err(nl_err)? {
+            // IFA_LOCAL is the address itself; IFA_ADDRESS is the peer's on a point-to-point link.
+            let ip = message
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    AddressAttribute::Local(ip) => Some(*ip),
+                    _ => None,
+                })
+                .or_else(|| {
+                    message.attributes.iter().find_map(|a| match a {
+                        AddressAttribute::Address(ip) => Some(*ip),
+                        _ => None,
+                    })
+                });
+            if let Some(net) = ip.and_then(|ip| IpNetwork::new(ip, message.header.prefix_len).ok())
+            {
+                found.push(net);
+            }
+        }
+        Ok(found)
     }
 
     /// Creates a kernel WireGuard link. Fails with EOPNOTSUPP when the kernel has no WireGuard.

@@ -1,15 +1,22 @@
 //! Kernel WireGuard: the link is created with rtnetlink, then configured through wireguard-control's
 //! generic-netlink backend, both in the calling thread's netns (the host side).
 
-use super::DeviceConfig;
+use super::{DeviceConfig, DeviceState, PeerState};
+use crate::wg::key::Key;
+use ipnetwork::IpNetwork;
 use std::io;
-use wireguard_control::{Backend, DeviceUpdate, InterfaceName, Key as WgKey, PeerConfigBuilder};
+use wireguard_control::{
+    Backend, Device, DeviceUpdate, InterfaceName, Key as WgKey, PeerConfigBuilder,
+};
+
+fn interface_name(name: &str) -> io::Result<InterfaceName> {
+    name.parse()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "invalid interface name"))
+}
 
 /// Applies the device configuration to an existing kernel WireGuard link named `name`.
 pub fn configure(name: &str, config: &DeviceConfig) -> io::Result<()> {
-    let iface: InterfaceName = name
-        .parse()
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "invalid interface name"))?;
+    let iface = interface_name(name)?;
     let mut update = DeviceUpdate::new()
         .set_private_key(WgKey(*config.private_key.as_bytes()))
         .replace_peers();
@@ -37,4 +44,52 @@ pub fn configure(name: &str, config: &DeviceConfig) -> io::Result<()> {
         update = update.add_peer(builder);
     }
     update.apply(&iface, Backend::Kernel)
+}
+
+/// Reads the kernel WireGuard device `name` of the calling thread's netns (WG_CMD_GET_DEVICE) and changes
+/// nothing. The kernel's answer holds the private and preshared keys: wireguard-control parses them into its
+/// `Device`, and they are wiped there before this returns (the netlink library's own receive buffers are out of
+/// our reach).
+pub fn get(name: &str) -> io::Result<DeviceState> {
+    let mut device = Device::get(&interface_name(name)?, Backend::Kernel)?;
+    if let Some(key) = device.private_key.as_mut() {
+        wipe(key);
+    }
+    device.private_key = None;
+    let peers = device
+        .peers
+        .iter_mut()
+        .map(|peer| {
+            if let Some(key) = peer.config.preshared_key.as_mut() {
+                wipe(key);
+            }
+            peer.config.preshared_key = None;
+            PeerState {
+                public_key: Key::from_bytes(peer.config.public_key.0),
+                endpoint: peer.config.endpoint,
+                allowed_ips: peer
+                    .config
+                    .allowed_ips
+                    .iter()
+                    .filter_map(|ip| IpNetwork::new(ip.address, ip.cidr).ok())
+                    .collect(),
+                last_handshake: peer.stats.last_handshake_time,
+                rx_bytes: peer.stats.rx_bytes,
+                tx_bytes: peer.stats.tx_bytes,
+                persistent_keepalive: peer.config.persistent_keepalive_interval.filter(|&s| s > 0),
+            }
+        })
+        .collect();
+    Ok(DeviceState {
+        listen_port: device.listen_port,
+        peers,
+    })
+}
+
+fn wipe(key: &mut WgKey) {
+    for b in key.0.iter_mut() {
+        // SAFETY: a valid, aligned &mut u8. Volatile so the wipe is not optimised away.
+        unsafe { std::ptr::write_volatile(b, 0) };
+    }
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
 }

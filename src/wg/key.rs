@@ -33,6 +33,25 @@ impl Key {
         STANDARD.encode(self.0)
     }
 
+    /// Exactly 64 hex digits (either case), as the UAPI writes keys.
+    pub fn from_hex(s: &str) -> Option<Key> {
+        let digits = s.as_bytes();
+        if digits.len() != 64 {
+            return None;
+        }
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        };
+        let mut bytes = [0u8; 32];
+        for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+            *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+        }
+        Some(Key(bytes))
+    }
+
     /// Lowercase hex, the UAPI format.
     pub fn to_hex(&self) -> String {
         const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -79,6 +98,8 @@ mod tests {
             "c809f3e5317e9575c9b5ed78b638b7ce530dabe85ddab6142202418 01ddf0669".replace(' ', "")
         );
         assert!(!key.is_zero());
+        assert_eq!(Key::from_hex(&key.to_hex()).unwrap(), key);
+        assert_eq!(Key::from_hex(&key.to_hex().to_uppercase()).unwrap(), key);
     }
 
     #[test]
@@ -92,6 +113,15 @@ mod tests {
             "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==",
         ] {
             assert!(Key::from_base64(s).is_none(), "{s:?}");
+        }
+        for s in [
+            "",
+            "0",
+            &"0".repeat(63),
+            &"0".repeat(65),
+            &format!("{}g", "0".repeat(63)),
+        ] {
+            assert!(Key::from_hex(s).is_none(), "{s:?}");
         }
     }
 

@@ -10,6 +10,7 @@ pub mod userspace;
 use crate::wg::key::Key;
 use ipnetwork::IpNetwork;
 use std::net::SocketAddr;
+use std::time::SystemTime;
 
 /// Everything WireGuard itself needs; addresses, routes and DNS are applied by the caller.
 pub struct DeviceConfig {
@@ -24,6 +25,26 @@ pub struct PeerConfig {
     pub preshared_key: Option<Key>,
     pub endpoint: Option<SocketAddr>,
     pub allowed_ips: Vec<IpNetwork>,
+    pub persistent_keepalive: Option<u16>,
+}
+
+/// What a device says of itself when asked (`wg show`'s view), from either backend: never a private or
+/// preshared key, which both answers carry and the readers drop as they parse.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DeviceState {
+    pub listen_port: Option<u16>,
+    pub peers: Vec<PeerState>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct PeerState {
+    pub public_key: Key,
+    pub endpoint: Option<SocketAddr>,
+    pub allowed_ips: Vec<IpNetwork>,
+    /// None: no handshake yet.
+    pub last_handshake: Option<SystemTime>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
     pub persistent_keepalive: Option<u16>,
 }
 

@@ -122,8 +122,11 @@ fn the_next_start_sweeps_a_killed_start_and_takes_its_lease() {
         .assert_success("the next start");
     lab.assert_nothing_left(&dead);
     let listed = status(&lab).assert_success("status").stdout.clone();
+    let rows: Vec<&str> = listed.lines().skip(1).collect();
     assert!(
-        listed.starts_with(&next) && listed.lines().count() == 1,
+        listed.starts_with("CONTAINER ")
+            && rows.len() == 1
+            && rows[0].starts_with(&format!("{next} ")),
         "{listed}"
     );
     lab.run_hook_direct(&["--policy", &policy, "poststop"], &state)
@@ -156,7 +159,15 @@ fn a_tunnel_whose_netns_was_deleted_behind_its_back_is_not_listed_and_gc_removes
     let policy = lab.policy_path.to_string_lossy().into_owned();
     lab.run_hook_direct(&["--policy", &policy, "create-runtime"], &state)
         .assert_success("create-runtime");
-    assert!(status(&lab).stdout.starts_with(&id), "{}", status(&lab));
+    let listed = status(&lab);
+    assert!(
+        listed
+            .stdout
+            .lines()
+            .nth(1)
+            .is_some_and(|row| row.starts_with(&format!("{id} "))),
+        "{listed}"
+    );
     // The container dies without its poststop, and its netns is deleted.
     let _ = init.kill();
     let _ = init.wait();

@@ -73,6 +73,17 @@ fn kernel_teardown_leaves_no_link_and_no_record() {
 }
 
 #[test]
+fn kernel_status_reads_the_device_from_inside_the_netns() {
+    assert_passed(&[
+        "kernel_status_table",
+        "kernel_status_json",
+        "kernel_status_no_key",
+        "kernel_status_link_gone",
+        "kernel_status_link_gone_json",
+    ]);
+}
+
+#[test]
 fn kernel_failure_after_the_link_exists_rolls_back() {
     assert_passed(&[
         "kernel_failure_fails_start",

@@ -37,3 +37,4 @@ mod podman;
 mod runtime_wrapper;
 mod shared_netns;
 mod state_dir;
+mod status;

@@ -391,18 +391,38 @@ fn port_forwarding_writes_the_port_and_keeps_binding() {
         format!("{PIA_PF_PORT}\n")
     );
     let policy_path = lab.policy_path.to_string_lossy().into_owned();
-    let status = lab.run(&[HOOK_BIN, "--policy", &policy_path, "status"]);
-    status.assert_success("wg-oci-hook status");
-    let line = status
-        .stdout
-        .lines()
-        .find(|l| l.starts_with(&cid))
+    let status = lab.run(&[HOOK_BIN, "--policy", &policy_path, "status", "--json"]);
+    status.assert_success("wg-oci-hook status --json");
+    let report: serde_json::Value = serde_json::from_str(&status.stdout).expect("status --json");
+    let tunnel = report["tunnels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["containers"][0] == cid.as_str())
         .unwrap_or_else(|| panic!("{status}"));
-    assert!(
-        line.contains(&format!("port={PIA_PF_PORT}")) && line.contains("region=lab_a"),
+    let shown = &tunnel["pia"];
+    assert_eq!(
+        (&shown["port"], &shown["region"], &shown["port_file"]),
+        (
+            &PIA_PF_PORT.into(),
+            &"lab_a".into(),
+            &"/run/pia-port".into()
+        ),
         "{status}"
     );
-    assert!(line.contains(":running"), "the helper is alive\n{status}");
+    assert_eq!(shown["helper"], "running", "the helper is alive\n{status}");
+    assert_eq!(tunnel["healthy"], true, "{status}");
+    let table = lab.run(&[HOOK_BIN, "--policy", &policy_path, "status", &cid]);
+    table.assert_success("wg-oci-hook status ID");
+    assert!(
+        table
+            .stdout
+            .lines()
+            .nth(1)
+            .is_some_and(|row| row.starts_with(&cid[..12])
+                && row.trim_end().ends_with(&format!("  {PIA_PF_PORT}"))),
+        "the table's PORT column\n{table}"
+    );
     let helpers = port_forward_helpers(&key);
     assert_eq!(helpers.len(), 2, "a supervisor and its worker: {helpers:?}");
 

@@ -171,6 +171,44 @@ check kernel_listen_port_on_the_wire "the server saw $seen" sh -c "echo '$seen' 
 check kernel_fwmark "fwmark is $mark" [ "$mark" = 0x42 ]
 check kernel_running_has_record "no state record while running" [ -s "$(record_of long)" ]
 check kernel_record_has_no_key "the record holds the private key" sh -c "! grep -q \"\$(cat /tmp/client.key)\" \"\$0\"" "$(record_of long)"
+# wg-oci-hook status asks the kernel for the device from inside the container's netns: text and JSON.
+status_of() { /bin/wg-oci-hook status --policy /etc/wgoh/kernel.toml "$@" 2>&1; }
+st=$(status_of); st_rc=$?; echo "$st" | show
+stj=$(status_of long --json); stj_rc=$?; echo "$stj" | show
+status_table_ok() {
+  [ "$st_rc" = 0 ] && echo "$st" | head -n 1 | grep -qE '^CONTAINER +PROFILE +BACKEND +INTERFACE +ADDRESSES +ENDPOINT +HANDSHAKE +RX +TX +DAEMON +PORT$' || return 1
+  row=$(echo "$st" | grep '^long ') || return 1
+  echo "$row" | grep -qE '^long +lab +kernel +wg0 +10\.77\.0\.2/32,fd77::2/128 +198\.18\.0\.2:51820 +[0-9a-z]+ ago +[0-9.]+ (B|KiB) +[0-9.]+ (B|KiB) +kernel +-$'
+}
+status_json_ok() {
+  [ "$stj_rc" = 0 ] || return 1
+  for field in '"ok":true' '"containers":["long"]' '"backend":"kernel"' '"link":"up"' \
+    '"addresses":["10.77.0.2/32","fd77::2/128"]' '"daemon":null' '"listen_port":51999' \
+    "\"public_key\":\"$server_pub\"" '"endpoint":"198.18.0.2:51820"' '"allowed_ips":["0.0.0.0/0","::/0"]' \
+    '"healthy":true' '"problems":[]' '"dead_tunnels":0'; do
+    echo "$stj" | grep -qF "$field" || { echo "missing $field" | show; return 1; }
+  done
+  echo "$stj" | grep -qE '"latest_handshake":[1-9][0-9]*,"handshake_age_seconds":[0-9]+,"rx_bytes":[1-9][0-9]*,"tx_bytes":[1-9][0-9]*'
+}
+hex_of() { base64 -d < "$1" | od -An -tx1 | tr -d ' \n'; }
+status_no_key() {
+  for secret in "$(cat /tmp/client.key)" "$(cat /tmp/psk)" "$(hex_of /tmp/client.key)" "$(hex_of /tmp/psk)"; do
+    [ ${#secret} -ge 44 ] || return 1
+    echo "$st$stj" | grep -qF "$secret" && return 1
+  done
+  return 0
+}
+check kernel_status_table "status's row is not what the device says: $(echo "$st" | tail -n 1)" status_table_ok
+check kernel_status_json "status --json lacks what the device says" status_json_ok
+check kernel_status_no_key "status printed a private or preshared key" status_no_key
+# wg0 deleted inside the container: the tunnel is shown broken, and status exits 1.
+nsenter -t "$pid" -n /usr/bin/ip link del wg0
+gone=$(status_of); gone_rc=$?; echo "$gone" | show
+gonej=$(status_of long --json); gonej_rc=$?; echo "$gonej" | show
+check kernel_status_link_gone "exit $gone_rc: $(echo "$gone" | tail -n 2 | tr '\n' ' ')" sh -c \
+  "[ $gone_rc = 1 ] && echo \"\$0\" | grep -qE '^long +lab +kernel +wg0 \(gone\) +- +- +- +- +- +kernel +-$' && echo \"\$0\" | grep -qx 'wg-oci-hook: tunnel of long: wg0 is gone from its network namespace'" "$gone"
+check kernel_status_link_gone_json "exit $gonej_rc" sh -c \
+  "[ $gonej_rc = 1 ] && echo \"\$0\" | grep -qF '\"ok\":false' && echo \"\$0\" | grep -qF '\"link\":\"gone\"' && echo \"\$0\" | grep -qF '\"healthy\":false'" "$gonej"
 runc_ kill long KILL; sleep 1; runc_ delete -f long
 check kernel_teardown_after_kill "a link or record is left after delete" sh -c "! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(find /run/wgoh -type f ! -path '/run/wgoh/leases/*.lock' 2>/dev/null)\" ]"
 
