@@ -193,11 +193,16 @@ fn with_our_annotations(array: Option<&Array>) -> Array {
     array
 }
 
-/// Newlines and the indentation of the last line of a decor's prefix: how a table or key is laid out, without the
-/// comments that were there.
+/// The blank lines before a decor's prefix's first comment (if any) and the indentation of its last line: how a
+/// table or key is laid out, without the comments that were there.
 fn layout(prefix: Option<&str>) -> (usize, String) {
     let prefix = prefix.unwrap_or_default();
-    let newlines = prefix.matches('\n').count();
+    let newlines = prefix
+        .split(|c: char| !c.is_whitespace())
+        .next()
+        .unwrap_or_default()
+        .matches('\n')
+        .count();
     let indent = prefix.rsplit('\n').next().unwrap_or_default();
     let indent = if indent.chars().all(|c| c == ' ' || c == '\t') {
         indent
@@ -725,6 +730,25 @@ mod tests {
         let installed = round_trip("debian", V2_DEBIAN, 2);
         assert!(installed.starts_with(V2_DEBIAN), "{installed}");
         assert!(installed[V2_DEBIAN.len()..].starts_with("\n# wg-oci-hook: "));
+    }
+
+    #[test]
+    fn a_second_handler_is_laid_out_like_the_first() {
+        let config = Config::new("second", Some(V2_DEBIAN));
+        config.install("wg", RUNTIME);
+        let first = config.text();
+        config.install("wg-vpn", "/usr/local/bin/wg-oci-runtime@vpn");
+        let second = config.text();
+        let added = &second[first.len()..];
+        assert!(second.starts_with(&first), "{second}");
+        assert!(
+            added.starts_with("\n# wg-oci-hook: pods of RuntimeClass handler \"wg-vpn\""),
+            "{added:?}"
+        );
+        assert_eq!(
+            &first[V2_DEBIAN.len()..],
+            added.replace("wg-vpn", "wg").replace("@vpn", "")
+        );
     }
 
     #[test]
