@@ -26,6 +26,7 @@ mod docker_lab;
 mod enable;
 mod examples;
 mod inbound;
+mod install;
 mod kernel_vm;
 mod kubernetes;
 mod leaks;

@@ -14,10 +14,10 @@
 //! - CNI from Debian's containernetworking-plugins (`/usr/lib/cni`): a bridge + host-local conflist under the lab
 //!   dir, subnet [`CNI_SUBNET`] (inside the lab's 198.18.0.0/15, which only the lab's namespaces carry; the
 //!   bridge lives in the lab's host netns, nothing is masqueraded), IPAM data under the lab dir;
-//! - the runtime handlers that `wg-oci-hook install containerd [--profile P]` (the built binary) prints,
-//!   appended verbatim to config.toml: `BinaryName` is the built `wg-oci-runtime` (or its `@P` link beside it),
-//!   which finds the built hook beside itself; `WG_OCI_HOOK_POLICY` in containerd's environment (so its shims'
-//!   and the wrapper's) is the lab's policy.
+//! - the runtime handlers that `wg-oci-hook install containerd --config <lab>/k8s/config.toml [--profile P]` (the
+//!   built binary, run twice each) edits into that config.toml: `BinaryName` is the built `wg-oci-runtime` (or its
+//!   `@P` link beside it), which finds the built hook beside itself, and the lab's runc settings are copied;
+//!   `WG_OCI_HOOK_POLICY` in containerd's environment (so its shims' and the wrapper's) is the lab's policy.
 //!
 //! Teardown (when the [`Containerd`] is dropped, or the [`Lab`] is, whichever comes first; also after a panic):
 //! StopPodSandbox and RemovePodSandbox for every pod (best effort), containerd stopped by pid (SIGTERM, then
@@ -190,10 +190,11 @@ impl Lab {
             0o600,
         );
 
-        // config.toml: ours, then what `install containerd` prints for each handler.
+        // config.toml: ours, then `install containerd` edits in a handler per profile.
         let toml = |p: &Path| toml_str(&p.to_string_lossy());
+        let runc_root = dir.join("runc");
         let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
-        let mut config = format!(
+        let config = format!(
             "version = 2\n\
              root = {root}\n\
              state = {state}\n\
@@ -217,42 +218,17 @@ impl Lab {
             pause = toml_str(&pause_image),
             bin = toml_str(CNI_BIN_DIR),
             conf = toml(&dir.join("cni")),
-            runc_root = toml(&dir.join("runc")),
+            runc_root = toml(&runc_root),
         );
-        let mut handlers = Vec::new();
-        for profile in profiles {
-            let mut argv = vec![HOOK_BIN.to_owned(), "install".into(), "containerd".into()];
-            if let Some(p) = profile {
-                argv.push("--profile".into());
-                argv.push((*p).to_owned());
-            }
-            let out = run_argv(&argv, &[]);
-            out.assert_success("wg-oci-hook install containerd");
-            let snippet: toml::Table = toml::from_str(&out.stdout)
-                .unwrap_or_else(|e| panic!("install containerd printed no TOML: {e}\n{out}"));
-            let names: Vec<String> = snippet["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]
-                ["runtimes"]
-                .as_table()
-                .map(|t| t.keys().cloned().collect())
-                .unwrap_or_default();
-            assert_eq!(names.len(), 1, "one runtime handler per install\n{out}");
-            handlers.push((profile.map(str::to_owned), names[0].clone()));
-            // runc's state dir under the lab dir (Root, else /run/containerd/runc/k8s.io machine-wide): the one
-            // key added to what install printed, in its options table.
-            let binary_line = out
-                .stdout
-                .lines()
-                .find(|l| l.trim_start().starts_with("BinaryName = "))
-                .unwrap_or_else(|| panic!("install containerd printed no BinaryName\n{out}"));
-            config += &out.stdout.replacen(
-                binary_line,
-                &format!("{binary_line}\n  Root = {}", toml(&dir.join("runc"))),
-                1,
-            );
-            config += "\n";
-        }
         let config_path = dir.join("config.toml");
         write_file(&config_path, &config, 0o600);
+        let handlers = profiles
+            .iter()
+            .map(|profile| {
+                let name = self.install_containerd_handler(&config_path, *profile, &runc_root);
+                (profile.map(str::to_owned), name)
+            })
+            .collect();
 
         let began = Instant::now();
         let log = File::create(dir.join("containerd.log")).unwrap();
@@ -401,8 +377,72 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// `wg-oci-hook install containerd --config CONFIG [--profile P]` (the built binary, the lab's policy in
+    /// `WG_OCI_HOOK_POLICY`), run twice as an operator might: the first adds one handler, the second changes
+    /// nothing. The handler copies the lab's runc settings (its `Root` under the lab dir); returns its name.
+    fn install_containerd_handler(
+        &self,
+        config: &Path,
+        profile: Option<&str>,
+        runc_root: &Path,
+    ) -> String {
+        let runtimes = |text: &str| -> toml::Table {
+            let doc: toml::Table = toml::from_str(text)
+                .unwrap_or_else(|e| panic!("install containerd left no TOML: {e}\n{text}"));
+            doc["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]
+                .as_table()
+                .cloned()
+                .unwrap_or_default()
+        };
+        let mut argv = vec![
+            HOOK_BIN.to_owned(),
+            "install".into(),
+            "containerd".into(),
+            "--config".into(),
+            config.to_string_lossy().into_owned(),
+        ];
+        if let Some(p) = profile {
+            argv.push("--profile".into());
+            argv.push(p.to_owned());
+        }
+        let env = [("WG_OCI_HOOK_POLICY", self.policy_path.as_path())];
+        let before = fs::read_to_string(config).unwrap();
+        let out = run_argv(&argv, &env);
+        out.assert_success("wg-oci-hook install containerd");
+        assert!(out.stdout.contains("added runtime handler"), "{out}");
+        let after = fs::read_to_string(config).unwrap();
+        let again = run_argv(&argv, &env);
+        again.assert_success("wg-oci-hook install containerd, again");
+        assert!(again.stdout.contains("nothing to change"), "{again}");
+        assert_eq!(
+            fs::read_to_string(config).unwrap(),
+            after,
+            "a second install changed it"
+        );
+
+        let (old, new) = (runtimes(&before), runtimes(&after));
+        let added: Vec<&String> = new.keys().filter(|k| !old.contains_key(*k)).collect();
+        assert_eq!(added.len(), 1, "one runtime handler per install\n{after}");
+        let handler = &new[added[0]];
+        assert_eq!(
+            handler["pod_annotations"][0].as_str(),
+            Some("wg.*"),
+            "{after}"
+        );
+        // runc's state dir under the lab dir (else /run/containerd/runc/k8s.io machine-wide): copied from the
+        // lab's runc handler by the install, as SystemdCgroup would be on a real node.
+        assert_eq!(
+            handler["options"]["Root"].as_str(),
+            Some(&*runc_root.to_string_lossy()),
+            "{after}"
+        );
+        added[0].clone()
+    }
+}
+
 impl Containerd {
-    /// The handler (RuntimeClass) name `install containerd` printed for `profile` (`None`: without `--profile`).
+    /// The handler (RuntimeClass) name `install containerd` added for `profile` (`None`: without `--profile`).
     pub fn handler(&self, profile: Option<&str>) -> String {
         self.handlers
             .iter()
