@@ -87,7 +87,7 @@ const CRI_TOOLS: &[(&str, &str)] = &[
 /// tears it down (see the module doc); the lab does too if it is still running when the lab is dropped.
 pub struct Containerd {
     inner: Arc<Inner>,
-    /// (profile given to `install containerd`, the handler name it printed).
+    /// (profile given to `install containerd`, the handler name it added).
     handlers: Vec<(Option<String>, String)>,
     /// The sandbox image (`sandbox_image`) and the app containers' image.
     pub pause_image: String,

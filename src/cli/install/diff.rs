@@ -1,4 +1,4 @@
-//! `--dry-run`: the change to a file as `diff -u` shows it, which `patch -p0` applies.
+//! `--dry-run`: the change to a file as `diff -u` shows it, which `patch FILE` applies.
 
 use super::file::Edit;
 
