@@ -1,8 +1,8 @@
 //! Kubernetes through a real CRI: containerd 1.6's CRI plugin (started by the lab in its host netns, with CNI and
-//! the runtime handlers `wg-oci-hook install containerd` prints; see `tests/lab/cri.rs`), driven with the calls a
-//! kubelet makes: RunPodSandbox (pod annotations, runtime handler), CreateContainer + StartContainer per app
-//! container, StopPodSandbox, RemovePodSandbox. No kubelet, no API server. Needs root, containerd, runc,
-//! containernetworking-plugins, wireguard-go, busybox-static; fails (never skips) without them.
+//! the runtime handlers `wg-oci-hook install containerd` adds to its config.toml; see `tests/lab/cri.rs`),
+//! driven with the calls a kubelet makes: RunPodSandbox (pod annotations, runtime handler), CreateContainer +
+//! StartContainer per app container, StopPodSandbox, RemovePodSandbox. No kubelet, no API server. Needs root,
+//! containerd, runc, containernetworking-plugins, wireguard-go, busybox-static; fails (never skips) without them.
 //!
 //! A pod is one network namespace: the sandbox's, which every app container joins. The tunnel must be there
 //! before the first app container's first instruction, be the one both app containers use, and be gone with the
@@ -439,7 +439,7 @@ fn pod_gets_one_tunnel_that_both_app_containers_use() {
     assert_one_tunnel_for_the_pod(&lab, &d, pod.spec(), &pod.containers, dns);
 }
 
-/// `examples/kubernetes/pod-wg-vpn.yaml`: the handler `install containerd --profile vpn` prints (`wg-vpn`,
+/// `examples/kubernetes/pod-wg-vpn.yaml`: the handler `install containerd --profile vpn` adds (`wg-vpn`,
 /// BinaryName `wg-oci-runtime@vpn`) gives a pod without any wg annotation the profile `vpn` (its own DNS line
 /// tells it from the default `lab`).
 #[test]
@@ -452,15 +452,15 @@ fn a_runtime_bound_profile_handler_applies_its_profile() {
         pod.file.display()
     );
     let lab = Lab::new("k8s_bound_profile");
+    let dns = examples.add_profiles(&lab);
     let d = examples.start_cri(&lab);
-    let profile = examples.profile_of(&d, &pod.handler).unwrap_or_else(|| {
+    examples.profile_of(&d, &pod.handler).unwrap_or_else(|| {
         panic!(
             "{}: the handler {} binds no profile",
             pod.file.display(),
             pod.handler
         )
     });
-    let dns = add_profile(&lab, &profile);
     assert_one_tunnel_for_the_pod(&lab, &d, pod.spec(), &pod.containers, dns);
 }
 
@@ -474,6 +474,7 @@ fn example_pods_on_one_static_profile_take_turns() {
         examples.pod("pod-wg-vpn.yaml"),
     );
     let lab = Lab::new("k8s_take_turns");
+    let dns = examples.add_profiles(&lab);
     let d = examples.start_cri(&lab);
     let profile = examples
         .profile_of(&d, &second.handler)
@@ -483,7 +484,6 @@ fn example_pods_on_one_static_profile_take_turns() {
         Some(&profile),
         "the example pods name different profiles"
     );
-    let dns = add_profile(&lab, &profile);
     let pod = run_pod(&lab, &d, first.spec(), &first.containers, TUNNEL_NC);
     let refused = d
         .run_pod_sandbox(&second.spec())
@@ -586,6 +586,19 @@ impl Examples {
             classes,
             profiles,
         }
+    }
+
+    /// Every profile the install lines bind, in the lab's policy (as the file's comment has it: `install containerd
+    /// --profile P` refuses a profile the policy does not have); the DNS (server, search domain) they give.
+    fn add_profiles(&self, lab: &Lab) -> (&'static str, &'static str) {
+        let bound: Vec<&str> = self.profiles.iter().flatten().map(String::as_str).collect();
+        assert_eq!(
+            bound.len(),
+            1,
+            "{}: one install line binds a profile",
+            self.file.display()
+        );
+        add_profile(lab, bound[0])
     }
 
     /// containerd with CRI for `lab`, with the handlers of the install lines; every RuntimeClass's handler must
