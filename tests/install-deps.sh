@@ -13,9 +13,10 @@ with_recommends=(podman netavark aardvark-dns iptables runc conmon wireguard-go 
 # containernetworking-plugins (bridge, host-local, loopback in /usr/lib/cni) for the Kubernetes lab's CRI pods
 # (tests/lab/cri.rs, containerd's CRI plugin); protobuf-compiler (protoc) builds the k8s-cri crate, its CRI client.
 # docker-compose (1.29, Python) runs examples/docker-compose.yml against the Docker lab's dockerd
-# (tests/e2e/examples.rs); it recommends docker.io, named above.
+# (tests/e2e/examples.rs); it recommends docker.io, named above. patch applies the diffs `install --dry-run`
+# prints (tests/e2e/install.rs).
 without_recommends=(wireguard-tools qemu-system-x86 cpio xz-utils kmod docker.io openssl containernetworking-plugins
-  protobuf-compiler docker-compose)
+  protobuf-compiler docker-compose patch)
 missing() {
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
