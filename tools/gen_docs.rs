@@ -75,7 +75,67 @@ fn generate(out: &Path) -> Result<(), String> {
         let text = serde_json::to_string_pretty(&entry).expect("serializable") + "\n";
         fs::write(&path, text).map_err(io(&path))?;
     }
+    let path = out.join("changelog");
+    fs::write(&path, changelog(seconds_since_epoch())?).map_err(io(&path))?;
     Ok(())
+}
+
+/// The package's Debian changelog (Debian's policy wants one in every package): one entry for this version,
+/// by the maintainer Cargo.toml names; the project's history is its git log.
+fn changelog(now: u64) -> Result<String, String> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let text = fs::read_to_string(&manifest).map_err(|e| format!("{}: {e}", manifest.display()))?;
+    let toml: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", manifest.display()))?;
+    let deb = &toml["package"]["metadata"]["deb"];
+    let maintainer = deb["maintainer"]
+        .as_str()
+        .ok_or("no [package.metadata.deb] maintainer")?;
+    // cargo-deb's default revision is 1.
+    let revision = deb.get("revision").and_then(|r| r.as_str()).unwrap_or("1");
+    let version = match revision {
+        "" => env!("CARGO_PKG_VERSION").to_owned(),
+        r => format!("{}-{r}", env!("CARGO_PKG_VERSION")),
+    };
+    Ok(format!(
+        "{BIN} ({version}) unstable; urgency=medium\n\n  * Built from the upstream source by `make deb` (cargo-deb).\n    \
+         The changes are in the project's git history.\n\n -- {maintainer}  {}\n",
+        rfc2822(now)
+    ))
+}
+
+/// SOURCE_DATE_EPOCH if set (reproducible builds), else now.
+fn seconds_since_epoch() -> u64 {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("after 1970")
+                .as_secs()
+        })
+}
+
+/// `Thu, 03 Dec 2026 10:11:12 +0000`, the date format of Debian changelogs.
+fn rfc2822(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let (h, m, s) = (secs % 86400 / 3600, secs % 3600 / 60, secs % 60);
+    // Howard Hinnant's days_from_civil, inverted.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][month as usize - 1];
+    format!("{weekday}, {day:02} {month} {year} {h:02}:{m:02}:{s:02} +0000")
 }
 
 /// Every man page, as (file name, roff): `wg-oci-hook` and each of its visible subcommands at any depth, named
@@ -337,6 +397,28 @@ mod tests {
             "nothing else"
         );
         fs::remove_dir_all(&out).unwrap();
+    }
+
+    #[test]
+    fn the_changelog_names_the_package_version_and_a_debian_date() {
+        assert_eq!(rfc2822(0), "Thu, 01 Jan 1970 00:00:00 +0000");
+        assert_eq!(rfc2822(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
+        assert_eq!(rfc2822(1_796_300_000), "Thu, 03 Dec 2026 12:13:20 +0000");
+        let text = changelog(1_796_300_000).unwrap();
+        let first = text.lines().next().unwrap();
+        assert_eq!(
+            first,
+            format!(
+                "{BIN} ({}-1) unstable; urgency=medium",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+        let last = text.lines().last().unwrap();
+        assert!(last.starts_with(" -- wg-oci-hook maintainers <"), "{last}");
+        assert!(
+            last.ends_with(">  Thu, 03 Dec 2026 12:13:20 +0000"),
+            "{last}"
+        );
     }
 
     #[test]
