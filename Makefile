@@ -4,6 +4,8 @@
 # make fuzz: the cargo-fuzz targets in fuzz/, each for FUZZ_SECONDS (default 45; see tests/fuzz.sh).
 # make deb: the Debian package, target/debian/wg-oci-hook_VERSION-1_ARCH.deb (cargo-deb, installed if missing);
 #   prints its path. Install it with: apt install ./target/debian/wg-oci-hook_*.deb
+# make test-deb: builds the package, lints it, installs it with apt, runs the demo against the installed files
+#   alone, purges it and checks that nothing is left (root, Debian; tests/deb.sh; a CI step of its own).
 CARGO ?= cargo
 
 PREFIX ?= /usr/local
@@ -14,7 +16,7 @@ CARGO_DEB_VERSION = 3.8.0
 # [package.metadata.deb] in Cargo.toml names, in the repository whatever CARGO_TARGET_DIR is.
 DEB_ASSETS = target/deb-assets
 
-.PHONY: build deps demo test test-many lint fuzz install deb deb-tool
+.PHONY: build deps demo test test-many lint fuzz install deb deb-tool test-deb
 
 build:
 	$(CARGO) build --release --locked
@@ -56,3 +58,6 @@ deb-tool:
 deb: build deb-tool
 	$(CARGO) run --locked --quiet --example gen-docs -- $(DEB_ASSETS)
 	$(CARGO) deb --locked --no-build --output target/debian/
+
+test-deb: deps
+	bash tests/deb.sh

@@ -12,8 +12,10 @@ with_recommends=(podman netavark aardvark-dns iptables runc conmon wireguard-go 
 # dockerd and containerd inside a lab netns: its recommends (apparmor, git, needrestart, ...) are not needed.
 # containernetworking-plugins (bridge, host-local, loopback in /usr/lib/cni) for the Kubernetes lab's CRI pods
 # (tests/lab/cri.rs, containerd's CRI plugin); protobuf-compiler (protoc) builds the k8s-cri crate, its CRI client.
+# dpkg-dev (dpkg-shlibdeps) and binutils (strip) for cargo-deb (make deb); lintian and man-db for the package's
+# test (tests/deb.sh).
 without_recommends=(wireguard-tools qemu-system-x86 cpio xz-utils kmod docker.io openssl containernetworking-plugins
-  protobuf-compiler)
+  protobuf-compiler dpkg-dev binutils lintian man-db)
 missing() {
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
