@@ -49,13 +49,20 @@ install: build
 	test -e $(DESTDIR)/etc/wg-oci-hook/policy.toml || install -m 0644 etc/policy.toml $(DESTDIR)/etc/wg-oci-hook/policy.toml
 	$(DESTDIR)$(PREFIX)/bin/wg-oci-hook install hooks --dir $(DESTDIR)/usr/share/containers/oci/hooks.d
 
+# What make deb needs besides cargo-deb: protoc for the dev-dependencies gen-docs is built with (k8s-cri),
+# dpkg-shlibdeps for the package's libc dependency, strip.
+DEB_BUILD_PACKAGES = protobuf-compiler dpkg-dev binutils
+
 deb-tool:
+	@missing=$$(for p in $(DEB_BUILD_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -qx 'install ok installed' || echo $$p; done); \
+	[ -z "$$missing" ] || { echo "make deb needs: apt-get install" $$missing >&2; exit 1; }
 	@[ "$$($(CARGO) deb --version 2>/dev/null)" = "cargo-deb $(CARGO_DEB_VERSION)" ] || \
 	  $(CARGO) install --locked --quiet cargo-deb --version $(CARGO_DEB_VERSION)
 
 # The release build, the generated docs (a dev build of tools/gen_docs.rs), then the package of both; the last
 # line printed is the .deb's path.
-deb: build deb-tool
+deb: deb-tool build
 	$(CARGO) run --locked --quiet --example gen-docs -- $(DEB_ASSETS)
 	$(CARGO) deb --locked --no-build --output target/debian/
 
