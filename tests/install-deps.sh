@@ -14,9 +14,10 @@ with_recommends=(podman netavark aardvark-dns iptables runc conmon wireguard-go 
 # (tests/lab/cri.rs, containerd's CRI plugin); protobuf-compiler (protoc) builds the k8s-cri crate, its CRI client.
 # docker-compose (1.29, Python) runs examples/docker-compose.yml against the Docker lab's dockerd
 # (tests/e2e/examples.rs); it recommends docker.io, named above. patch applies the diffs `install --dry-run`
-# prints (tests/e2e/install.rs).
+# prints (tests/e2e/install.rs). dpkg-dev (dpkg-shlibdeps) and binutils (strip) for cargo-deb (make deb); lintian
+# and man-db for the package's test (tests/deb.sh).
 without_recommends=(wireguard-tools qemu-system-x86 cpio xz-utils kmod docker.io openssl containernetworking-plugins
-  protobuf-compiler docker-compose patch)
+  protobuf-compiler docker-compose patch dpkg-dev binutils lintian man-db)
 missing() {
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"

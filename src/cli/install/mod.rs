@@ -15,7 +15,7 @@ mod containerd;
 mod diff;
 mod docker;
 mod file;
-mod hooks;
+pub mod hooks;
 
 use super::args::{CommonArgs, Engine};
 use crate::config::policy::{self, Policy};
