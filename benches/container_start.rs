@@ -201,7 +201,7 @@ fn time_hook(
 fn podman_runs(lab: &Lab, rounds: usize) -> (Duration, Duration) {
     let (mut plain, mut tunnel) = (Vec::new(), Vec::new());
     // One warm-up of each, not counted: podman's first run in a fresh root initialises its storage.
-    for counted in std::iter::once(false).chain(std::iter::repeat(true).take(rounds)) {
+    for counted in std::iter::once(false).chain(std::iter::repeat_n(true, rounds)) {
         for with_hook in [false, true] {
             let opts = if with_hook {
                 RunOpts::wg("true")

@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
                 // supplies one when there is none.
                 let names = config["annotations"].as_object().map(|a| a.keys().collect::<Vec<_>>());
                 assert!(
-                    names.is_some_and(|n| annotations::mentions_enable(n)),
+                    names.is_some_and(annotations::mentions_enable),
                     "hooks added without wg.enable"
                 );
                 for (stage, arg) in [

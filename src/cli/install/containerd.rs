@@ -340,7 +340,7 @@ fn update_entry(entry: &mut Table, binary: &str) -> Result<bool, String> {
         };
         if array
             .as_ref()
-            .map_or(true, |a| !a.iter().any(|v| v.as_str() == Some(ANNOTATIONS)))
+            .is_none_or(|a| !a.iter().any(|v| v.as_str() == Some(ANNOTATIONS)))
         {
             changed |= set(
                 entry,

@@ -360,7 +360,7 @@ impl Forwarder<'_> {
         if self
             .signature
             .as_ref()
-            .map_or(true, |s| s.expires_at < renew_before)
+            .is_none_or(|s| s.expires_at < renew_before)
         {
             let tokens = Tokens {
                 api: &api,
