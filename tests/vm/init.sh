@@ -230,9 +230,13 @@ ip netns del taken
 # --- 4. auto picks the kernel here, and says so; timings of both backends -----------------------------
 at section 4
 # hook_direct STAGE POLICY ID PID: the hook as runc runs it, state on stdin, no environment.
-hook_direct() {
-  mkdir -p "/b/direct-$3/rootfs"
-  echo '{"root": {"path": "rootfs"}}' > "/b/direct-$3/config.json"
+hook_direct() { hook_prepare "$3"; hook_run "$@"; }
+# hook_prepare ID: the bundle; hook_run STAGE POLICY ID PID: the hook alone.
+hook_prepare() {
+  mkdir -p "/b/direct-$1/rootfs"
+  echo '{"root": {"path": "rootfs"}}' > "/b/direct-$1/config.json"
+}
+hook_run() {
   printf '{"ociVersion":"1.0.2","id":"%s","status":"creating","pid":%s,"bundle":"/b/direct-%s","annotations":{"wg.enable":"true"}}' \
     "$3" "$4" "$3" | env -i /bin/wg-oci-hook "$1" --policy "/etc/wgoh/$2.toml"
 }
@@ -252,17 +256,44 @@ check auto_container_first_packet "first ping failed on the auto policy" sh -c "
 check auto_container_teardown "a link or record is left" sh -c "! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(find /run/wgoh -type f ! -path '/run/wgoh/leases/*.lock' 2>/dev/null)\" ]"
 
 at timings
+# Wall-clock times in microseconds (busybox's date has no %N: coreutils' date, by path). A region's time
+# includes one exec of date; the "clock" timing is that cost alone (an empty region).
+now_us() { /usr/bin/date +%s%6N; }
+# timing NAME T0 T1: a TIMING line in milliseconds.
+timing() { say TIMING "$1" "$(awk "BEGIN { printf \"%.1f\", ($3 - $2) / 1000 }")"; }
+# The same device made by hand, for comparison (7 rounds, each in a fresh netns): `ip link add` + `wg set`
+# in the host, then moved into the netns (ip_move: the kernel backend's path before it made the link in the
+# netns); or `ip link add` straight into the netns + `wg set` run inside it (ip_direct).
+wg_set() { wg set "$1" private-key /tmp/client.key peer "$server_pub" endpoint 198.18.0.2:51820 allowed-ips 0.0.0.0/0,::/0; }
 for round in 1 2 3 4 5 6 7; do
   for backend in kernel userspace; do
     unshare -n -m sleep 60 & sleeper=$!; sleep 0.3
-    log=$(hook_direct create-runtime "$backend" "t$round$backend" "$sleeper" 2>&1)
+    hook_prepare "t$round$backend"
+    t0=$(now_us)
+    log=$(hook_run create-runtime "$backend" "t$round$backend" "$sleeper" 2>&1)
+    t1=$(now_us)
     ms=$(echo "$log" | sed -n 's/.*create-runtime container=.* duration_ms=\([0-9.]*\) outcome=ok.*/\1/p')
     [ -n "$ms" ] && say TIMING "$backend" "$ms" || say RESULT "timing_$backend" FAIL "$log"
+    [ -n "$ms" ] && timing "${backend}_wall" "$t0" "$t1"
     hook_direct poststop "$backend" "t$round$backend" "$sleeper" >/dev/null 2>&1
     kill "$sleeper"
   done
+  unshare -n -m sleep 60 & sleeper=$!; sleep 0.3
+  t0=$(now_us)
+  ip link add wgb type wireguard && wg_set wgb && ip link set wgb netns "$sleeper"; rc=$?
+  t1=$(now_us)
+  [ "$rc" = 0 ] && timing ip_move "$t0" "$t1" || say RESULT timing_ip_move FAIL "exit $rc"
+  nsenter -t "$sleeper" -n /usr/bin/ip link del wgb
+  t0=$(now_us)
+  ip link add wgb netns "$sleeper" type wireguard && nsenter -t "$sleeper" -n /usr/bin/wg set wgb private-key /tmp/client.key \
+    peer "$server_pub" endpoint 198.18.0.2:51820 allowed-ips 0.0.0.0/0,::/0; rc=$?
+  t1=$(now_us)
+  [ "$rc" = 0 ] && timing ip_direct "$t0" "$t1" || say RESULT timing_ip_direct FAIL "exit $rc"
+  nsenter -t "$sleeper" -n /usr/bin/ip link del wgb
+  kill "$sleeper"
+  t0=$(now_us); t1=$(now_us); timing clock "$t0" "$t1"
 done
-check timings_leave_nothing "a link, daemon or record is left" sh -c "! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(find /run/wgoh -type f ! -path '/run/wgoh/leases/*.lock' 2>/dev/null)\" ] && ! pgrep wireguard-go"
+check timings_leave_nothing "a link, daemon or record is left" sh -c "! /usr/bin/ip -o link | grep -qE ': (wgo|wgb)' && [ -z \"\$(find /run/wgoh -type f ! -path '/run/wgoh/leases/*.lock' 2>/dev/null)\" ] && ! pgrep wireguard-go"
 
 # --- 5. the kill switch: nothing leaves but through the tunnel, even by an interface added later ---------
 at section 5

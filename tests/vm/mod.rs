@@ -8,6 +8,8 @@
 //! The kernel comes from Debian's linux-image-amd64, downloaded and unpacked (not installed) by
 //! `tests/vm/fetch-kernel.sh` into /var/cache/wg-oci-hook-vm/kernel (or $WG_OCI_HOOK_VM_KERNEL).
 //! `WG_OCI_HOOK_VM_SERIAL=FILE` keeps a copy of the guest's console (failures print it anyway).
+//! `WG_OCI_HOOK_VM_HOOK=FILE` puts that hook binary in the guest instead of the test build's (a release build,
+//! for timings that mean something: a debug build spends most of its time in unoptimised code under TCG).
 
 use crate::lab::HOOK_BIN;
 use std::collections::BTreeMap;
@@ -51,6 +53,8 @@ const GUEST_TOOLS: &[(&str, &str)] = &[
     // The hook loads its table with it; runc passes the hook init's PATH (/usr/bin:/bin), `env -i` leaves the
     // hook its default PATH, which also holds /usr/bin.
     ("nft", "nftables"),
+    // Microseconds for the timings (busybox's date has no %N).
+    ("date", "coreutils"),
 ];
 const SEARCH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -257,7 +261,9 @@ fn build_initramfs(work: &Path, modules_dir: &Path) -> Result<PathBuf, String> {
         io(dir, fs::create_dir_all(root.join(dir)))?;
     }
     copy_file(Path::new("/bin/busybox"), &root.join("bin/busybox"))?;
-    copy_with_libs(Path::new(HOOK_BIN), &root, "/bin/wg-oci-hook")?;
+    let hook = std::env::var_os("WG_OCI_HOOK_VM_HOOK")
+        .map_or_else(|| PathBuf::from(HOOK_BIN), PathBuf::from);
+    copy_with_libs(&hook, &root, "/bin/wg-oci-hook")?;
     for (tool, package) in GUEST_TOOLS {
         let path = which(tool)
             .ok_or_else(|| format!("{tool} not found: install the Debian package {package}"))?;
