@@ -126,6 +126,36 @@ impl Netlink {
             .map_err(nl_err)
     }
 
+    /// Creates a kernel WireGuard link named `name` with that MTU in the netns of `netns` (IFLA_NET_NS_FD), from
+    /// this socket's netns, in one RTM_NEWLINK. The device's UDP socket is the kernel's, made in the netns of the
+    /// request (WireGuard's `creating_net`, the requesting socket's netns, not the target's) and kept there
+    /// for the device's whole life: the device sits in `netns`, its encrypted packets use this netns's routes.
+    /// No move, no rename. Fails with EOPNOTSUPP when the kernel has no WireGuard, and with EEXIST when the
+    /// name is taken in `netns`, or, on kernels that look an existing link up by name in the requesting
+    /// netns, in this one.
+    pub fn add_wireguard_link_in(
+        &self,
+        netns: BorrowedFd<'_>,
+        name: &str,
+        mtu: u32,
+    ) -> io::Result<()> {
+        let msg = LinkWireguard::new(name)
+            .setns_by_fd(netns.as_raw_fd())
+            .mtu(mtu)
+            .build();
+        self.block_on(self.handle.link().add(msg).execute())
+            .map_err(nl_err)
+    }
+
+    /// Renames link `index` in this netns (EEXIST when the name is taken).
+    pub fn rename(&self, index: u32, name: &str) -> io::Result<()> {
+        let msg = LinkUnspec::new_with_index(index)
+            .name(name.to_owned())
+            .build();
+        self.block_on(self.handle.link().set(msg).execute())
+            .map_err(nl_err)
+    }
+
     /// Deletes the link called `name` if there is one; true when there was.
     pub fn delete_link_named(&self, name: &str) -> io::Result<bool> {
         match self.index_of(name)? {
