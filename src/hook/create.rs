@@ -430,6 +430,7 @@ fn build(input: BuildInput) -> Result<Record, StepError> {
         container_ns,
         nft,
         host_link_index: None,
+        link_in_container: None,
         daemon: None,
         member_noted: false,
         table_there,
@@ -457,6 +458,19 @@ fn build(input: BuildInput) -> Result<Record, StepError> {
     }
 }
 
+/// How the undo finds our link in the container's netns.
+enum InContainer {
+    /// By its index, once looked up.
+    Index(u32),
+    /// By name, from the request that made it or moved it in under that name (which would have failed had the
+    /// name been taken) until its index is known.
+    Name(String),
+}
+
+fn name_taken(interface: &str) -> String {
+    format!("the container already has an interface named {interface}")
+}
+
 /// The last step: the record, whole.
 const LAST_STEP: &str = "writing the state record";
 
@@ -474,6 +488,8 @@ struct Setup<'a> {
     nft: &'a Nft,
     /// Set while the link exists in the host netns under its temporary name.
     host_link_index: Option<u32>,
+    /// Our link in the container's netns, once there is one.
+    link_in_container: Option<InContainer>,
     daemon: Option<Daemon>,
     /// The container's membership file names this tunnel.
     member_noted: bool,
@@ -519,60 +535,63 @@ impl Setup<'_> {
         let host = Netlink::connect().step("opening netlink")?;
         let tmp = free_host_link_name(&host).step("naming the WireGuard interface")?;
         self.record.host_link = tmp.clone();
+        // The profile's, else wg-quick's rule from the host's routes, which the UDP socket uses.
+        let mtu = match spec.mtu {
+            Some(mtu) => mtu,
+            None => mtu::computed(&host, spec).step("computing the MTU")?,
+        };
         self.host_nl = Some(host);
+        // Opened before the device: the kernel's link is made in the container's netns and looked up there.
+        let container = container_ns
+            .run(Netlink::connect)
+            .step("opening netlink in the container")?;
+        self.container_nl = Some(container);
         // Before the first record: a poststop knows its container only by id.
         self.state_dir
             .set_membership(self.id, &self.key)
             .step("writing the state record")?;
         self.member_noted = true;
         self.check_deadline("creating the WireGuard interface")?;
-        self.create_device(&tmp)?;
+        self.create_device(&tmp, mtu)?;
         self.save_record()?;
-        let socket = uapi::socket_path(&tmp);
+        let policy = self.policy;
+        let interface = policy.interface.as_str();
         self.check_deadline("configuring WireGuard")?;
         match self.record.backend {
-            BackendKind::Kernel => wg::kernel::configure(&tmp, &spec.device),
-            BackendKind::Userspace => uapi::configure(&socket, &spec.device, self.deadline),
+            // Through a generic netlink socket of the container's netns, where the device is (the family looks
+            // devices up in the requester's netns); its UDP socket stays where the device was created.
+            BackendKind::Kernel => {
+                container_ns.run(|| wg::kernel::configure(interface, &spec.device))
+            }
+            BackendKind::Userspace => {
+                uapi::configure(&uapi::socket_path(&tmp), &spec.device, self.deadline)
+            }
         }
         .step("configuring WireGuard")?;
-
-        let host = self.host_nl.as_ref().expect("connected above");
-        let index = host
-            .index_of(&tmp)
-            .step("finding the WireGuard interface")?
-            .ok_or_else(|| format!("{tmp} vanished"))
-            .step("finding the WireGuard interface")?;
-        self.host_link_index = Some(index);
-        // Set before the move: the userspace daemon only hears about MTU changes in its own netns.
-        let mtu = match spec.mtu {
-            Some(mtu) => mtu,
-            None => mtu::computed(host, spec).step("computing the MTU")?,
-        };
-        host.set_mtu(index, mtu).step("setting the MTU")?;
-        self.check_deadline("moving the interface into the container")?;
-        host.move_to_netns(index, container_ns.file().as_fd(), &self.policy.interface)
-            .map_err(|e| {
-                if e.raw_os_error() == Some(Errno::EEXIST as i32) {
-                    format!(
-                        "the container already has an interface named {}",
-                        self.policy.interface
-                    )
-                } else {
-                    e.to_string()
-                }
-            })
-            .step("moving the interface into the container")?;
-        self.host_link_index = None;
-        let container = container_ns
-            .run(Netlink::connect)
-            .step("opening netlink in the container")?;
-        // Held from here on, so that the undo takes the link out of a netns that outlives the container.
-        self.container_nl = Some(container);
-        if spec.addresses.iter().any(|a| a.is_ipv6()) {
-            enable_ipv6(container_ns, &self.policy.interface, self.id)?;
+        if self.record.backend == BackendKind::Userspace {
+            self.move_tun(&tmp, mtu)?;
         }
         let container = self.container_nl.as_ref().expect("connected above");
-        let index = routing::bring_up(container, &self.policy.interface, spec)?;
+        let index = container
+            .index_of(interface)
+            .step("finding the interface in the container")?
+            .ok_or_else(|| format!("{interface} is gone from the container"))
+            .step("finding the interface in the container")?;
+        match &self.link_in_container {
+            // wireguard-control's configure makes a link of that name where there is none: it must be ours still.
+            Some(InContainer::Index(made)) if *made != index => {
+                return Err(format!(
+                    "{interface} was replaced while it was configured (index {made}, now {index})"
+                ))
+                .step("configuring WireGuard");
+            }
+            _ => self.link_in_container = Some(InContainer::Index(index)),
+        }
+        if spec.addresses.iter().any(|a| a.is_ipv6()) {
+            enable_ipv6(container_ns, interface, self.id)?;
+        }
+        let container = self.container_nl.as_ref().expect("connected above");
+        routing::bring_up(container, index, spec)?;
         // The kill switch goes in before any route leads into the tunnel.
         let rules = Rules {
             interface: &self.policy.interface,
@@ -668,11 +687,39 @@ impl Setup<'_> {
         self.record.pia.as_mut()?.port_forward.as_mut()
     }
 
-    /// Makes the link or the userspace daemon under the name `tmp`, recorded first: the record is saved before
-    /// anything is made, with the daemon's argv (which holds `tmp`) when one may be started, so that a poststop
-    /// after a kill (runc's hook timeout) knows exactly what to look for, and one that finds no record knows
-    /// that nothing was made.
-    fn create_device(&mut self, tmp: &str) -> Result<(), StepError> {
+    /// The userspace daemon's TUN, configured in the host netns under the name `tmp`, gets its MTU (which the
+    /// daemon only hears of in its own netns) and moves into the container under the policy's name, in one
+    /// RTM_SETLINK.
+    fn move_tun(&mut self, tmp: &str, mtu: u32) -> Result<(), StepError> {
+        let host = self.host_nl.as_ref().expect("connected");
+        let index = host
+            .index_of(tmp)
+            .step("finding the WireGuard interface")?
+            .ok_or_else(|| format!("{tmp} vanished"))
+            .step("finding the WireGuard interface")?;
+        self.host_link_index = Some(index);
+        host.set_mtu(index, mtu).step("setting the MTU")?;
+        self.check_deadline("moving the interface into the container")?;
+        let interface = &self.policy.interface;
+        host.move_to_netns(index, self.container_ns.file().as_fd(), interface)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(Errno::EEXIST as i32) {
+                    name_taken(interface)
+                } else {
+                    e.to_string()
+                }
+            })
+            .step("moving the interface into the container")?;
+        self.host_link_index = None;
+        self.link_in_container = Some(InContainer::Name(interface.clone()));
+        Ok(())
+    }
+
+    /// Makes the kernel link, or the userspace daemon under the name `tmp`, recorded first: the record is saved
+    /// before anything is made, with the daemon's argv (which holds `tmp`) when one may be started, so that a
+    /// poststop after a kill (runc's hook timeout) knows exactly what to look for, and one that finds no record
+    /// knows that nothing was made.
+    fn create_device(&mut self, tmp: &str, mtu: u32) -> Result<(), StepError> {
         let daemon_command = match self.policy.backend {
             BackendChoice::Kernel => None,
             _ => Some(Daemon::command(&self.policy.userspace_command, tmp)),
@@ -681,13 +728,12 @@ impl Setup<'_> {
             self.record.daemon = Some(Started::before_spawn(None, argv.clone()));
         }
         self.save_record()?;
-        let host = self.host_nl.as_ref().expect("connected");
         let no_kernel_wireguard =
             |e: &io::Error| e.raw_os_error() == Some(Errno::EOPNOTSUPP as i32);
         let kernel = match self.policy.backend {
             BackendChoice::Userspace => false,
             BackendChoice::Kernel => {
-                host.add_wireguard_link(tmp)
+                self.create_kernel_link(tmp, mtu)
                     .map_err(|e| {
                         let hint = if no_kernel_wireguard(&e) {
                             " (this kernel has no WireGuard; use backend = \"userspace\" or \"auto\")"
@@ -699,7 +745,7 @@ impl Setup<'_> {
                     .step("creating the kernel WireGuard link")?;
                 true
             }
-            BackendChoice::Auto => match host.add_wireguard_link(tmp) {
+            BackendChoice::Auto => match self.create_kernel_link(tmp, mtu) {
                 Ok(()) => {
                     info!("container {}: backend auto: kernel WireGuard link created, using the kernel", self.id);
                     true
@@ -717,7 +763,6 @@ impl Setup<'_> {
         if kernel {
             self.record.backend = BackendKind::Kernel;
             self.record.daemon = None;
-            self.host_link_index = host.index_of(tmp).step("finding the WireGuard interface")?;
         } else {
             self.record.backend = BackendKind::Userspace;
             let (program, argv) = daemon_command
@@ -726,6 +771,57 @@ impl Setup<'_> {
             self.start_daemon(&program, &argv, tmp)?;
         }
         Ok(())
+    }
+
+    /// The kernel WireGuard link, made from the host's netlink socket straight into the container's netns under
+    /// its final name (one RTM_NEWLINK with IFLA_NET_NS_FD and the MTU): the device is the container's, and its
+    /// UDP socket the host's, since WireGuard opens it in the netns the request came from. Neither a move (an
+    /// RCU barrier under rtnl_lock) nor a rename. A name the container has already is refused; a name only the
+    /// host has (kernels that look the name up in the requester's netns refuse it too) is worked around: the
+    /// link is made under the host-unique `tmp` and renamed inside the container.
+    fn create_kernel_link(&mut self, tmp: &str, mtu: u32) -> io::Result<()> {
+        let host = self.host_nl.as_ref().expect("connected");
+        let container = self.container_nl.as_ref().expect("connected");
+        let netns = self.container_ns.file().as_fd();
+        let interface = self.policy.interface.as_str();
+        let taken = || io::Error::new(io::ErrorKind::AlreadyExists, name_taken(interface));
+        match host.add_wireguard_link_in(netns, interface, mtu) {
+            Ok(()) => {
+                self.link_in_container = Some(InContainer::Name(interface.to_owned()));
+                let index = container.index_of(interface)?.ok_or_else(|| {
+                    io::Error::other(format!("{interface} vanished from the container"))
+                })?;
+                self.link_in_container = Some(InContainer::Index(index));
+                return Ok(());
+            }
+            Err(e) if e.raw_os_error() == Some(Errno::EEXIST as i32) => {
+                if container.index_of(interface)?.is_some() {
+                    return Err(taken());
+                }
+                if host.index_of(interface)?.is_none() {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        debug!(
+            "container {}: the host has an interface named {interface}: the link is made in the container as {tmp} \
+             and renamed",
+            self.id
+        );
+        host.add_wireguard_link_in(netns, tmp, mtu)?;
+        self.link_in_container = Some(InContainer::Name(tmp.to_owned()));
+        let index = container
+            .index_of(tmp)?
+            .ok_or_else(|| io::Error::other(format!("{tmp} vanished from the container")))?;
+        self.link_in_container = Some(InContainer::Index(index));
+        container.rename(index, interface).map_err(|e| {
+            if e.raw_os_error() == Some(Errno::EEXIST as i32) {
+                taken()
+            } else {
+                e
+            }
+        })
     }
 
     /// Starts the userspace daemon (whose argv the record holds already) and waits until it serves its socket,
@@ -782,7 +878,12 @@ impl Setup<'_> {
             for (ipv6, priority) in self.rules_added.drain(..) {
                 let _ = container.delete_rules_at(ipv6, priority);
             }
-            let _ = container.delete_link_named(&self.policy.interface);
+            // Ours only: the container may have had a link of that name before (the start then failed).
+            let _ = match &self.link_in_container {
+                Some(InContainer::Index(index)) => container.delete_link(*index),
+                Some(InContainer::Name(name)) => container.delete_link_named(name).map(drop),
+                None => Ok(()),
+            };
         }
         if self.firewall_loaded {
             if let Err(e) = self.nft.delete_table(self.container_ns) {

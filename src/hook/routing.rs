@@ -16,14 +16,8 @@ const MAIN_TABLE: u32 = 254;
 const RULE_MAIN_WITHOUT_DEFAULTS: u32 = 32764;
 const RULE_TUNNEL_TABLE: u32 = 32765;
 
-/// lo up, the tunnel's addresses, the tunnel up; returns its index in the container.
-pub(super) fn bring_up(nl: &Netlink, interface: &str, spec: &TunnelSpec) -> Result<u32, StepError> {
-    let index = nl
-        .index_of(interface)
-        .and_then(|i| {
-            i.ok_or_else(|| io::Error::other(format!("{interface} not found after the move")))
-        })
-        .step("finding the interface in the container")?;
+/// lo up, the tunnel's addresses, the tunnel (link `index` of the container) up.
+pub(super) fn bring_up(nl: &Netlink, index: u32, spec: &TunnelSpec) -> Result<(), StepError> {
     if let Some(lo) = nl.index_of("lo").step("bringing lo up")? {
         nl.set_up(lo).step("bringing lo up")?;
     }
@@ -32,8 +26,7 @@ pub(super) fn bring_up(nl: &Netlink, interface: &str, spec: &TunnelSpec) -> Resu
             .map_err(|e| format!("{addr}: {e}"))
             .step("adding address")?;
     }
-    nl.set_up(index).step("bringing the interface up")?;
-    Ok(index)
+    nl.set_up(index).step("bringing the interface up")
 }
 
 /// A route per AllowedIPs prefix: a /0 into `TUNNEL_TABLE` behind two policy rules (see there), every other

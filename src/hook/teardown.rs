@@ -73,7 +73,7 @@ pub fn tear_down(
         let keep_kill_switch = record.member_runs_besides(leaving);
         let nft = Nft::locate(&policy.nft_command).ok();
         let nft = nft.as_ref().filter(|_| !keep_kill_switch);
-        if let Err(e) = clean_netns(ns, nft, &record.interface) {
+        if let Err(e) = clean_netns(ns, nft, &record.interface, &record.host_link) {
             failures.push(format!(
                 "deleting {} in the container: {e}",
                 record.interface
@@ -185,11 +185,16 @@ pub fn find_netns(record: &Record) -> Option<NetNs> {
         .find_map(|m| NetNs::open_if(Path::new(&format!("/proc/{}/ns/net", m.pid)), id))
 }
 
-/// Takes our link, rules and (given `nft`) table out of a netns that outlives the tunnel.
-fn clean_netns(ns: &NetNs, nft: Option<&Nft>, interface: &str) -> io::Result<()> {
+/// Takes our link, rules and (given `nft`) table out of a netns that outlives the tunnel. The link is `interface`,
+/// or still `host_link` (random, ours alone) when a start was killed between making a kernel link in the netns
+/// under that name and renaming it (a host with a link of the interface's name).
+fn clean_netns(ns: &NetNs, nft: Option<&Nft>, interface: &str, host_link: &str) -> io::Result<()> {
     let nl = ns.run(Netlink::connect)?;
     routing::delete_rules(&nl)?;
     nl.delete_link_named(interface)?;
+    if !host_link.is_empty() {
+        nl.delete_link_named(host_link)?;
+    }
     if let Some(nft) = nft {
         nft.delete_table(ns)?;
     }

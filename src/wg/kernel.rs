@@ -1,5 +1,6 @@
-//! Kernel WireGuard: the link is created with rtnetlink, then configured through wireguard-control's
-//! generic-netlink backend, both in the calling thread's netns (the host side).
+//! Kernel WireGuard: the link is created with rtnetlink (`sys::netlink`, from the host into the container's netns),
+//! then configured and read back here through wireguard-control's generic-netlink backend, in the calling
+//! thread's netns: a thread inside the container's, where the link is.
 
 use super::{DeviceConfig, DeviceState, PeerState};
 use crate::wg::key::Key;
@@ -14,7 +15,10 @@ fn interface_name(name: &str) -> io::Result<InterfaceName> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "invalid interface name"))
 }
 
-/// Applies the device configuration to an existing kernel WireGuard link named `name`.
+/// Applies the device configuration to the kernel WireGuard link named `name` of the calling thread's netns.
+/// wireguard-control first asks for a link of that name (NEWLINK, "exists" ignored): were there none, it would
+/// make one here, whose socket would be in this netns, so the caller checks afterwards that the link is still
+/// the one it made.
 pub fn configure(name: &str, config: &DeviceConfig) -> io::Result<()> {
     let iface = interface_name(name)?;
     let mut update = DeviceUpdate::new()

@@ -1,6 +1,7 @@
 //! Configuring the WireGuard device: the kernel backend (generic netlink via wireguard-control) and the
-//! userspace backend (a `wireguard-go` daemon configured over its UAPI socket). Both create the device in the
-//! runtime's (host) netns, where its UDP socket stays for its whole life.
+//! userspace backend (a `wireguard-go` daemon configured over its UAPI socket). Either way the device's UDP
+//! socket is in the runtime's (host) netns for its whole life: the kernel opens it in the netns the link was
+//! created from (the hook makes it from there straight into the container's), wireguard-go in its own.
 
 pub mod kernel;
 pub mod key;
