@@ -63,6 +63,25 @@ fn kernel_honours_listen_port_fwmark_and_preshared_key() {
 }
 
 #[test]
+fn kernel_device_is_the_containers_and_its_udp_socket_the_hosts() {
+    assert_passed(&[
+        "kernel_listen_port_on_the_wire",
+        "kernel_socket_in_host_netns",
+        "kernel_no_socket_in_container",
+        "kernel_container_has_lo_and_wg0",
+    ]);
+}
+
+#[test]
+fn kernel_tunnel_comes_up_beside_a_host_wg0_and_leaves_it_alone() {
+    assert_passed(&[
+        "kernel_host_wg0_first_packet",
+        "kernel_host_wg0_untouched",
+        "kernel_host_wg0_teardown",
+    ]);
+}
+
+#[test]
 fn kernel_teardown_leaves_no_link_and_no_record() {
     assert_passed(&[
         "kernel_teardown",
@@ -84,12 +103,23 @@ fn kernel_status_reads_the_device_from_inside_the_netns() {
 }
 
 #[test]
-fn kernel_failure_after_the_link_exists_rolls_back() {
+fn kernel_name_taken_in_the_container_fails_closed_and_leaves_their_link() {
     assert_passed(&[
         "kernel_failure_fails_start",
         "kernel_failure_names_cause",
         "kernel_failure_rolls_back",
         "kernel_failure_leaves_their_wg0",
+    ]);
+}
+
+#[test]
+fn kernel_failure_or_kill_after_the_link_exists_in_the_container_leaves_nothing() {
+    assert_passed(&[
+        "kernel_late_failure_fails_start",
+        "kernel_late_failure_names_cause",
+        "kernel_late_failure_rolls_back",
+        "kernel_killed_link_in_container",
+        "kernel_killed_poststop_cleans",
     ]);
 }
 
@@ -158,6 +188,17 @@ fn guest_reports_create_runtime_times_of_both_backends() {
         kernel_wall / ip_direct,
         run.elapsed.as_secs_f64()
     );
+    // WG_OCI_HOOK_VM_BASELINE: another build of the hook, timed between the two.
+    if run.timings.contains_key("baseline") {
+        let (baseline, baseline_wall) = (median("baseline"), median("baseline_wall"));
+        println!(
+            "baseline build, kernel: {baseline:.1} (wall {baseline_wall:.1}); this build / baseline {:.2} \
+             (wall {:.2}); baseline wall / ip_move {:.2}",
+            kernel / baseline,
+            kernel_wall / baseline_wall,
+            baseline_wall / ip_move
+        );
+    }
 }
 
 #[test]

@@ -9,7 +9,9 @@
 //! `tests/vm/fetch-kernel.sh` into /var/cache/wg-oci-hook-vm/kernel (or $WG_OCI_HOOK_VM_KERNEL).
 //! `WG_OCI_HOOK_VM_SERIAL=FILE` keeps a copy of the guest's console (failures print it anyway).
 //! `WG_OCI_HOOK_VM_HOOK=FILE` puts that hook binary in the guest instead of the test build's (a release build,
-//! for timings that mean something: a debug build spends most of its time in unoptimised code under TCG).
+//! for timings that mean something: a debug build spends most of its time in unoptimised code under TCG);
+//! `WG_OCI_HOOK_VM_BASELINE=FILE` adds another build, timed beside it on the kernel backend (before and after a
+//! change, under the same load).
 
 use crate::lab::HOOK_BIN;
 use std::collections::BTreeMap;
@@ -21,7 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const DEFAULT_KERNEL_DIR: &str = "/var/cache/wg-oci-hook-vm/kernel";
-/// The whole guest run, boot to poweroff. TCG boots in about 5 s; the scenarios take about 70 s on 2 cores.
+/// The whole guest run, boot to poweroff. TCG boots in about 5 s; the scenarios take about 2 minutes on 2 cores.
 const VM_TIMEOUT: Duration = Duration::from_secs(420);
 /// What the guest loads, with what they need (`module_load_order`; a module built into the kernel is skipped).
 /// The nftables ones are what the hook's table (`firewall::Rules::render`) needs: nf_tables itself (meta,
@@ -53,6 +55,8 @@ const GUEST_TOOLS: &[(&str, &str)] = &[
     // The hook loads its table with it; runc passes the hook init's PATH (/usr/bin:/bin), `env -i` leaves the
     // hook its default PATH, which also holds /usr/bin.
     ("nft", "nftables"),
+    // Which netns holds the kernel device's UDP socket.
+    ("ss", "iproute2"),
     // Microseconds for the timings (busybox's date has no %N).
     ("date", "coreutils"),
 ];
@@ -264,6 +268,9 @@ fn build_initramfs(work: &Path, modules_dir: &Path) -> Result<PathBuf, String> {
     let hook = std::env::var_os("WG_OCI_HOOK_VM_HOOK")
         .map_or_else(|| PathBuf::from(HOOK_BIN), PathBuf::from);
     copy_with_libs(&hook, &root, "/bin/wg-oci-hook")?;
+    if let Some(baseline) = std::env::var_os("WG_OCI_HOOK_VM_BASELINE") {
+        copy_with_libs(Path::new(&baseline), &root, "/bin/wg-oci-hook-baseline")?;
+    }
     for (tool, package) in GUEST_TOOLS {
         let path = which(tool)
             .ok_or_else(|| format!("{tool} not found: install the Debian package {package}"))?;
