@@ -118,23 +118,22 @@ fn seconds_since_epoch() -> u64 {
 
 /// `Thu, 03 Dec 2026 10:11:12 +0000`, the date format of Debian changelogs.
 fn rfc2822(secs: u64) -> String {
-    let days = (secs / 86400) as i64;
-    let (h, m, s) = (secs % 86400 / 3600, secs % 3600 / 60, secs % 60);
-    // Howard Hinnant's days_from_civil, inverted.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
+    // humantime's calendar (`2026-12-03T10:11:12Z`), rearranged.
+    let rfc3339 = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+    )
+    .to_string();
+    let (year, month, day, time) = (
+        &rfc3339[0..4],
+        &rfc3339[5..7],
+        &rfc3339[8..10],
+        &rfc3339[11..19],
+    );
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(secs / 86_400 % 7) as usize];
     let month = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ][month as usize - 1];
-    format!("{weekday}, {day:02} {month} {year} {h:02}:{m:02}:{s:02} +0000")
+    ][month.parse::<usize>().expect("two digits") - 1];
+    format!("{weekday}, {day} {month} {year} {time} +0000")
 }
 
 /// Every man page, as (file name, roff): `wg-oci-hook` and each of its visible subcommands at any depth, named
