@@ -13,7 +13,8 @@
 //! once wait (`parallel/mod.rs`).
 //!
 //! Set WG_BENCH_ROUNDS to change the number of rounds (default 21). Set WG_BENCH_BASELINE_HOOK to another
-//! build of wg-oci-hook to time it on the static profile too, interleaved with this one.
+//! build of wg-oci-hook to time it on the static profile too, interleaved with this one. Set WG_BENCH_HOOK_ONLY=1
+//! to stop after the hook alone on the static profile (a quick A/B of two builds).
 
 #[path = "../tests/lab/mod.rs"]
 mod lab;
@@ -57,6 +58,10 @@ fn main() {
         .chain(baseline.as_deref())
         .collect();
     let static_hook = hook_alone(&lab, rounds, &hooks);
+    if std::env::var_os("WG_BENCH_HOOK_ONLY").is_some() {
+        print_hook_alone(rounds, &static_hook);
+        return;
+    }
     let (plain, tunnel) = podman_runs(&lab, rounds);
 
     let pia = PiaLab::start(&lab);
@@ -68,24 +73,7 @@ fn main() {
     let pf_hook = hook_alone(&lab, rounds, &hooks[..1]);
     let stats = pia.stats();
 
-    println!("rounds: {rounds} (one run; medians)");
-    println!("static profile (userspace backend):");
-    println!(
-        "  hook create-runtime:                   {}",
-        ms(static_hook[0].0)
-    );
-    println!(
-        "  hook poststop:                         {}",
-        ms(static_hook[0].1)
-    );
-    if let Some((create, poststop)) = static_hook.get(1) {
-        println!(
-            "  baseline hook create-runtime:          {} (this build / baseline: {:.2})",
-            ms(*create),
-            static_hook[0].0.as_secs_f64() / create.as_secs_f64()
-        );
-        println!("  baseline hook poststop:                {}", ms(*poststop));
-    }
+    print_hook_alone(rounds, &static_hook);
     println!("  podman run --rm without the hook:      {}", ms(plain));
     println!("  podman run --rm with wg.enable=true:   {}", ms(tunnel));
     println!(
@@ -129,6 +117,32 @@ fn main() {
     );
 }
 
+/// The hook alone on the static profile: this build, and the baseline's if there is one.
+fn print_hook_alone(rounds: usize, static_hook: &[(Duration, Duration)]) {
+    println!("rounds: {rounds} (one run; medians)");
+    println!("static profile (userspace backend):");
+    println!(
+        "  hook create-runtime:                   {}",
+        ms(static_hook[0].0)
+    );
+    println!(
+        "  hook poststop:                         {}",
+        ms(static_hook[0].1)
+    );
+    if let Some((create, poststop)) = static_hook.get(1) {
+        println!(
+            "  baseline hook create-runtime:          {} (this build / baseline: {:.2})",
+            ms(*create),
+            static_hook[0].0.as_secs_f64() / create.as_secs_f64()
+        );
+        println!(
+            "  baseline hook poststop:                {} (this build / baseline: {:.2})",
+            ms(*poststop),
+            static_hook[0].1.as_secs_f64() / poststop.as_secs_f64()
+        );
+    }
+}
+
 /// Runs the hook binary the way runc does (state on stdin, empty environment) against a process that has
 /// a netns of its own, from a thread that entered the lab's host netns (so no nsenter is timed).
 /// Returns (create-runtime, poststop) medians for each of `hooks`, run in turn on every round.
@@ -142,7 +156,15 @@ fn hook_alone(lab: &Lab, rounds: usize, hooks: &[&std::path::Path]) -> Vec<(Dura
                 .expect("setns into the lab");
             let mut samples = vec![(Vec::new(), Vec::new()); hooks.len()];
             for round in 0..rounds {
-                for (n, hook) in hooks.iter().enumerate() {
+                // Alternate which build goes first: the second of two runs in a row is quicker (caches, the
+                // first one's leftovers being reaped), which was a 14% bias on poststop in an A/A run.
+                let order: Vec<usize> = if round % 2 == 0 {
+                    (0..hooks.len()).collect()
+                } else {
+                    (0..hooks.len()).rev().collect()
+                };
+                for n in order {
+                    let hook = hooks[n];
                     let container = lab.spawn_netns_sleeper();
                     let id = format!("bench{round}-{n}-{}", lab.id);
                     let state = lab.fake_state(&id, container, &[("wg.enable", "true")]);
