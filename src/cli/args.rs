@@ -99,6 +99,9 @@ pub struct TunnelDaemonArgs {
     /// The MTU the hook gave the TUN device
     #[arg(long, value_parser = clap::value_parser!(u16).range(576..))]
     pub mtu: u16,
+    /// The container's init: the first process of its netns to watch (the daemon ends when none is left)
+    #[arg(long)]
+    pub container_pid: Option<u32>,
 }
 
 fn interface_name(s: &str) -> Result<String, String> {

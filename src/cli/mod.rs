@@ -47,8 +47,12 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
             return check::run(&policy_path, args.profile.as_deref(), json);
         }
         // No policy, no logger: the hook configures it, and its stdio is /dev/null.
-        Command::TunnelDaemon(TunnelDaemonArgs { name, mtu }) => {
-            return match crate::wg::daemon::run(&name, mtu) {
+        Command::TunnelDaemon(TunnelDaemonArgs {
+            name,
+            mtu,
+            container_pid,
+        }) => {
+            return match crate::wg::daemon::run(&name, mtu, container_pid) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&format!("tunnel-daemon {name}: {e}")),
             };

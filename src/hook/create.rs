@@ -560,17 +560,18 @@ impl Setup<'_> {
         let policy = self.policy;
         let interface = policy.interface.as_str();
         self.check_deadline("configuring WireGuard")?;
+        let mut answer = None;
         match self.record.backend {
             // Through a generic netlink socket of the container's netns, where the device is (the family looks
             // devices up in the requester's netns); its UDP socket stays where the device was created.
             BackendKind::Kernel => {
                 container_ns.run(|| wg::kernel::configure(interface, &spec.device))
             }
-            // The built-in daemon over its socketpair: its answer is also the sign that it runs.
+            // The built-in daemon's over its socketpair, answered once the rest is set up: the daemon starts
+            // meanwhile, and its answer is also the sign that it runs.
             BackendKind::Userspace => match self.daemon_control.take() {
                 Some(control) => {
-                    let what = format!("the built-in daemon for {tmp}");
-                    uapi::configure_over(control, &spec.device, self.deadline, &what)
+                    uapi::send(control, &spec.device, self.deadline).map(|a| answer = Some(a))
                 }
                 None => uapi::configure(&uapi::socket_path(&tmp), &spec.device, self.deadline),
             },
@@ -628,6 +629,13 @@ impl Setup<'_> {
         );
         let container = self.container_nl.as_ref().expect("connected above");
         routing::add_routes(container, index, spec, &mut self.rules_added)?;
+        if let Some(answer) = answer {
+            // Before anything that needs the tunnel to carry packets (a PIA port's first bind).
+            let what = format!("the built-in daemon for {tmp}");
+            answer
+                .wait(self.deadline, &what)
+                .step("configuring WireGuard")?;
+        }
 
         if spec.dns_servers.is_empty() && spec.kill_switch {
             warn!(
@@ -731,7 +739,10 @@ impl Setup<'_> {
     fn create_device(&mut self, tmp: &str, mtu: u32) -> Result<(), StepError> {
         let daemon_command = match (&self.policy.backend, &self.policy.userspace_command) {
             (BackendChoice::Kernel, _) => None,
-            (_, None) => Some(Daemon::builtin_command(tmp, mtu)),
+            (_, None) => {
+                let container_pid = self.record.members[0].pid;
+                Some(Daemon::builtin_command(tmp, mtu, container_pid))
+            }
             (_, Some(command)) => Some(Daemon::command(command, tmp)),
         };
         if let Some(Ok((program, argv))) = &daemon_command {

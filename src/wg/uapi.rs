@@ -66,10 +66,75 @@ pub fn configure_over(
     deadline: Deadline,
     what: &dyn std::fmt::Display,
 ) -> io::Result<()> {
-    let wait = ANSWER_WAIT
+    send(stream, config, deadline)?.wait(deadline, what)
+}
+
+/// Writes the whole configuration to `stream` and returns at once: a daemon still starting reads it when it is
+/// ready, and its answer can be awaited after other work (`Answer::wait`).
+pub fn send(stream: UnixStream, config: &DeviceConfig, deadline: Deadline) -> io::Result<Answer> {
+    let mut stream = stream;
+    let wait = answer_wait(deadline);
+    stream.set_write_timeout(Some(wait))?;
+    let mut request = set_request(config);
+    let sent = stream.write_all(request.as_bytes());
+    wipe(&mut request);
+    sent.map_err(|e| timed_out(e, wait, deadline))?;
+    Ok(Answer {
+        reader: BufReader::new(stream),
+        sent: std::time::Instant::now(),
+    })
+}
+
+/// The answer to a configuration `send` wrote.
+pub struct Answer {
+    reader: BufReader<UnixStream>,
+    sent: std::time::Instant,
+}
+
+impl Answer {
+    /// Reads the daemon's `errno=`, waiting no longer than `ANSWER_WAIT` nor past `deadline`.
+    pub fn wait(mut self, deadline: Deadline, what: &dyn std::fmt::Display) -> io::Result<()> {
+        let wait = answer_wait(deadline);
+        self.reader.get_ref().set_read_timeout(Some(wait))?;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let read = self.reader.read_line(&mut line);
+            if read.map_err(|e| timed_out(e, wait, deadline))? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the daemon closed its UAPI socket without an answer",
+                ));
+            }
+            match line.trim_end().strip_prefix("errno=") {
+                Some("0") => {
+                    debug!(
+                        "{what}: configuration accepted {:.1} ms after it was sent",
+                        self.sent.elapsed().as_secs_f64() * 1e3
+                    );
+                    return Ok(());
+                }
+                Some(errno) => {
+                    let code: i32 = errno.parse().unwrap_or(libc_eio());
+                    return Err(io::Error::other(format!(
+                        "the daemon refused the configuration: {}",
+                        io::Error::from_raw_os_error(code)
+                    )));
+                }
+                None => continue,
+            }
+        }
+    }
+}
+
+fn answer_wait(deadline: Deadline) -> Duration {
+    ANSWER_WAIT
         .min(deadline.left())
-        .max(Duration::from_millis(1));
-    let timed_out = |e: io::Error| match e.kind() {
+        .max(Duration::from_millis(1))
+}
+
+fn timed_out(e: io::Error, wait: Duration, deadline: Deadline) -> io::Error {
+    match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
             let cut = if wait < ANSWER_WAIT {
                 format!(" ({})", deadline.name())
@@ -83,42 +148,6 @@ pub fn configure_over(
             )
         }
         _ => e,
-    };
-    let started = std::time::Instant::now();
-    let mut stream = stream;
-    stream.set_read_timeout(Some(wait))?;
-    stream.set_write_timeout(Some(wait))?;
-    let mut request = set_request(config);
-    let sent = stream.write_all(request.as_bytes());
-    wipe(&mut request);
-    sent.map_err(timed_out)?;
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).map_err(timed_out)? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the daemon closed its UAPI socket without an answer",
-            ));
-        }
-        match line.trim_end().strip_prefix("errno=") {
-            Some("0") => {
-                debug!(
-                    "{what}: configuration accepted in {:.1} ms",
-                    started.elapsed().as_secs_f64() * 1e3
-                );
-                return Ok(());
-            }
-            Some(errno) => {
-                let code: i32 = errno.parse().unwrap_or(libc_eio());
-                return Err(io::Error::other(format!(
-                    "the daemon refused the configuration: {}",
-                    io::Error::from_raw_os_error(code)
-                )));
-            }
-            None => continue,
-        }
     }
 }
 

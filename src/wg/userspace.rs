@@ -46,8 +46,13 @@ impl Daemon {
     }
 
     /// The built-in daemon's program (this executable, as the kernel names it: what the record checks) and argv
-    /// for the tunnel `name` (host-unique, which names its UAPI socket) on a link of `mtu`.
-    pub fn builtin_command(name: &str, mtu: u32) -> io::Result<(PathBuf, Vec<String>)> {
+    /// for the tunnel `name` (host-unique, which names its UAPI socket) on a link of `mtu`, in the netns of the
+    /// container whose init is `container_pid`.
+    pub fn builtin_command(
+        name: &str,
+        mtu: u32,
+        container_pid: u32,
+    ) -> io::Result<(PathBuf, Vec<String>)> {
         let exe = std::env::current_exe()?;
         let argv = vec![
             exe.to_string_lossy().into_owned(),
@@ -55,6 +60,8 @@ impl Daemon {
             name.to_owned(),
             "--mtu".to_owned(),
             mtu.to_string(),
+            "--container-pid".to_owned(),
+            container_pid.to_string(),
         ];
         Ok((exe, argv))
     }

@@ -20,6 +20,7 @@ mod adversarial;
 mod check;
 mod cli;
 mod crash;
+mod daemon;
 mod deadline;
 mod docker;
 mod docker_lab;

@@ -7,10 +7,11 @@
 //! fd 4 in the UAPI text protocol (keys never in argv, environment or a file); the answer is the readiness
 //! signal, so there is nothing to poll. `status` and `wg show` reach it at /var/run/wireguard/NAME.sock.
 //!
-//! It ends when the device does: the container's netns going away deletes the TUN, the next read fails with
-//! EBADFD, and gotatun reports that as fatal. poststop does not wait for that: it kills the process, and the
-//! non-persistent TUN goes with its last descriptor.
+//! poststop kills it, and the non-persistent TUN goes with its last descriptor. Without a poststop it ends
+//! by itself once no process is left in the container's netns (`netns_watch`: its TUN pins that netns), and
+//! when the device fails (a read returns EBADFD once the device was deleted), which gotatun reports as fatal.
 
+mod netns_watch;
 mod tun_io;
 
 use super::uapi;
@@ -31,12 +32,15 @@ pub const CONTROL_FD: RawFd = 4;
 /// a container's tunnel, and every thread costs a stack.
 const MAX_WORKERS: usize = 4;
 
-/// Runs the daemon until its device ends.
-pub fn run(name: &str, mtu: u16) -> Result<(), String> {
+/// Runs the daemon until its device ends or no process is left in the container's netns, which `container_pid`
+/// (the container's init when the hook started it) was in.
+pub fn run(name: &str, mtu: u16, container_pid: Option<u32>) -> Result<(), String> {
     // Nothing it starts may gain privileges, and files it creates (the UAPI socket) are root's alone.
+    // Its name in ps and top (it runs /proc/self/exe, which the kernel would call "exe").
     // SAFETY: prctl and umask with constant arguments.
     unsafe {
         libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        libc::prctl(libc::PR_SET_NAME, c"wg-oci-tunnel".as_ptr(), 0, 0, 0);
         libc::umask(0o077);
     }
     let tun = take_fd(TUN_FD, "the TUN device", |st| {
@@ -46,6 +50,18 @@ pub fn run(name: &str, mtu: u16) -> Result<(), String> {
     let control = take_fd(CONTROL_FD, "the control socket", |st| {
         SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK
     })?;
+    // Kernels before 5.2 cannot say which netns the TUN is in: there poststop, gc or the next start ends it.
+    if let Ok(netns) = netns_watch::of_tun(&tun) {
+        let socket = uapi::socket_path(name);
+        std::thread::Builder::new()
+            .name("netns-watch".into())
+            .spawn(move || {
+                netns_watch::wait_until_empty(netns, container_pid);
+                let _ = std::fs::remove_file(socket);
+                std::process::exit(0);
+            })
+            .map_err(|e| format!("starting the netns watch: {e}"))?;
+    }
     // Whatever else the hook's parent left open without CLOEXEC is none of the daemon's business.
     // SAFETY: closes descriptors this process does not use; close_range has been in Linux since 5.9.
     unsafe { libc::syscall(libc::SYS_close_range, CONTROL_FD + 1, u32::MAX, 0) };
