@@ -14,7 +14,8 @@
 //!
 //! Set WG_BENCH_ROUNDS to change the number of rounds (default 21). Set WG_BENCH_BASELINE_HOOK to another
 //! build of wg-oci-hook to time it on the static profile too, interleaved with this one. Set WG_BENCH_HOOK_ONLY=1
-//! to stop after the hook alone on the static profile (a quick A/B of two builds).
+//! to stop after the hook alone on the static profile (a quick A/B of two builds), WG_BENCH_SHOW_LOG=1 to see
+//! each hook run's log (the lab's policy logs at debug level, with each step's time).
 
 #[path = "../tests/lab/mod.rs"]
 mod lab;
@@ -212,6 +213,13 @@ fn time_hook(
         .unwrap();
     let out = child.wait_with_output().unwrap();
     let took = start.elapsed();
+    if std::env::var_os("WG_BENCH_SHOW_LOG").is_some() {
+        eprintln!(
+            "--- {} {stage}:\n{}",
+            hook.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     assert!(
         out.status.success(),
         "{stage} failed: {}",

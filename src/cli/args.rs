@@ -85,6 +85,32 @@ pub enum Command {
     /// The PIA port-forwarding helper of a container, started by create-runtime
     #[command(name = "pia-port-forward", hide = true)]
     PortForward(PortForwardArgs),
+
+    /// The built-in userspace WireGuard daemon of a tunnel, started by create-runtime with its descriptors
+    #[command(name = "tunnel-daemon", hide = true)]
+    TunnelDaemon(TunnelDaemonArgs),
+}
+
+#[derive(Debug, PartialEq, Eq, Args)]
+pub struct TunnelDaemonArgs {
+    /// The tunnel's host-unique name, which names its UAPI socket
+    #[arg(value_parser = interface_name)]
+    pub name: String,
+    /// The MTU the hook gave the TUN device
+    #[arg(long, value_parser = clap::value_parser!(u16).range(576..))]
+    pub mtu: u16,
+}
+
+fn interface_name(s: &str) -> Result<String, String> {
+    let fine = !s.is_empty()
+        && s.len() < 16
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if fine {
+        Ok(s.to_owned())
+    } else {
+        Err("an interface name: 1 to 15 letters, digits, - or _".to_owned())
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, Args)]

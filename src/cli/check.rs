@@ -204,11 +204,14 @@ fn check_policy(
 
 /// The backend the policy names, as a start on this host would find it: the policy key to blame and why.
 fn backend_problem(policy: &Policy, host: &dyn Host) -> Option<(&'static str, String)> {
-    let userspace = || {
-        let program = &policy.userspace_command[0];
-        host.find(program)
+    // The built-in daemon needs only TUN devices; a userspace_command, its program.
+    let userspace = || match &policy.userspace_command {
+        None => (!Path::new("/dev/net/tun").exists())
+            .then(|| "the built-in userspace backend needs /dev/net/tun (modprobe tun)".to_owned()),
+        Some(command) => host
+            .find(&command[0])
             .err()
-            .map(|e| format!("userspace_command: {e}"))
+            .map(|e| format!("userspace_command: {e}")),
     };
     let kernel = || {
         host.kernel_wireguard().err().map(|e| {

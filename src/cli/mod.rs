@@ -10,7 +10,7 @@ use crate::config::annotations;
 use crate::config::policy::{self, Policy};
 use crate::hook;
 use crate::oci::state::ContainerState;
-use args::{CheckArgs, Cli, Command, PortForwardArgs, StatusArgs};
+use args::{CheckArgs, Cli, Command, PortForwardArgs, StatusArgs, TunnelDaemonArgs};
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -45,6 +45,13 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
         // Loads the policy itself: a policy that does not load is a problem to report like the others.
         Command::Check(CheckArgs { json }) => {
             return check::run(&policy_path, args.profile.as_deref(), json);
+        }
+        // No policy, no logger: the hook configures it, and its stdio is /dev/null.
+        Command::TunnelDaemon(TunnelDaemonArgs { name, mtu }) => {
+            return match crate::wg::daemon::run(&name, mtu) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&format!("tunnel-daemon {name}: {e}")),
+            };
         }
         Command::PortForward(PortForwardArgs { id, worker }) => {
             Ok(Work::PortForward { id, worker })

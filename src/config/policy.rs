@@ -55,7 +55,8 @@ pub struct Policy {
     pub interface: String,
     pub state_dir: PathBuf,
     pub backend: BackendChoice,
-    pub userspace_command: Vec<String>,
+    /// The userspace daemon to run instead of the built-in one (wireguard-go); None: the built-in one.
+    pub userspace_command: Option<Vec<String>>,
     /// The nftables front end that loads the kill switch and port maps.
     pub nft_command: String,
     /// The real OCI runtime `wg-oci-runtime` execs (a name on PATH or a path).
@@ -313,8 +314,8 @@ impl Policy {
                     "userspace_command: must be a non-empty list of non-empty strings",
                 ));
             }
-            Some(cmd) => cmd.into_inner(),
-            None => vec!["wireguard-go".to_owned()],
+            Some(cmd) => Some(cmd.into_inner()),
+            None => None,
         };
         let nft_command = match raw.nft_command {
             Some(cmd) if cmd.get_ref().is_empty() => {
@@ -896,7 +897,7 @@ mod tests {
         assert_eq!(p.interface, "wg0");
         assert_eq!(p.state_dir, PathBuf::from("/run/wg-oci-hook"));
         assert_eq!(p.backend, BackendChoice::Auto);
-        assert_eq!(p.userspace_command, vec!["wireguard-go"]);
+        assert_eq!(p.userspace_command, None);
         assert!(p.allowed_annotations.is_empty());
         assert_eq!(
             p.profiles["vpn"].wg_quick(),

@@ -432,6 +432,7 @@ fn build(input: BuildInput) -> Result<Record, StepError> {
         host_link_index: None,
         link_in_container: None,
         daemon: None,
+        daemon_control: None,
         member_noted: false,
         table_there,
         record_saved: false,
@@ -491,6 +492,8 @@ struct Setup<'a> {
     /// Our link in the container's netns, once there is one.
     link_in_container: Option<InContainer>,
     daemon: Option<Daemon>,
+    /// The built-in daemon's configuration socket, until it is configured.
+    daemon_control: Option<std::os::unix::net::UnixStream>,
     /// The container's membership file names this tunnel.
     member_noted: bool,
     /// A table of ours may be in the netns already: the kill switch replaces it.
@@ -563,12 +566,18 @@ impl Setup<'_> {
             BackendKind::Kernel => {
                 container_ns.run(|| wg::kernel::configure(interface, &spec.device))
             }
-            BackendKind::Userspace => {
-                uapi::configure(&uapi::socket_path(&tmp), &spec.device, self.deadline)
-            }
+            // The built-in daemon over its socketpair: its answer is also the sign that it runs.
+            BackendKind::Userspace => match self.daemon_control.take() {
+                Some(control) => {
+                    let what = format!("the built-in daemon for {tmp}");
+                    uapi::configure_over(control, &spec.device, self.deadline, &what)
+                }
+                None => uapi::configure(&uapi::socket_path(&tmp), &spec.device, self.deadline),
+            },
         }
         .step("configuring WireGuard")?;
-        if self.record.backend == BackendKind::Userspace {
+        if self.record.backend == BackendKind::Userspace && self.policy.userspace_command.is_some()
+        {
             self.move_tun(&tmp, mtu)?;
         }
         let container = self.container_nl.as_ref().expect("connected above");
@@ -720,12 +729,19 @@ impl Setup<'_> {
     /// poststop after a kill (runc's hook timeout) knows exactly what to look for, and one that finds no record
     /// knows that nothing was made.
     fn create_device(&mut self, tmp: &str, mtu: u32) -> Result<(), StepError> {
-        let daemon_command = match self.policy.backend {
-            BackendChoice::Kernel => None,
-            _ => Some(Daemon::command(&self.policy.userspace_command, tmp)),
+        let daemon_command = match (&self.policy.backend, &self.policy.userspace_command) {
+            (BackendChoice::Kernel, _) => None,
+            (_, None) => Some(Daemon::builtin_command(tmp, mtu)),
+            (_, Some(command)) => Some(Daemon::command(command, tmp)),
         };
-        if let Some(Ok((_, argv))) = &daemon_command {
-            self.record.daemon = Some(Started::before_spawn(None, argv.clone()));
+        if let Some(Ok((program, argv))) = &daemon_command {
+            // The built-in daemon's executable is known before it runs; another command's, once it does.
+            let exe = self
+                .policy
+                .userspace_command
+                .is_none()
+                .then(|| program.clone());
+            self.record.daemon = Some(Started::before_spawn(exe, argv.clone()));
         }
         self.save_record()?;
         let no_kernel_wireguard =
@@ -768,9 +784,49 @@ impl Setup<'_> {
             let (program, argv) = daemon_command
                 .expect("no kernel link: the backend may be userspace")
                 .step("starting the userspace WireGuard daemon")?;
-            self.start_daemon(&program, &argv, tmp)?;
+            if self.policy.userspace_command.is_some() {
+                self.start_daemon(&program, &argv, tmp)?;
+            } else {
+                self.start_builtin_daemon(&argv, mtu)?;
+            }
         }
         Ok(())
+    }
+
+    /// The built-in daemon's TUN, made from a thread inside the container's netns under its final name (so
+    /// neither a move nor a rename; one the container has already is refused), with its MTU; then the daemon,
+    /// in the host's netns, given the TUN's descriptor and a configuration socket (`run` configures it).
+    fn start_builtin_daemon(&mut self, argv: &[String], mtu: u32) -> Result<(), StepError> {
+        let interface = self.policy.interface.as_str();
+        let step = "creating the TUN device in the container";
+        let tun = self
+            .container_ns
+            .run(|| wg::tun::create(interface))
+            .map_err(|e| match Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
+                // IFF_TUN_EXCL: any link of that name, a TUN of the container's own included.
+                Errno::EBUSY | Errno::EEXIST | Errno::EINVAL => name_taken(interface),
+                _ => e.to_string(),
+            })
+            .step(step)?;
+        self.link_in_container = Some(InContainer::Name(interface.to_owned()));
+        let container = self.container_nl.as_ref().expect("connected");
+        let index = container
+            .index_of(interface)
+            .step(step)?
+            .ok_or_else(|| format!("{interface} vanished from the container"))
+            .step(step)?;
+        self.link_in_container = Some(InContainer::Index(index));
+        let step = "starting the userspace WireGuard daemon";
+        let (daemon, control) = Daemon::spawn_builtin(argv, tun).step(step)?;
+        let pid = daemon.pid();
+        self.daemon = Some(daemon);
+        self.daemon_control = Some(control);
+        if let Some(started) = self.record.daemon.as_mut() {
+            started.observe(pid);
+        }
+        debug!("container {}: built-in daemon pid {pid}", self.id);
+        let container = self.container_nl.as_ref().expect("connected");
+        container.set_mtu(index, mtu).step("setting the MTU")
     }
 
     /// The kernel WireGuard link, made from the host's netlink socket straight into the container's netns under

@@ -43,11 +43,13 @@ const PRIVATE_KEY: &str = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
 const PEER_KEY: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
 const RESOLV_BEFORE: &str = "nameserver 10.0.0.53\n";
 
-/// The tier's policy: profile `vpn` on `wg0.conf`, then `more` (further TOML).
+/// The tier's policy: profile `vpn` on `wg0.conf`, then `more` (further TOML). wireguard-go, since the built-in
+/// daemon is this executable, which here is the test harness; the end-to-end tests run the built-in one.
 fn policy(dir: &std::path::Path, more: &str) -> Policy {
     Policy::parse(
         &format!(
-            "default_profile = \"vpn\"\nstate_dir = {:?}\nbackend = \"userspace\"\n\n\
+            "default_profile = \"vpn\"\nstate_dir = {:?}\nbackend = \"userspace\"\n\
+             userspace_command = [\"wireguard-go\"]\n\n\
              [profiles.vpn]\nconfig = {:?}\n{more}",
             dir.join("state"),
             dir.join("wg0.conf")

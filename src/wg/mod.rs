@@ -1,10 +1,13 @@
 //! Configuring the WireGuard device: the kernel backend (generic netlink via wireguard-control) and the
-//! userspace backend (a `wireguard-go` daemon configured over its UAPI socket). Either way the device's UDP
+//! userspace backend: the built-in daemon (`daemon`, on gotatun, configured over a socketpair) or a
+//! `userspace_command` such as wireguard-go (configured over its UAPI socket). Either way the device's UDP
 //! socket is in the runtime's (host) netns for its whole life: the kernel opens it in the netns the link was
-//! created from (the hook makes it from there straight into the container's), wireguard-go in its own.
+//! created from (the hook makes it from there straight into the container's), a daemon in its own.
 
+pub mod daemon;
 pub mod kernel;
 pub mod key;
+pub mod tun;
 pub mod uapi;
 pub mod userspace;
 

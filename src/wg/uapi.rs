@@ -51,9 +51,21 @@ fn set_request(config: &DeviceConfig) -> String {
     req
 }
 
-/// Sends the whole configuration and checks the daemon's `errno=0`, waiting no longer than `ANSWER_WAIT` nor
-/// past `deadline`.
+/// Sends the whole configuration to the daemon behind `socket` and checks its `errno=0`, waiting no longer than
+/// `ANSWER_WAIT` nor past `deadline`.
 pub fn configure(socket: &Path, config: &DeviceConfig, deadline: Deadline) -> io::Result<()> {
+    let stream = UnixStream::connect(socket)?;
+    configure_over(stream, config, deadline, &socket.display())
+}
+
+/// The same over a connected stream (the built-in daemon's end of a socketpair): the answer is also the sign
+/// that the daemon runs, with its device and sockets made. `what` names the daemon in messages.
+pub fn configure_over(
+    stream: UnixStream,
+    config: &DeviceConfig,
+    deadline: Deadline,
+    what: &dyn std::fmt::Display,
+) -> io::Result<()> {
     let wait = ANSWER_WAIT
         .min(deadline.left())
         .max(Duration::from_millis(1));
@@ -73,7 +85,7 @@ pub fn configure(socket: &Path, config: &DeviceConfig, deadline: Deadline) -> io
         _ => e,
     };
     let started = std::time::Instant::now();
-    let mut stream = UnixStream::connect(socket)?;
+    let mut stream = stream;
     stream.set_read_timeout(Some(wait))?;
     stream.set_write_timeout(Some(wait))?;
     let mut request = set_request(config);
@@ -87,14 +99,13 @@ pub fn configure(socket: &Path, config: &DeviceConfig, deadline: Deadline) -> io
         if reader.read_line(&mut line).map_err(timed_out)? == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                "the daemon closed the UAPI socket",
+                "the daemon closed its UAPI socket without an answer",
             ));
         }
         match line.trim_end().strip_prefix("errno=") {
             Some("0") => {
                 debug!(
-                    "{}: configuration accepted in {:.1} ms",
-                    socket.display(),
+                    "{what}: configuration accepted in {:.1} ms",
                     started.elapsed().as_secs_f64() * 1e3
                 );
                 return Ok(());

@@ -1,11 +1,18 @@
-//! The userspace backend's daemon: started detached in the host netns, stopped as the process recorded.
+//! The userspace backend's daemon: started detached in the host netns, stopped as the process recorded. The
+//! built-in one (`super::daemon`, this very executable) gets the container's TUN and a configuration socket as
+//! inherited descriptors; a `userspace_command` (wireguard-go) makes its TUN itself and is configured over its
+//! UAPI socket once that appears.
 
-use super::uapi;
+use super::{daemon, uapi};
 use crate::sys::command::{resolve_program, DEFAULT_PATH};
 use crate::sys::deadline::Deadline;
 use crate::sys::process;
 use log::debug;
+use nix::fcntl::{fcntl, FcntlArg};
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,6 +43,78 @@ impl Daemon {
         argv.extend(args.iter().cloned());
         argv.push(interface.to_owned());
         Ok((program, argv))
+    }
+
+    /// The built-in daemon's program (this executable, as the kernel names it: what the record checks) and argv
+    /// for the tunnel `name` (host-unique, which names its UAPI socket) on a link of `mtu`.
+    pub fn builtin_command(name: &str, mtu: u32) -> io::Result<(PathBuf, Vec<String>)> {
+        let exe = std::env::current_exe()?;
+        let argv = vec![
+            exe.to_string_lossy().into_owned(),
+            daemon::SUBCOMMAND.to_owned(),
+            name.to_owned(),
+            "--mtu".to_owned(),
+            mtu.to_string(),
+        ];
+        Ok((exe, argv))
+    }
+
+    /// Starts the built-in daemon with `argv` (from `builtin_command`) in a session of its own, with `tun` as
+    /// its fd 3 and one end of a new socketpair as its fd 4, no stdio and an empty environment. Returns the
+    /// other end, over which the caller configures it (`uapi::configure_over`): its answer means it runs.
+    /// /proc/self/exe is executed, so the daemon is this very build even if the file was replaced since.
+    pub fn spawn_builtin(argv: &[String], tun: OwnedFd) -> io::Result<(Daemon, UnixStream)> {
+        let (ours, theirs) = UnixStream::pair()?;
+        // Above the two numbers they must end up at, so that neither dup2 overwrites the other's source.
+        let above = |fd: &dyn AsFd| -> io::Result<OwnedFd> {
+            let raw = fcntl(
+                fd.as_fd(),
+                FcntlArg::F_DUPFD_CLOEXEC(daemon::CONTROL_FD + 1),
+            )?;
+            // SAFETY: fcntl just returned this new descriptor, owned by nobody else.
+            Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(raw) })
+        };
+        let (tun, theirs) = (above(&tun)?, above(&theirs)?);
+        let (tun_raw, control_raw) = (tun.as_raw_fd(), theirs.as_raw_fd());
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.arg0(&argv[0])
+            .args(&argv[1..])
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .current_dir("/");
+        process::detach(&mut cmd);
+        // SAFETY: dup2 is async-signal-safe; the new descriptors lack CLOEXEC, so they survive the exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                for (from, to) in [(tun_raw, daemon::TUN_FD), (control_raw, daemon::CONTROL_FD)] {
+                    if nix::libc::dup2(from, to) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let started = Instant::now();
+        let child = cmd
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("starting {}: {e}", argv[0])))?;
+        debug!(
+            "built-in daemon started as pid {} in {:.1} ms (fork and exec)",
+            child.id(),
+            started.elapsed().as_secs_f64() * 1e3
+        );
+        let program = PathBuf::from(&argv[0]);
+        let socket = uapi::socket_path(&argv[2]);
+        Ok((
+            Daemon {
+                child,
+                program,
+                socket,
+            },
+            ours,
+        ))
     }
 
     /// Starts `program` with `argv` (from `command`) in the foreground mode that wireguard-go enters with

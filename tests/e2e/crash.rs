@@ -9,14 +9,19 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The steps a kill leaves something at: a daemon and a host link (the first two), then the link in the
-/// container, its table, resolv.conf, and everything but the record's last save.
-const STEPS: [&str; 5] = [
+/// The steps a kill leaves something at: a daemon and its TUN in the container, then the table, resolv.conf,
+/// and everything but the record's last save.
+const STEPS: [&str; 4] = [
     "configuring WireGuard",
-    "moving the interface into the container",
     "loading the kill switch (nftables)",
     "writing resolv.conf",
     "writing the state record",
+];
+
+/// With wireguard-go, whose TUN is made in the host's netns and moved: a daemon and a host link first.
+const WIREGUARD_GO_STEPS: [&str; 2] = [
+    "configuring WireGuard",
+    "moving the interface into the container",
 ];
 
 /// Starts createRuntime for container `id` (init `pid`), waits until it pauses at `step`, and SIGKILLs it.
@@ -73,32 +78,40 @@ fn status(lab: &Lab) -> CmdOutput {
 
 #[test]
 fn gc_takes_down_what_a_create_killed_at_each_step_left_once_its_container_is_gone() {
-    let lab = Lab::new("crash_gc");
-    for (n, step) in STEPS.iter().enumerate() {
+    gc_after_kills(&Lab::new("crash_gc"), &STEPS);
+    let lab = Lab::new("crash_gc_wggo");
+    let mut policy = lab.policy();
+    policy.userspace_command = vec!["wireguard-go".to_owned()];
+    lab.write_policy(&policy);
+    gc_after_kills(&lab, &WIREGUARD_GO_STEPS);
+}
+
+fn gc_after_kills(lab: &Lab, steps: &[&str]) {
+    for (n, step) in steps.iter().enumerate() {
         let id = format!("crash-{}-{n}", lab.id);
         lab.track_container_id(&id);
         let pid = lab.spawn_netns_sleeper();
-        kill_create_at(&lab, &id, pid, step);
+        kill_create_at(lab, &id, pid, step);
         let left = lab.leftovers(&id);
         assert!(
             left.iter().any(|l| l.starts_with("process ")),
             "killed at {step:?}: no daemon left, so this proves nothing: {left:?}"
         );
         assert_eq!(
-            status(&lab).assert_success("status").stdout.trim(),
+            status(lab).assert_success("status").stdout.trim(),
             "",
             "killed at {step:?}: status lists a tunnel that never came up"
         );
         // The container dies (runc kills it when its hook fails) and no poststop runs.
         kill(pid, Signal::SIGKILL);
-        let out = gc(&lab);
+        let out = gc(lab);
         out.assert_success("gc");
         assert!(
             out.stdout.contains("1 tunnel(s) taken down"),
             "killed at {step:?}:\n{out}"
         );
         lab.assert_nothing_left(&id);
-        let out = gc(&lab);
+        let out = gc(lab);
         assert!(out.stdout.contains("0 tunnel(s) taken down"), "{out}");
     }
 }

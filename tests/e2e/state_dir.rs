@@ -208,10 +208,21 @@ fn poststop_spares_a_process_that_took_over_the_recorded_pid() {
     lab.assert_nothing_left(&id);
 }
 
-/// wireguard-go gets PATH and WG_PROCESS_FOREGROUND, nothing else of the hook's environment.
+/// The built-in daemon gets an empty environment; wireguard-go PATH and WG_PROCESS_FOREGROUND, nothing else of
+/// the hook's.
 #[test]
 fn the_daemon_gets_none_of_the_hooks_environment() {
+    daemon_environment(false);
+    daemon_environment(true);
+}
+
+fn daemon_environment(wireguard_go: bool) {
     let lab = Lab::new("daemon_env");
+    if wireguard_go {
+        let mut policy = lab.policy();
+        policy.userspace_command = vec!["wireguard-go".to_owned()];
+        lab.write_policy(&policy);
+    }
     let id = format!("env-{}", lab.id);
     lab.track_container_id(&id);
     let pid = lab.spawn_netns_sleeper();
@@ -239,10 +250,17 @@ fn the_daemon_gets_none_of_the_hooks_environment() {
     assert!(out_post.success(), "poststop\n{out_post}");
     lab.assert_nothing_left(&id);
     let keys: Vec<&str> = names.iter().map(|v| v.split('=').next().unwrap()).collect();
+    if !wireguard_go {
+        assert!(
+            keys.is_empty(),
+            "the built-in daemon's environment: {names:?}"
+        );
+        return;
+    }
     assert_eq!(
         keys,
         ["PATH", "WG_PROCESS_FOREGROUND"],
-        "the daemon's environment: {names:?}"
+        "wireguard-go's environment: {names:?}"
     );
     assert!(names.contains(&"WG_PROCESS_FOREGROUND=1".to_owned()));
 }

@@ -26,7 +26,7 @@ pub struct Policy {
     pub state_dir: PathBuf,
     /// `backend`: kernel, userspace or auto.
     pub backend: String,
-    /// `userspace_command`.
+    /// `userspace_command`; empty for none (the built-in daemon).
     pub userspace_command: Vec<String>,
     /// `allowed_annotations`.
     pub allowed_annotations: Vec<String>,
@@ -129,10 +129,12 @@ impl Policy {
             toml_str(&self.state_dir.to_string_lossy())
         );
         s += &format!("backend = {}\n", toml_str(&self.backend));
-        s += &format!(
-            "userspace_command = {}\n",
-            toml_list(&self.userspace_command)
-        );
+        if !self.userspace_command.is_empty() {
+            s += &format!(
+                "userspace_command = {}\n",
+                toml_list(&self.userspace_command)
+            );
+        }
         s += &format!(
             "allowed_annotations = {}\n",
             toml_list(&self.allowed_annotations)
@@ -174,7 +176,7 @@ impl Lab {
             interface: "wg0".to_owned(),
             state_dir: self.state_dir.clone(),
             backend: "userspace".to_owned(),
-            userspace_command: vec!["wireguard-go".to_owned()],
+            userspace_command: Vec::new(),
             allowed_annotations: vec!["wg.profile".to_owned()],
             log_level: "debug".to_owned(),
             log: Some("stderr".to_owned()),

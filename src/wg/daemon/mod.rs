@@ -1,0 +1,112 @@
+//! The built-in userspace WireGuard daemon, `wg-oci-hook tunnel-daemon NAME --mtu N`: gotatun (Mullvad's
+//! maintained boringtun) between a TUN device in the container's netns and UDP sockets in the host's.
+//!
+//! The hook makes the TUN from a thread inside the container's netns (`wg::tun`) and starts this process in
+//! the host's netns with that descriptor as fd 3 and one end of a socketpair as fd 4. The sockets gotatun opens
+//! are therefore the host's, and nothing is ever moved between namespaces. The hook configures the device over
+//! fd 4 in the UAPI text protocol (keys never in argv, environment or a file); the answer is the readiness
+//! signal, so there is nothing to poll. `status` and `wg show` reach it at /var/run/wireguard/NAME.sock.
+//!
+//! It ends when the device does: the container's netns going away deletes the TUN, the next read fails with
+//! EBADFD, and gotatun reports that as fatal. poststop does not wait for that: it kills the process, and the
+//! non-persistent TUN goes with its last descriptor.
+
+mod tun_io;
+
+use super::uapi;
+use gotatun::device::uapi::UapiServer;
+use gotatun::device::DeviceBuilder;
+use nix::libc;
+use nix::sys::stat::{fstat, SFlag};
+use std::io;
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+
+/// The hidden subcommand that runs the daemon.
+pub const SUBCOMMAND: &str = "tunnel-daemon";
+/// Where the daemon finds the container's TUN device and its configuration socket.
+pub const TUN_FD: RawFd = 3;
+pub const CONTROL_FD: RawFd = 4;
+/// The device's work spreads over this many threads at most: past two or three the crypto is not what limits
+/// a container's tunnel, and every thread costs a stack.
+const MAX_WORKERS: usize = 4;
+
+/// Runs the daemon until its device ends.
+pub fn run(name: &str, mtu: u16) -> Result<(), String> {
+    // Nothing it starts may gain privileges, and files it creates (the UAPI socket) are root's alone.
+    // SAFETY: prctl and umask with constant arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        libc::umask(0o077);
+    }
+    let tun = take_fd(TUN_FD, "the TUN device", |st| {
+        SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR
+            && (libc::major(st.st_rdev), libc::minor(st.st_rdev)) == (10, 200)
+    })?;
+    let control = take_fd(CONTROL_FD, "the control socket", |st| {
+        SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK
+    })?;
+    // Whatever else the hook's parent left open without CLOEXEC is none of the daemon's business.
+    // SAFETY: closes descriptors this process does not use; close_range has been in Linux since 5.9.
+    unsafe { libc::syscall(libc::SYS_close_range, CONTROL_FD + 1, u32::MAX, 0) };
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_WORKERS);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    runtime.block_on(serve(name, tun, mtu, UnixStream::from(control)))
+}
+
+fn take_fd(
+    fd: RawFd,
+    what: &str,
+    expected: impl Fn(&libc::stat) -> bool,
+) -> Result<OwnedFd, String> {
+    // SAFETY: only borrowed for the fstat; owned below only once it is known to be what the hook passed.
+    let st = fstat(unsafe { BorrowedFd::borrow_raw(fd) })
+        .map_err(|e| format!("fd {fd} ({what}): {e}: run only by wg-oci-hook create-runtime"))?;
+    if !expected(&st) {
+        return Err(format!(
+            "fd {fd} is not {what}: run only by wg-oci-hook create-runtime"
+        ));
+    }
+    // SAFETY: the descriptor is open, of the expected kind, and nothing else in this process owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+async fn serve(name: &str, tun: OwnedFd, mtu: u16, control: UnixStream) -> Result<(), String> {
+    let tun = tun_io::Tun::new(tun, mtu).map_err(|e| format!("the TUN device: {e}"))?;
+    let (client, server) = UapiServer::new();
+    let mut device = DeviceBuilder::new()
+        .with_default_udp()
+        .with_ip(tun)
+        .with_uapi(server)
+        .build()
+        .await
+        .map_err(|e| format!("starting the device: {e}"))?;
+    let socket = uapi::socket_path(name);
+    let listener = bind(&socket).map_err(|e| format!("{}: {e}", socket.display()))?;
+    // The hook's configuration, then the readers of the socket, each on a thread of gotatun's.
+    client.clone().wrap_read_write(control);
+    std::thread::Builder::new()
+        .name("uapi".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                client.clone().wrap_read_write(stream);
+            }
+        })
+        .map_err(|e| format!("starting the UAPI thread: {e}"))?;
+    device.wait().await;
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+fn bind(socket: &std::path::Path) -> io::Result<UnixListener> {
+    std::fs::create_dir_all(uapi::SOCKET_DIR)?;
+    // The hook picked a name no socket has; one there now is stale (a daemon killed before its cleanup).
+    let _ = std::fs::remove_file(socket);
+    UnixListener::bind(socket)
+}
