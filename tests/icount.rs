@@ -5,8 +5,8 @@
 //! namespaces of its own as the container, the lab's static wg-quick profile, the userspace backend, a fixed
 //! state JSON on stdin and an empty environment, as runc runs it. Callgrind counts the instructions of the hook's
 //! own process, every thread, from the dynamic loader on; not its children's (no `--trace-children`): the
-//! wireguard-go and nft it starts run natively and uncounted. Poststop is counted the same way; then the lab
-//! checks that nothing of the tunnel is left.
+//! userspace daemon (the built-in one, the hook's own executable run again) and nft run natively and uncounted.
+//! Poststop is counted the same way; then the lab checks that nothing of the tunnel is left.
 //!
 //! The median of a few runs is held against `benches/instruction-budget.toml`: above `budget * (1 + tolerance)`
 //! fails (a regression), and so does below `budget * (1 - 2 * tolerance)` (an improvement: lower the budget so
@@ -116,7 +116,8 @@ fn instruction_budget() {
         .unwrap_or_else(|e| panic!("icount: creating {}: {e}", out_dir.display()));
 
     let lab = Lab::new("icount");
-    // The lab's default policy (its static profile, the userspace backend), at the hook's default log level
+    // The lab's default policy (its static profile, the userspace backend and its built-in daemon), at the hook's
+    // default log level
     // (info, where the lab's debug would add formatting work) and on stderr, not in the machine's log.
     let mut policy = lab.policy();
     policy.log_level = String::new();
