@@ -6,6 +6,10 @@
 #   prints its path. Install it with: apt install ./target/debian/wg-oci-hook_*.deb
 # make test-deb: builds the package, lints it, installs it with apt, runs the demo against the installed files
 #   alone, purges it and checks that nothing is left (root, Debian; tests/deb.sh; a CI step of its own).
+# make icount: the release build's instruction counts of createRuntime and poststop under valgrind's callgrind,
+#   against a lab netns, held against benches/instruction-budget.toml: over budget*(1+tolerance) fails, and so
+#   does under budget*(1-2*tolerance) (root; tests/icount.rs; a CI step of its own). UPDATE=1 make icount writes
+#   the budget from a fresh measurement instead, for a change that moves it on purpose.
 CARGO ?= cargo
 
 PREFIX ?= /usr/local
@@ -16,7 +20,7 @@ CARGO_DEB_VERSION = 3.8.0
 # [package.metadata.deb] in Cargo.toml names, in the repository whatever CARGO_TARGET_DIR is.
 DEB_ASSETS = target/deb-assets
 
-.PHONY: build deps demo test test-many lint fuzz install deb deb-tool test-deb
+.PHONY: build deps demo test test-many lint fuzz install deb deb-tool test-deb icount
 
 build:
 	$(CARGO) build --release --locked
@@ -34,9 +38,11 @@ test: deps
 test-many: deps
 	$(CARGO) test --locked --features fault-injection --test e2e many:: -- --test-threads=1
 
+# --all-targets leaves out test targets with `test = false` (tests/icount.rs): it is named on its own.
 lint: deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets --all-features -- -D warnings
+	$(CARGO) clippy --locked --all-features --test icount -- -D warnings
 
 fuzz:
 	bash tests/fuzz.sh
@@ -68,3 +74,11 @@ deb: deb-tool build
 
 test-deb: deps
 	bash tests/deb.sh
+
+# tests/icount.rs counts the release build (make build: the same `cargo build --release --locked` as make deb's,
+# so CI reuses test-deb's), run by the test build of the lab. `test = false` in Cargo.toml keeps that test out of
+# make test; its features are make test's, so that its debug build is shared. --nocapture: the counts, the
+# budgets and their ratios are printed whether it passes or not.
+UPDATE ?=
+icount: deps build
+	WG_ICOUNT_UPDATE=$(UPDATE) $(CARGO) test --locked --features fault-injection --test icount -- --nocapture

@@ -27,7 +27,8 @@
 //! bench's size; the runner's own floor (what it reports for /bin/true) is printed beside.
 //!
 //! `WG_BENCH_PARALLEL=1,50 cargo bench --bench container_start` measures instead where N createRuntime runs at
-//! once wait (`parallel/mod.rs`).
+//! once wait (`parallel/mod.rs`); `WG_BENCH_PODMAN_PARALLEL=50`, N podman starts at once with and without the
+//! hook (`podman_parallel/mod.rs`).
 //!
 //! Set WG_BENCH_ROUNDS to change the number of rounds (default 21). Set WG_BENCH_BASELINE_HOOK to another
 //! build of wg-oci-hook to time it on the static profile too, interleaved with this one. Set WG_BENCH_HOOK_ONLY=1
@@ -38,6 +39,7 @@
 #[path = "../tests/lab/mod.rs"]
 mod lab;
 mod parallel;
+mod podman_parallel;
 mod reference;
 
 use lab::{Lab, PiaLab, RunOpts, HOOK_BIN};
@@ -70,6 +72,15 @@ fn main() {
     }
     // `cargo bench` passes --bench; `cargo test --benches` would pass nothing we need to run.
     if !args.iter().any(|a| a == "--bench") {
+        return;
+    }
+    // WG_BENCH_PODMAN_PARALLEL=50: N podman starts at once, with and without the hook (`podman_parallel/mod.rs`).
+    if let Ok(n) = std::env::var("WG_BENCH_PODMAN_PARALLEL") {
+        podman_parallel::run(
+            n.trim()
+                .parse()
+                .expect("WG_BENCH_PODMAN_PARALLEL: a number"),
+        );
         return;
     }
     // WG_BENCH_PARALLEL=1,50: where parallel starts wait (see `parallel/mod.rs`), instead of the rest.

@@ -15,9 +15,10 @@ with_recommends=(podman netavark aardvark-dns iptables runc conmon wireguard-go 
 # docker-compose (1.29, Python) runs examples/docker-compose.yml against the Docker lab's dockerd
 # (tests/e2e/examples.rs); it recommends docker.io, named above. patch applies the diffs `install --dry-run`
 # prints (tests/e2e/install.rs). dpkg-dev (dpkg-shlibdeps) and binutils (strip) for cargo-deb (make deb); lintian
-# and man-db for the package's test (tests/deb.sh).
+# and man-db for the package's test (tests/deb.sh). valgrind (its callgrind) counts the hook's instructions
+# (make icount, tests/icount.rs); its recommends (gdb, valgrind-dbg) are not needed.
 without_recommends=(wireguard-tools qemu-system-x86 cpio xz-utils kmod docker.io openssl containernetworking-plugins
-  protobuf-compiler docker-compose patch dpkg-dev binutils lintian man-db)
+  protobuf-compiler docker-compose patch dpkg-dev binutils lintian man-db valgrind)
 missing() {
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"

@@ -69,7 +69,9 @@ impl Daemon {
     /// Starts the built-in daemon with `argv` (from `builtin_command`) in a session of its own, with `tun` as
     /// its fd 3 and one end of a new socketpair as its fd 4, no stdio and an empty environment. Returns the
     /// other end, over which the caller configures it (`uapi::configure_over`): its answer means it runs.
-    /// /proc/self/exe is executed, so the daemon is this very build even if the file was replaced since.
+    /// The running executable is executed, through a descriptor of /proc/self/exe (`/proc/self/fd/N`), so the
+    /// daemon is this very build even if the file was replaced since. Not /proc/self/exe itself: under valgrind
+    /// (`make icount`) that is valgrind's tool, which refuses to run, while opening it gives the program's file.
     pub fn spawn_builtin(argv: &[String], tun: OwnedFd) -> io::Result<(Daemon, UnixStream)> {
         let (ours, theirs) = UnixStream::pair()?;
         // Above the two numbers they must end up at, so that neither dup2 overwrites the other's source.
@@ -81,9 +83,11 @@ impl Daemon {
             // SAFETY: fcntl just returned this new descriptor, owned by nobody else.
             Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(raw) })
         };
-        let (tun, theirs) = (above(&tun)?, above(&theirs)?);
+        let exe = std::fs::File::open("/proc/self/exe")?;
+        let (tun, theirs, exe) = (above(&tun)?, above(&theirs)?, above(&exe)?);
         let (tun_raw, control_raw) = (tun.as_raw_fd(), theirs.as_raw_fd());
-        let mut cmd = Command::new("/proc/self/exe");
+        // Resolved by the child before its exec closes the descriptor (CLOEXEC).
+        let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
         cmd.arg0(&argv[0])
             .args(&argv[1..])
             .env_clear()
