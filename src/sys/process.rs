@@ -122,18 +122,60 @@ impl Started {
     }
 }
 
-/// SIGTERM to `pid`, SIGKILL after the grace period if it still runs and `still_ours` says it is still ours.
+/// SIGTERM to `pid`, SIGKILL after the grace period if it still runs; through a pidfd opened before
+/// `still_ours` is asked, so that the signals reach the process that answered, even if the pid were reused
+/// meanwhile, and its exit is awaited by poll rather than by reading /proc in a loop.
 fn terminate(pid: u32, still_ours: impl Fn() -> bool) {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
-    let target = Pid::from_raw(pid as i32);
-    let _ = kill(target, Signal::SIGTERM);
-    let start = Instant::now();
-    while is_running(pid) && start.elapsed() < STOP_WAIT {
-        std::thread::sleep(Duration::from_millis(2));
+    use nix::libc;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open with a pid and no flags returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return;
     }
-    if is_running(pid) && still_ours() {
-        let _ = kill(target, Signal::SIGKILL);
+    // SAFETY: pidfd_open just returned this descriptor.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    if !still_ours() {
+        return;
+    }
+    let signal = |sig: libc::c_int| {
+        // SAFETY: a pidfd we own, a signal number, no siginfo, no flags.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+    };
+    // A pidfd is readable once its process has exited (a zombie included: it runs no more).
+    let exited_within = |wait: Duration| {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut poll = libc::pollfd {
+                fd: pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one pollfd, valid for the call.
+            let n = unsafe { libc::poll(&mut poll, 1, left.as_millis().min(60_000) as i32) };
+            if n > 0 {
+                return true;
+            }
+            let interrupted =
+                n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted;
+            if !interrupted || left.is_zero() {
+                return false;
+            }
+        }
+    };
+    signal(libc::SIGTERM);
+    if !exited_within(STOP_WAIT) {
+        signal(libc::SIGKILL);
+        exited_within(STOP_WAIT);
     }
 }
 
