@@ -188,6 +188,12 @@ fn guest_reports_create_runtime_times_of_both_backends() {
         kernel_wall / ip_direct,
         run.elapsed.as_secs_f64()
     );
+    // The same tunnels' poststop (the hook's own duration_ms; the container's netns still lives, as in a pod).
+    println!(
+        "poststop, medians of 7 (ms): kernel {:.1}, userspace {:.1}",
+        median("kernel_poststop"),
+        median("userspace_poststop")
+    );
     // WG_OCI_HOOK_VM_BASELINE: another build of the hook, timed between the two.
     if run.timings.contains_key("baseline") {
         let (baseline, baseline_wall) = (median("baseline"), median("baseline_wall"));
