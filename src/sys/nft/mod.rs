@@ -8,6 +8,13 @@
 //! anything, and the one Rust crate that does it is GPL-3.0 and needs libclang. The price is one exec (about
 //! 3 ms, measured against `nsenter true`).
 
+pub mod table;
+
+pub use table::{
+    AddrField, Chain, ChainKind, ChainPolicy, Hook, Icmpv6Type, Match, NamedSet, Nets, PortMatch,
+    Ports, Priority, Rule, Table, Verdict, L4,
+};
+
 use crate::sys::command::{output_until, resolve_program};
 use crate::sys::deadline::Deadline;
 use crate::sys::netns::NetNs;
