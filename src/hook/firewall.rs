@@ -316,6 +316,105 @@ mod tests {
         list.iter().map(|s| s.parse().unwrap()).collect()
     }
 
+    /// A `Rules` with owned parts.
+    struct Case {
+        interface: &'static str,
+        kill_switch: bool,
+        allow_local: Vec<IpNetwork>,
+        tunnel_addresses: Vec<IpNetwork>,
+        port_maps: Vec<PortMap>,
+        inbound: Inbound,
+        port_forwarding: bool,
+    }
+
+    impl Case {
+        fn rules(&self) -> Rules<'_> {
+            Rules {
+                interface: self.interface,
+                kill_switch: self.kill_switch,
+                allow_local: &self.allow_local,
+                tunnel_addresses: &self.tunnel_addresses,
+                port_maps: &self.port_maps,
+                inbound: &self.inbound,
+                port_forwarding: self.port_forwarding,
+            }
+        }
+    }
+
+    /// Tables of every shape `Rules` makes: each value of each part at least once, and the parts' values
+    /// combined with different strides so that the pairs vary too.
+    fn matrix() -> Vec<Case> {
+        let allow_local = [
+            vec![],
+            nets(&["10.88.0.0/16"]),
+            nets(&[
+                "10.89.7.0/24",
+                "192.168.1.7/32",
+                "fd89:7::/64",
+                "fd99::1/128",
+            ]),
+            nets(&["10.80.0.0/12", "fd88::/61", "172.16.5.4/32"]),
+            nets(&[
+                "10.0.0.0/25",
+                "10.0.0.128/25",
+                "10.0.0.0/8",
+                "fd00::/8",
+                "fd00::/16",
+            ]),
+            nets(&["0.0.0.0/0", "::/0"]),
+            nets(&[
+                "255.255.255.255/32",
+                "10.1.2.3/8",
+                "::/1",
+                "8000::/1",
+                "fd77::5/128",
+            ]),
+        ];
+        let tunnel_addresses = [
+            nets(&["10.77.0.2/32"]),
+            nets(&["10.77.0.2/32", "fd77::2/128"]),
+            nets(&["10.77.0.2/24", "10.77.1.9/32", "fd77::2/64", "fd77::3/128"]),
+            nets(&["fd77::2/128"]),
+            vec![],
+        ];
+        let port_maps = [
+            vec![],
+            crate::config::ports::parse_port_maps(["8080:80/tcp"]).unwrap(),
+            crate::config::ports::parse_port_maps([
+                "9081:81/tcp",
+                "9080:80",
+                "5353:53/udp",
+                "65535:1/udp",
+            ])
+            .unwrap(),
+        ];
+        let inbound = [
+            Inbound::Replies,
+            Inbound::All,
+            Inbound::ports(["8080/tcp"]).unwrap(),
+            Inbound::ports(["6000-6010/udp"]).unwrap(),
+            Inbound::ports([
+                "8080/tcp",
+                "53/udp",
+                "6000-6010/tcp",
+                "60000-65535/tcp",
+                "1/udp",
+                "3/udp",
+            ])
+            .unwrap(),
+        ];
+        (0..70)
+            .map(|i| Case {
+                interface: ["wg0", "tun7"][i % 2],
+                kill_switch: i % 4 < 2,
+                allow_local: allow_local[i % 7].clone(),
+                tunnel_addresses: tunnel_addresses[i % 5].clone(),
+                port_maps: port_maps[(i / 2) % 3].clone(),
+                inbound: inbound[(i / 3) % 5].clone(),
+                port_forwarding: (i / 4) % 2 == 0,
+            })
+            .collect()
+    }
     #[test]
     fn kill_switch_ruleset_is_exactly_this() {
         let rules = Rules {
@@ -527,5 +626,27 @@ mod tests {
         .render();
         assert!(!all.contains("chain inbound"), "{all}");
         assert!(all.contains("\tset forwarded {"), "{all}");
+    }
+
+    /// The tie between the two renderings: for each table of the matrix, the text loaded by the real
+    /// `nft -f -` into one fresh netns and the netlink batch loaded into another (its tunnel at another index)
+    /// list the same (root, and nft, as CI installs them).
+    #[test]
+    fn nft_lists_the_same_table_whether_it_loaded_the_text_or_we_sent_the_batch() {
+        use crate::sys::nft::tests::{listed_after_netlink, listed_after_nft};
+        let mut differ = Vec::new();
+        for (i, case) in matrix().iter().enumerate() {
+            let rules = case.rules();
+            let text = rules.render();
+            let by_nft = listed_after_nft(&text, case.interface);
+            let by_netlink = listed_after_netlink(&rules.table(), case.interface);
+            assert!(by_nft.starts_with("table inet wg-oci-hook {"), "{by_nft}");
+            if by_nft != by_netlink {
+                differ.push(format!(
+                    "case {i}:\n{text}\nnft loaded:\n{by_nft}\nnetlink loaded:\n{by_netlink}"
+                ));
+            }
+        }
+        assert!(differ.is_empty(), "{}", differ.join("\n"));
     }
 }
