@@ -38,8 +38,7 @@ const STEPS: &[(&str, &str)] = &[
     ("exec, policy, checks, profile, netlink", "(fork and exec)"),
     ("daemon wait (socket)", " connect attempts"),
     ("UAPI configure", "configuration accepted"),
-    ("MTU, move, lo/addr/up", "nft: loading a ruleset"),
-    ("nft (spawn to end)", "nftables table loaded"),
+    ("MTU, move, lo/addr/up, nftables", "nftables table loaded"),
     ("routes, resolv.conf, record", " up ("),
     ("to exit", "\u{0}end"),
 ];
@@ -324,7 +323,7 @@ fn steps(run: &Run) -> Vec<Option<Duration>> {
         .collect()
 }
 
-/// Durations the hook itself logged, by what it said before ` in X ms` / ` after X ms` / ` ended X ms later`.
+/// Durations the hook itself logged, by what it said before ` in X ms` / ` after X ms`.
 fn logged(run: &Run) -> BTreeMap<&'static str, Duration> {
     let mut m = BTreeMap::new();
     for (_, line) in &run.lines {
@@ -348,11 +347,8 @@ fn logged(run: &Run) -> BTreeMap<&'static str, Duration> {
         if let Some(d) = ms("configuration accepted in ", " ms") {
             m.insert("UAPI configure", d);
         }
-        if let Some(d) = ms("nft: spawned in ", " ms") {
-            m.insert("nft fork+exec", d);
-        }
-        if let Some(d) = ms(" ms, ended ", " ms later") {
-            m.insert("nft run", d);
+        if let Some(d) = ms(" messages, answered in ", " ms") {
+            m.insert("nftables batch (netlink)", d);
         }
         if line.contains(": create-runtime container=") {
             if let Some(d) = ms(" duration_ms=", " ") {

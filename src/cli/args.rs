@@ -68,7 +68,7 @@ pub enum Command {
     /// Checks the policy and every file it names, without a container (like nginx -t)
     #[command(
         long_about = "Checks the policy and every file it names (wg-quick files, pools, PIA credentials, CA \
-                      and regions key), the backend and nft on this host, and endpoint names, without a \
+                      and regions key), the backend on this host, and endpoint names, without a \
                       container: a line per problem (FILE:LINE: message), then a summary. Exit 0 when there \
                       is no error, else 1. With --profile, that profile alone."
     )]

@@ -1,6 +1,6 @@
 //! `wg-oci-hook check [--profile NAME] [--json]`: the policy and everything it points at, checked as a start
 //! would check them, without a container: the policy itself, each profile's wg-quick file or pool, a PIA
-//! profile's credentials, CA and regions key, the backend on this host, nft, and endpoint names. Each problem is
+//! profile's credentials, CA and regions key, the backend on this host, and endpoint names. Each problem is
 //! one line naming the file and line to blame (a file that cannot be read: the policy line that names it); the
 //! loaders are the hook's own, so check and the hook cannot disagree. Keys are never printed.
 
@@ -186,9 +186,6 @@ fn check_policy(
         },
         None => policy.profiles.values().collect(),
     };
-    if let Err(e) = host.find(&policy.nft_command) {
-        problems.push(at_policy("nft_command", format!("nft_command: {e}")));
-    }
     problems.extend(backend_problem(policy, host).map(|(key, m)| at_policy(key, m)));
     let mut checked = Vec::new();
     for profile in profiles {
@@ -583,7 +580,7 @@ mod tests {
     }
 
     #[test]
-    fn the_backend_and_nft_are_looked_for_as_the_hook_would() {
+    fn the_backend_is_looked_for_as_the_hook_would() {
         if !root() {
             return;
         }
@@ -628,18 +625,15 @@ mod tests {
             ["policy.toml:1: backend kernel: creating a test wireguard link: Operation not supported (os error 95) \
               (this kernel has no WireGuard; use backend = \"userspace\" or \"auto\")"]
         );
-        assert_eq!(
-            text(
-                "nft_command = \"nft2\"\n",
-                &FakeHost {
-                    kernel: None,
-                    missing: &["nft2"]
-                }
-            ),
-            [format!(
-                "policy.toml:1: nft_command: nft2 not found in {DEFAULT_PATH}"
-            )]
-        );
+        // nft is not needed (the kill switch goes over netlink): a policy that still names one is fine.
+        assert!(text(
+            "nft_command = \"nft2\"\n",
+            &FakeHost {
+                kernel: None,
+                missing: &["nft2"]
+            }
+        )
+        .is_empty());
     }
 
     #[test]

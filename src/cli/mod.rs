@@ -161,7 +161,7 @@ fn gc(policy: &Policy) -> ExitCode {
         Ok(state) => state,
         Err(e) => return fail(&format!("the state dir {e}")),
     };
-    let swept = hook::gc::collect(&state, policy);
+    let swept = hook::gc::collect(&state);
     for tunnel in &swept.tunnels {
         println!("taken down: tunnel {tunnel}");
     }

@@ -57,8 +57,6 @@ pub struct Policy {
     pub backend: BackendChoice,
     /// The userspace daemon to run instead of the built-in one (wireguard-go); None: the built-in one.
     pub userspace_command: Option<Vec<String>>,
-    /// The nftables front end that loads the kill switch and port maps.
-    pub nft_command: String,
     /// The real OCI runtime `wg-oci-runtime` execs (a name on PATH or a path).
     pub runtime: String,
     pub allowed_annotations: Vec<String>,
@@ -70,7 +68,7 @@ pub struct Policy {
     /// Bound on the whole createRuntime; below the engine's hook timeout (`deadline::HOOK_TIMEOUT`).
     pub create_timeout: Duration,
     pub profiles: BTreeMap<String, Profile>,
-    /// The line of each of `backend`, `userspace_command`, `nft_command` and `log` the policy sets, for `check`.
+    /// The line of each of `backend`, `userspace_command` and `log` the policy sets, for `check`.
     pub lines: BTreeMap<&'static str, usize>,
 }
 
@@ -183,7 +181,10 @@ struct RawPolicy {
     state_dir: Option<Spanned<PathBuf>>,
     backend: Option<Spanned<BackendChoice>>,
     userspace_command: Option<Spanned<Vec<String>>>,
-    nft_command: Option<Spanned<String>>,
+    /// Accepted, and ignored: policies written for versions that ran the nft program to load the kill switch
+    /// (the table now goes over netlink) still load.
+    #[serde(rename = "nft_command")]
+    _nft_command: Option<String>,
     runtime: Option<Spanned<String>>,
     #[serde(default)]
     allowed_annotations: Vec<Spanned<String>>,
@@ -282,7 +283,6 @@ impl Policy {
                 "userspace_command",
                 raw.userspace_command.as_ref().map(Spanned::span),
             ),
-            ("nft_command", raw.nft_command.as_ref().map(Spanned::span)),
             ("log", raw.log.as_ref().map(Spanned::span)),
         ] {
             if let Some(span) = span {
@@ -316,13 +316,6 @@ impl Policy {
             }
             Some(cmd) => Some(cmd.into_inner()),
             None => None,
-        };
-        let nft_command = match raw.nft_command {
-            Some(cmd) if cmd.get_ref().is_empty() => {
-                return Err(at(cmd.span(), "nft_command: must not be empty"));
-            }
-            Some(cmd) => cmd.into_inner(),
-            None => "nft".to_owned(),
         };
         let runtime = match raw.runtime {
             Some(r) if r.get_ref().is_empty() => {
@@ -464,7 +457,6 @@ impl Policy {
             state_dir,
             backend: raw.backend.map_or(BackendChoice::Auto, Spanned::into_inner),
             userspace_command,
-            nft_command,
             runtime,
             allowed_annotations,
             log_level,
@@ -1130,7 +1122,6 @@ config = "work.conf"
         );
         assert_eq!(vpn.allow_local, None);
         assert!(vpn.port_maps.is_empty());
-        assert_eq!(p.nft_command, "nft");
 
         let p = parse(
             "nft_command = \"/usr/sbin/nft\"\n[profiles.vpn]\nconfig = \"a\"\nkill_switch = false\n\
@@ -1141,7 +1132,6 @@ config = "work.conf"
         assert!(!vpn.kill_switch);
         assert_eq!(vpn.allow_local.as_ref().unwrap().len(), 2);
         assert_eq!(vpn.port_maps.len(), 2);
-        assert_eq!(p.nft_command, "/usr/sbin/nft");
         assert_eq!(
             parse("[profiles.vpn]\nconfig = \"a\"\nallow_local = []\n")
                 .unwrap()
@@ -1162,7 +1152,8 @@ config = "work.conf"
         );
         let e = err("[profiles.vpn]\nconfig = \"a\"\nkill_switch = \"yes\"\n");
         assert!(e.contains(":3:15: "), "{e}");
-        assert!(err(&format!("nft_command = \"\"\n{MINIMAL}")).contains("nft_command"));
+        // nft_command is no longer used, and still accepted.
+        assert!(parse(&format!("nft_command = \"\"\n{MINIMAL}")).is_ok());
     }
 
     const PIA: &str = "[profiles.pia]\nprovider = \"pia\"\ncredentials = \"pia/credentials\"\n\

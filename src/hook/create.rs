@@ -19,7 +19,7 @@ use crate::sys::deadline::Deadline;
 use crate::sys::names::random_host_link_name;
 use crate::sys::netlink::Netlink;
 use crate::sys::netns::{NetNs, NetnsId};
-use crate::sys::nft::Nft;
+use crate::sys::nft;
 use crate::sys::process::{self, Started};
 use crate::sys::sysctl;
 use crate::wg::uapi;
@@ -60,7 +60,6 @@ fn create(
             cause,
         },
     })?;
-    let nft = Nft::locate(&policy.nft_command).step("finding nft")?;
     let state_dir = StateDir::open(&policy.state_dir).step("opening the state directory")?;
     let pid = state
         .live_pid()
@@ -79,7 +78,7 @@ fn create(
     let bundle = Bundle::load(&state.bundle).step("reading the bundle")?;
     let key = netns.key();
     // Dead tunnels first: they may hold a lease this start needs. Their failures are not this container's.
-    for failure in gc::sweep_dead(&state_dir, policy, Some(&key)).failures {
+    for failure in gc::sweep_dead(&state_dir, Some(&key)).failures {
         warn!("container {id}: gc: {failure}");
     }
     // One start, poststop or sweep at a time in this netns; other netns go on.
@@ -97,7 +96,7 @@ fn create(
             Existing::Live => return join(&state_dir, existing, me, &admitted, &bundle),
             Existing::Dead => {
                 let failures =
-                    teardown::tear_down(&state_dir, policy, &existing, Some(&container_ns), None);
+                    teardown::tear_down(&state_dir, &existing, Some(&container_ns), None);
                 if !failures.is_empty() {
                     return Err(failures.join("; ")).step("taking down a dead tunnel in the netns");
                 }
@@ -124,7 +123,6 @@ fn create(
         policy,
         admitted: &admitted,
         container_ns: &container_ns,
-        nft: &nft,
         bundle: &bundle,
         netns,
         me,
@@ -335,7 +333,6 @@ struct BuildInput<'a> {
     policy: &'a Policy,
     admitted: &'a Admitted<'a>,
     container_ns: &'a NetNs,
-    nft: &'a Nft,
     bundle: &'a Bundle,
     netns: NetnsId,
     me: Member,
@@ -351,7 +348,6 @@ fn build(input: BuildInput) -> Result<Record, StepError> {
         policy,
         admitted,
         container_ns,
-        nft,
         bundle,
         netns,
         me,
@@ -428,7 +424,6 @@ fn build(input: BuildInput) -> Result<Record, StepError> {
         host_nl: None,
         container_nl: None,
         container_ns,
-        nft,
         host_link_index: None,
         link_in_container: None,
         daemon: None,
@@ -486,7 +481,6 @@ struct Setup<'a> {
     host_nl: Option<Netlink>,
     container_nl: Option<Netlink>,
     container_ns: &'a NetNs,
-    nft: &'a Nft,
     /// Set while the link exists in the host netns under its temporary name.
     host_link_index: Option<u32>,
     /// Our link in the container's netns, once there is one.
@@ -615,11 +609,11 @@ impl Setup<'_> {
         self.check_deadline("loading the kill switch (nftables)")?;
         self.firewall_loaded = true;
         let nft_started = std::time::Instant::now();
-        let script = rules.render();
+        let table = rules.table();
         if self.table_there {
-            self.nft.replace(container_ns, &script, self.deadline)
+            nft::replace(container_ns, &table)
         } else {
-            self.nft.load(container_ns, &script, self.deadline)
+            nft::load(container_ns, &table)
         }
         .step("loading the kill switch (nftables)")?;
         debug!(
@@ -953,7 +947,7 @@ impl Setup<'_> {
             };
         }
         if self.firewall_loaded {
-            if let Err(e) = self.nft.delete_table(self.container_ns) {
+            if let Err(e) = nft::delete_table(self.container_ns) {
                 warn!(
                     "container {}: undo: deleting the nftables table: {e}",
                     self.id

@@ -6,7 +6,6 @@
 use super::lease::Leases;
 use super::record::StateDir;
 use super::teardown;
-use crate::config::policy::Policy;
 use crate::sys::deadline::Deadline;
 use log::{info, warn};
 use std::time::Duration;
@@ -23,7 +22,7 @@ pub struct Swept {
 }
 
 /// Takes down every tunnel none of whose members runs, unless `except` (the caller's own, which it holds).
-pub fn sweep_dead(state_dir: &StateDir, policy: &Policy, except: Option<&str>) -> Swept {
+pub fn sweep_dead(state_dir: &StateDir, except: Option<&str>) -> Swept {
     let mut swept = Swept::default();
     let keys = match state_dir.keys() {
         Ok(keys) => keys,
@@ -55,7 +54,7 @@ pub fn sweep_dead(state_dir: &StateDir, policy: &Policy, except: Option<&str>) -
         if record.complete && record.any_member_alive() {
             continue;
         }
-        let mut failures = teardown::tear_down(state_dir, policy, &record, None, None);
+        let mut failures = teardown::tear_down(state_dir, &record, None, None);
         if let Err(e) = state_dir.remove_lock(key, lock) {
             failures.push(format!("removing the lock file: {e}"));
         }
@@ -71,8 +70,8 @@ pub fn sweep_dead(state_dir: &StateDir, policy: &Policy, except: Option<&str>) -
 
 /// `wg-oci-hook gc`: the sweep, then whatever names nothing any more (memberships of gone tunnels, leases no
 /// tunnel holds, lock files of gone tunnels).
-pub fn collect(state_dir: &StateDir, policy: &Policy) -> Swept {
-    let mut swept = sweep_dead(state_dir, policy, None);
+pub fn collect(state_dir: &StateDir) -> Swept {
+    let mut swept = sweep_dead(state_dir, None);
     let deadline = Deadline::after(Duration::from_secs(10), "gc");
     match state_dir.memberships() {
         Ok(ids) => {

@@ -33,7 +33,6 @@ pub fn run_helper(policy: &Policy, container: &str, worker: bool) -> Result<(), 
         state_dir: state.into_dir(),
         pia,
         settings,
-        nft_command: &policy.nft_command,
     };
     if worker {
         let credentials =

@@ -34,7 +34,7 @@ fn leave(state: &ContainerState, policy: &Policy) -> Result<Option<Record>, supe
             debug!("container {id}: poststop: no tunnel of ours");
             return Ok(None);
         };
-        let failures = teardown::tear_down(&dir, policy, &record, ns().as_ref(), Some(id));
+        let failures = teardown::tear_down(&dir, &record, ns().as_ref(), Some(id));
         return report(id, failures).map(|()| Some(record));
     };
     let deadline = Deadline::after(policy.create_timeout, "create_timeout");
@@ -71,7 +71,7 @@ fn leave(state: &ContainerState, policy: &Policy) -> Result<Option<Record>, supe
         }
         return report_leave(failures).map(|()| Some(record));
     }
-    let mut failures = teardown::tear_down(&dir, policy, &record, ns().as_ref(), Some(id));
+    let mut failures = teardown::tear_down(&dir, &record, ns().as_ref(), Some(id));
     if let Err(e) = dir.remove_lock(&key, lock) {
         failures.push(format!("removing the lock file: {e}"));
     }

@@ -5,10 +5,9 @@
 use super::lease;
 use super::record::{Record, SharedResolvConf, StateDir};
 use super::{port_forward, resolv_conf, routing};
-use crate::config::policy::Policy;
 use crate::sys::netlink::Netlink;
 use crate::sys::netns::NetNs;
-use crate::sys::nft::Nft;
+use crate::sys::nft;
 use crate::sys::process;
 use crate::wg;
 use std::io;
@@ -20,7 +19,6 @@ use std::path::Path;
 /// poststop this is. Best effort: every step is tried, and the failures are returned, a phrase each.
 pub fn tear_down(
     state_dir: &StateDir,
-    policy: &Policy,
     record: &Record,
     ns: Option<&NetNs>,
     leaving: Option<&str>,
@@ -71,9 +69,7 @@ pub fn tear_down(
     if let Some(ns) = ns {
         // Members that still run (the sandbox went first) keep the kill switch, and so no network at all.
         let keep_kill_switch = record.member_runs_besides(leaving);
-        let nft = Nft::locate(&policy.nft_command).ok();
-        let nft = nft.as_ref().filter(|_| !keep_kill_switch);
-        if let Err(e) = clean_netns(ns, nft, &record.interface, &record.host_link) {
+        if let Err(e) = clean_netns(ns, !keep_kill_switch, &record.interface, &record.host_link) {
             failures.push(format!(
                 "deleting {} in the container: {e}",
                 record.interface
@@ -185,18 +181,18 @@ pub fn find_netns(record: &Record) -> Option<NetNs> {
         .find_map(|m| NetNs::open_if(Path::new(&format!("/proc/{}/ns/net", m.pid)), id))
 }
 
-/// Takes our link, rules and (given `nft`) table out of a netns that outlives the tunnel. The link is `interface`,
+/// Takes our link, rules and (given `delete_table`) table out of a netns that outlives the tunnel. The link is `interface`,
 /// or still `host_link` (random, ours alone) when a start was killed between making a kernel link in the netns
 /// under that name and renaming it (a host with a link of the interface's name).
-fn clean_netns(ns: &NetNs, nft: Option<&Nft>, interface: &str, host_link: &str) -> io::Result<()> {
+fn clean_netns(ns: &NetNs, delete_table: bool, interface: &str, host_link: &str) -> io::Result<()> {
     let nl = ns.run(Netlink::connect)?;
     routing::delete_rules(&nl)?;
     nl.delete_link_named(interface)?;
     if !host_link.is_empty() {
         nl.delete_link_named(host_link)?;
     }
-    if let Some(nft) = nft {
-        nft.delete_table(ns)?;
+    if delete_table {
+        nft::delete_table(ns)?;
     }
     Ok(())
 }

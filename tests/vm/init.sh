@@ -253,17 +253,20 @@ check kernel_failure_rolls_back "a link or record is left after the failure" sh 
 check kernel_failure_leaves_their_wg0 "the netns' own wg0 was touched" sh -c "/usr/bin/ip -n taken -o link | grep -q 'wg0@'"
 ip netns del taken
 
-# A step after the link was made in the container's netns fails (nft is /bin/false): the undo deletes it
-# there, in a netns that outlives the container.
-{ echo 'nft_command = "/bin/false"'; cat /etc/wgoh/kernel.toml; } > /etc/wgoh/nftfail.toml
+# A step after the link was made in the container's netns fails: the netns holds a table of our name whose
+# chain anti-spoof is a regular chain, which the kill switch's base chain of that name cannot update, so the
+# kernel refuses the batch. The undo deletes the link there (and the table of our name), in a netns that
+# outlives the container.
 ip netns add later
-bundle nftfail nftfail first.sh /run/netns/later
+ip netns exec later nft add table inet wg-oci-hook
+ip netns exec later nft add chain inet wg-oci-hook anti-spoof
+bundle nftfail kernel first.sh /run/netns/later
 out=$(runc_ run --no-pivot -b /b/nftfail nftfail 2>&1); rc=$?
 echo "$out" | show
 runc_ delete -f nftfail >/dev/null 2>&1
 check kernel_late_failure_fails_start "runc started the container" [ "$rc" != 0 ]
-check kernel_late_failure_names_cause "no nftables error" sh -c "echo \"\$0\" | grep -q 'loading the kill switch (nftables)'" "$out"
-check kernel_late_failure_rolls_back "a link, table or record is left: $(ip -n later -o link | awk '{print $2}' | tr '\n' ' ')" sh -c "[ \"\$(/usr/bin/ip -n later -o link | wc -l)\" = 1 ] && ! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(find /run/wgoh -type f ! -path '/run/wgoh/leases/*.lock' 2>/dev/null)\" ]"
+check kernel_late_failure_names_cause "no nftables error" sh -c "echo \"\$0\" | grep -q 'loading the kill switch (nftables): nf_tables refused .*add chain inet wg-oci-hook anti-spoof'" "$out"
+check kernel_late_failure_rolls_back "a link, table or record is left: $(ip -n later -o link | awk '{print $2}' | tr '\n' ' ')" sh -c "[ \"\$(/usr/bin/ip -n later -o link | wc -l)\" = 1 ] && [ -z \"\$(/usr/bin/ip netns exec later nft list tables)\" ] && ! /usr/bin/ip -o link | grep -q ': wgo' && [ -z \"\$(find /run/wgoh -type f ! -path '/run/wgoh/leases/*.lock' 2>/dev/null)\" ]"
 ip netns del later
 
 # The hook killed (as runc kills one at its timeout) once the kernel link exists in the container's netns:

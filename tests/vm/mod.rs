@@ -26,7 +26,7 @@ const DEFAULT_KERNEL_DIR: &str = "/var/cache/wg-oci-hook-vm/kernel";
 /// The whole guest run, boot to poweroff. TCG boots in about 5 s; the scenarios take about 2 minutes on 2 cores.
 const VM_TIMEOUT: Duration = Duration::from_secs(420);
 /// What the guest loads, with what they need (`module_load_order`; a module built into the kernel is skipped).
-/// The nftables ones are what the hook's table (`firewall::Rules::render`) needs: nf_tables itself (meta,
+/// The nftables ones are what the hook's table (`firewall::Rules::table`) needs: nf_tables itself (meta,
 /// payload, cmp, sets: `iif`, `oif`, `icmpv6 type { .. }`, and the netdev family the guest script counts
 /// with), `ct state` and `ct original`, `fib saddr type` in the inet family, the inet nat chain type and
 /// `redirect` (port maps). Their dependencies bring nfnetlink, nf_defrag_ipv4/6, libcrc32c and, by
@@ -52,8 +52,8 @@ const GUEST_TOOLS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("wg", "wireguard-tools"),
     ("wireguard-go", "wireguard-go"),
-    // The hook loads its table with it; runc passes the hook init's PATH (/usr/bin:/bin), `env -i` leaves the
-    // hook its default PATH, which also holds /usr/bin.
+    // The guest script reads tables with it, and makes the one a late failure needs (the hook itself loads its
+    // table over netlink, with no program).
     ("nft", "nftables"),
     // Which netns holds the kernel device's UDP socket.
     ("ss", "iproute2"),

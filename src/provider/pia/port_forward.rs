@@ -179,8 +179,6 @@ pub struct Helper<'a> {
     pub pia: PiaRecord,
     /// The settings of the profile the container was registered under.
     pub settings: &'a PiaSettings,
-    /// The policy's `nft_command`, which opens the forwarded port in the container's table.
-    pub nft_command: &'a str,
 }
 
 /// The supervisor: `wg-oci-hook pia-port-forward ID`. Relays the first worker's one line to the hook, then
@@ -264,7 +262,6 @@ pub fn run(helper: Helper, credentials: Credentials, container: &str) -> Result<
         state_dir: state,
         pia,
         settings,
-        nft_command,
         ..
     } = helper;
     let mut forwarder = Forwarder {
@@ -278,7 +275,6 @@ pub fn run(helper: Helper, credentials: Credentials, container: &str) -> Result<
         settings,
         pia,
         signature: None,
-        nft_command,
     };
     let mut ready = Some(io::stdout());
     let mut bound: Option<u16> = None;
@@ -341,8 +337,6 @@ struct Forwarder<'a> {
     ns: NetNs,
     init_started: u64,
     signature: Option<Signature>,
-    /// The policy's `nft_command`, which opens the forwarded port in the container's table.
-    nft_command: &'a str,
 }
 
 impl Forwarder<'_> {
@@ -414,8 +408,7 @@ impl Forwarder<'_> {
     fn publish(&self, port: u16) -> Result<(), String> {
         // The port opens in the container's table (the old one shuts in the same transaction) before the
         // workload can read it; the first one too, since the hook loads the table before any port is known.
-        crate::sys::nft::Nft::locate(self.nft_command)
-            .and_then(|nft| nft.set_forwarded_port(&self.ns, port))
+        crate::sys::nft::set_forwarded_port(&self.ns, port)
             .map_err(|e| format!("letting port {port} in through the tunnel (nftables): {e}"))?;
         let text = format!("{port}\n");
         container_file::write(
