@@ -428,6 +428,7 @@ fn build(input: BuildInput) -> Result<Record, StepError> {
         link_in_container: None,
         daemon: None,
         daemon_control: None,
+        tun: None,
         member_noted: false,
         table_there,
         record_saved: false,
@@ -488,6 +489,8 @@ struct Setup<'a> {
     daemon: Option<Daemon>,
     /// The built-in daemon's configuration socket, until it is configured.
     daemon_control: Option<std::os::unix::net::UnixStream>,
+    /// The built-in daemon's TUN, which the hook holds too until it exits.
+    tun: Option<std::os::fd::OwnedFd>,
     /// The container's membership file names this tunnel.
     member_noted: bool,
     /// A table of ours may be in the netns already: the kill switch replaces it.
@@ -822,7 +825,10 @@ impl Setup<'_> {
             .step(step)?;
         self.link_in_container = Some(InContainer::Index(index));
         let step = "starting the userspace WireGuard daemon";
-        let (daemon, control) = Daemon::spawn_builtin(argv, tun).step(step)?;
+        let (daemon, control) = Daemon::spawn_builtin(argv, &tun).step(step)?;
+        // Ours too until the start is done: a daemon that dies starting then fails the start where it is awaited
+        // (its socket closes without an answer), rather than its device vanishing under a later step.
+        self.tun = Some(tun);
         let pid = daemon.pid();
         self.daemon = Some(daemon);
         self.daemon_control = Some(control);

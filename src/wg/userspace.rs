@@ -72,7 +72,7 @@ impl Daemon {
     /// The running executable is executed, through a descriptor of /proc/self/exe (`/proc/self/fd/N`), so the
     /// daemon is this very build even if the file was replaced since. Not /proc/self/exe itself: under valgrind
     /// (`make icount`) that is valgrind's tool, which refuses to run, while opening it gives the program's file.
-    pub fn spawn_builtin(argv: &[String], tun: OwnedFd) -> io::Result<(Daemon, UnixStream)> {
+    pub fn spawn_builtin(argv: &[String], tun: &OwnedFd) -> io::Result<(Daemon, UnixStream)> {
         let (ours, theirs) = UnixStream::pair()?;
         // Above the two numbers they must end up at, so that neither dup2 overwrites the other's source.
         let above = |fd: &dyn AsFd| -> io::Result<OwnedFd> {
@@ -84,7 +84,7 @@ impl Daemon {
             Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(raw) })
         };
         let exe = std::fs::File::open("/proc/self/exe")?;
-        let (tun, theirs, exe) = (above(&tun)?, above(&theirs)?, above(&exe)?);
+        let (tun, theirs, exe) = (above(tun)?, above(&theirs)?, above(&exe)?);
         let (tun_raw, control_raw) = (tun.as_raw_fd(), theirs.as_raw_fd());
         // Resolved by the child before its exec closes the descriptor (CLOEXEC).
         let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
