@@ -120,55 +120,9 @@ impl Reference {
             "reference-hook.sh loads another table than src/hook/firewall.rs renders for the lab's profile"
         );
 
-        let ours_pid = lab.spawn_netns_sleeper();
-        let ours_id = format!("proof-ours-{}", lab.id);
-        lab.track_container_id(&ours_id);
-        let ours_state = lab.fake_state(&ours_id, ours_pid, &[("wg.enable", "true")]);
-        let policy = lab.policy_path.to_string_lossy().into_owned();
-        lab.run_hook_direct(&["create-runtime", "--policy", &policy], &ours_state)
-            .assert_success("our hook's create-runtime for the comparison");
-
-        let pid = lab.spawn_netns_sleeper();
-        let id = format!("proof-ref-{}", lab.id);
-        let state = lab.fake_state(&id, pid, &[(ANNOTATION, "true")]);
-        self.run_in_lab(lab, "create-runtime", &state)
-            .assert_success("reference-hook.sh create-runtime");
-        let (daemon, name) = self.record(&id).expect("the reference's record");
-
-        let (ours, reference) = (snapshot(lab, ours_pid), snapshot(lab, pid));
-        assert_eq!(
-            ours, reference,
-            "the reference's container netns differs from ours (left: ours, right: the reference's)"
-        );
-        let in_container = |args: &[&str]| {
-            let mut argv = vec!["nsenter".to_owned(), format!("--net=/proc/{pid}/ns/net")];
-            argv.extend(args.iter().map(|a| a.to_string()));
-            lab.run(&argv)
-        };
-        in_container(&["busybox", "ping", "-c", "1", "-W", "2", SERVER_TUNNEL_V4])
-            .assert_success("ping from the reference's container through its tunnel");
-        let nc = in_container(&[
-            "busybox",
-            "timeout",
-            "3",
-            "nc",
-            "-w",
-            "2",
-            SERVER_TUNNEL_V4,
-            &RESPONDER_PORT.to_string(),
-        ]);
-        assert!(
-            nc.stdout.contains(MARKER.trim_end()),
-            "the responder's marker through the reference's tunnel\n{nc}"
-        );
-
-        self.run_in_lab(lab, "poststop", &state)
-            .assert_success("reference-hook.sh poststop");
-        lab.run_hook_direct(&["poststop", "--policy", &policy], &ours_state)
-            .assert_success("our hook's poststop for the comparison");
-        self.assert_gone(&id, daemon, &name);
-        lab.assert_nothing_left(&ours_id);
-
+        // The reference (wireguard-go) handshakes before ours (gotatun) does with the lab's key: gotatun stamps
+        // its handshakes 27 s ahead of wireguard-go, and the lab's server would refuse wireguard-go's next ones
+        // for that long (see the README, "Which userspace daemon").
         let run = lab.podman_run(&lab::RunOpts::plain(TUNNEL_PROBE).annotation(ANNOTATION, "true"));
         run.assert_success("podman run with the reference hook");
         assert!(
@@ -201,6 +155,55 @@ impl Reference {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+
+        let pid = lab.spawn_netns_sleeper();
+        let id = format!("proof-ref-{}", lab.id);
+        let state = lab.fake_state(&id, pid, &[(ANNOTATION, "true")]);
+        self.run_in_lab(lab, "create-runtime", &state)
+            .assert_success("reference-hook.sh create-runtime");
+        let (daemon, name) = self.record(&id).expect("the reference's record");
+
+        let in_container = |args: &[&str]| {
+            let mut argv = vec!["nsenter".to_owned(), format!("--net=/proc/{pid}/ns/net")];
+            argv.extend(args.iter().map(|a| a.to_string()));
+            lab.run(&argv)
+        };
+        in_container(&["busybox", "ping", "-c", "1", "-W", "2", SERVER_TUNNEL_V4])
+            .assert_success("ping from the reference's container through its tunnel");
+        let nc = in_container(&[
+            "busybox",
+            "timeout",
+            "3",
+            "nc",
+            "-w",
+            "2",
+            SERVER_TUNNEL_V4,
+            &RESPONDER_PORT.to_string(),
+        ]);
+        assert!(
+            nc.stdout.contains(MARKER.trim_end()),
+            "the responder's marker through the reference's tunnel\n{nc}"
+        );
+
+        let ours_pid = lab.spawn_netns_sleeper();
+        let ours_id = format!("proof-ours-{}", lab.id);
+        lab.track_container_id(&ours_id);
+        let ours_state = lab.fake_state(&ours_id, ours_pid, &[("wg.enable", "true")]);
+        let policy = lab.policy_path.to_string_lossy().into_owned();
+        lab.run_hook_direct(&["create-runtime", "--policy", &policy], &ours_state)
+            .assert_success("our hook's create-runtime for the comparison");
+
+        let (ours, reference) = (snapshot(lab, ours_pid), snapshot(lab, pid));
+        assert_eq!(
+            ours, reference,
+            "the reference's container netns differs from ours (left: ours, right: the reference's)"
+        );
+        self.run_in_lab(lab, "poststop", &state)
+            .assert_success("reference-hook.sh poststop");
+        lab.run_hook_direct(&["poststop", "--policy", &policy], &ours_state)
+            .assert_success("our hook's poststop for the comparison");
+        self.assert_gone(&id, daemon, &name);
+        lab.assert_nothing_left(&ours_id);
     }
 
     /// Runs the script with `stdin` in the lab's host netns (through nsenter), bounded by a timeout.

@@ -39,11 +39,30 @@ pub fn tear_down(
     if let Some(change) = &record.legacy_resolv_conf {
         restore(state_dir, None, change, &mut failures);
     }
-    if let Some(daemon) = &record.daemon {
-        if let Err(e) = wg::userspace::stop(daemon, &record.host_link) {
+    // The daemon stops while the rest is taken down: its exit (the TUN's unregistering included) overlaps the
+    // netns's cleanup.
+    // The lease, memberships and record go only once the daemon is gone: its key is free for the next start.
+    std::thread::scope(|s| {
+        let stopping = record
+            .daemon
+            .as_ref()
+            .map(|daemon| s.spawn(|| wg::userspace::stop(daemon, &record.host_link)));
+        take_down_links(record, ns, leaving, &mut failures);
+        if let Some(Err(e)) = stopping.map(|t| t.join().expect("the daemon's stop")) {
             failures.push(format!("stopping the userspace daemon: {e}"));
         }
-    }
+    });
+    forget(state_dir, record, &key, &mut failures);
+    failures
+}
+
+/// A legacy daemon, a link left in the host netns, and our link, rules and table in a netns that lives on.
+fn take_down_links(
+    record: &Record,
+    ns: Option<&NetNs>,
+    leaving: Option<&str>,
+    failures: &mut Vec<String>,
+) {
     if let Some(pid) = record.legacy_daemon_pid {
         process::stop_legacy(pid, &[&record.host_link]);
         if let Err(e) = wg::userspace::remove_socket(&record.host_link) {
@@ -76,14 +95,18 @@ pub fn tear_down(
             ));
         }
     }
-    if let (Some(lease), Some(key)) = (&record.lease, &key) {
+}
+
+/// The lease, the members' files and the record.
+fn forget(state_dir: &StateDir, record: &Record, key: &Option<String>, failures: &mut Vec<String>) {
+    if let (Some(lease), Some(key)) = (&record.lease, key) {
         if let Err(e) = lease::release(state_dir, lease, key) {
             failures.push(e);
         }
     }
     for member in &record.members {
         // Only a membership of this tunnel: the container may since have joined another.
-        if key.is_some() && state_dir.membership(&member.container_id).ok().flatten() == key {
+        if key.is_some() && state_dir.membership(&member.container_id).ok().flatten() == *key {
             if let Err(e) = state_dir.remove_membership(&member.container_id) {
                 failures.push(format!(
                     "removing the membership of {}: {e}",
@@ -92,7 +115,7 @@ pub fn tear_down(
             }
         }
     }
-    let removed = match (&key, &record.legacy_container_id) {
+    let removed = match (key, &record.legacy_container_id) {
         (Some(key), _) => state_dir.remove(key),
         (None, Some(id)) => state_dir.remove_legacy(id),
         (None, None) => Ok(()),
@@ -100,7 +123,6 @@ pub fn tear_down(
     if let Err(e) = removed {
         failures.push(format!("removing the state record: {e}"));
     }
-    failures
 }
 
 /// Takes `leaving` off the resolv.conf files tunnel `key` wrote, restoring each one no member reads any more.
@@ -185,14 +207,20 @@ pub fn find_netns(record: &Record) -> Option<NetNs> {
 /// or still `host_link` (random, ours alone) when a start was killed between making a kernel link in the netns
 /// under that name and renaming it (a host with a link of the interface's name).
 fn clean_netns(ns: &NetNs, delete_table: bool, interface: &str, host_link: &str) -> io::Result<()> {
-    let nl = ns.run(Netlink::connect)?;
-    routing::delete_rules(&nl)?;
-    nl.delete_link_named(interface)?;
-    if !host_link.is_empty() {
-        nl.delete_link_named(host_link)?;
-    }
-    if delete_table {
-        nft::delete_table(ns)?;
-    }
-    Ok(())
+    // The table's deletion and the link's each wait for an RCU grace period in the kernel (about 10 ms each
+    // here): side by side, they wait for about one.
+    std::thread::scope(|s| {
+        let table = delete_table.then(|| s.spawn(|| nft::delete_table(ns)));
+        let links = (|| {
+            let nl = ns.run(Netlink::connect)?;
+            routing::delete_rules(&nl)?;
+            nl.delete_link_named(interface)?;
+            if !host_link.is_empty() {
+                nl.delete_link_named(host_link)?;
+            }
+            Ok(())
+        })();
+        let table = table.map_or(Ok(()), |t| t.join().expect("the table's deletion"));
+        links.and(table)
+    })
 }

@@ -157,9 +157,14 @@ impl Netlink {
     }
 
     /// Deletes the link called `name` if there is one; true when there was.
+    /// Deletes the link called `name`; false if there is none, or it went before the deletion (a daemon's
+    /// TUN goes with the daemon, which may be stopping meanwhile).
     pub fn delete_link_named(&self, name: &str) -> io::Result<bool> {
         match self.index_of(name)? {
-            Some(index) => self.delete_link(index).map(|()| true),
+            Some(index) => match self.delete_link(index) {
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENODEV) => Ok(false),
+                done => done.map(|()| true),
+            },
             None => Ok(false),
         }
     }
