@@ -35,6 +35,8 @@
 //! to stop after the hook alone on the static profile (a quick A/B of two builds, the reference beside them),
 //! WG_BENCH_SHOW_LOG=1 to see each hook run's log (the lab's policy logs at debug level, with each step's time).
 //! Set WG_BENCH_RSS_ROUNDS to change the number of create-runtime runs per hook for the peak RSS (default 3).
+//! Set WG_BENCH_POSTSTOP_AFTER_EXIT=1 to run each poststop once the container's init has exited, as engines do
+//! (by default its netns still lives, as a pod's does: poststop then cleans it too).
 
 #[path = "../tests/lab/mod.rs"]
 mod lab;
@@ -377,6 +379,7 @@ fn hook_alone(
 ) -> Vec<HookStats> {
     let host_ns =
         std::fs::File::open(format!("/var/run/netns/{}", lab.host_ns)).expect("lab host netns");
+    let after_exit = std::env::var_os("WG_BENCH_POSTSTOP_AFTER_EXIT").is_some();
     std::thread::scope(|s| {
         s.spawn(|| {
             nix::sched::setns(&host_ns, nix::sched::CloneFlags::CLONE_NEWNET)
@@ -392,6 +395,16 @@ fn hook_alone(
                 let state = lab.fake_state(&id, container, &hook.annotations());
                 std::fs::create_dir_all(lab.dir.join(format!("bundle-{id}/rootfs/run"))).unwrap();
                 let c = run_hook(hook, "create-runtime", &state, rss_out);
+                if after_exit {
+                    // As at a container's end: its init is gone (and with it, unless pinned, its netns).
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(container as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    while std::fs::read_link(format!("/proc/{container}/ns/net")).is_ok() {
+                        std::thread::sleep(std::time::Duration::from_micros(200));
+                    }
+                }
                 let p = run_hook(hook, "poststop", &state, None);
                 (c, p)
             };

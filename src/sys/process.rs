@@ -108,6 +108,22 @@ impl Started {
         Some(child)
     }
 
+    /// SIGKILL if it still runs, without waiting for its exit: for a process with nothing to flush. Once the
+    /// signal is sent it runs no more code of its own; the kernel closes its descriptors as it exits. Nothing for
+    /// any other process, whatever its pid or argv.
+    pub fn kill(&self) {
+        if let Some(pid) = self.find() {
+            let identity = Started {
+                pid: Some(pid),
+                start_time: start_time(pid).unwrap_or(self.start_time),
+                ..self.clone()
+            };
+            if let Some(pidfd) = pidfd_of(pid, || identity.is(pid)) {
+                send_signal(&pidfd, nix::libc::SIGKILL);
+            }
+        }
+    }
+
     /// SIGTERM if it still runs, then SIGKILL after a grace period if it is still that same process. Nothing
     /// for any other process, whatever its pid or argv.
     pub fn stop(&self) {
@@ -122,34 +138,43 @@ impl Started {
     }
 }
 
+/// `pid`'s pidfd, if `still_ours` says so once it is open (so that it names the very process that answered).
+fn pidfd_of(pid: u32, still_ours: impl Fn() -> bool) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open with a pid and no flags returns a new descriptor or -1.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: pidfd_open just returned this descriptor.
+    let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    still_ours().then_some(pidfd)
+}
+
+fn send_signal(pidfd: &std::os::fd::OwnedFd, sig: nix::libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a pidfd we own, a signal number, no siginfo, no flags.
+    unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<nix::libc::siginfo_t>(),
+            0,
+        )
+    };
+}
+
 /// SIGTERM to `pid`, SIGKILL after the grace period if it still runs; through a pidfd opened before
 /// `still_ours` is asked, so that the signals reach the process that answered, even if the pid were reused
 /// meanwhile, and its exit is awaited by poll rather than by reading /proc in a loop.
 fn terminate(pid: u32, still_ours: impl Fn() -> bool) {
     use nix::libc;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    // SAFETY: pidfd_open with a pid and no flags returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
+    use std::os::fd::AsRawFd;
+    let Some(pidfd) = pidfd_of(pid, still_ours) else {
         return;
-    }
-    // SAFETY: pidfd_open just returned this descriptor.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    if !still_ours() {
-        return;
-    }
-    let signal = |sig: libc::c_int| {
-        // SAFETY: a pidfd we own, a signal number, no siginfo, no flags.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                pidfd.as_raw_fd(),
-                sig,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
     };
+    let signal = |sig: libc::c_int| send_signal(&pidfd, sig);
     // A pidfd is readable once its process has exited (a zombie included: it runs no more).
     let exited_within = |wait: Duration| {
         let deadline = Instant::now() + wait;

@@ -231,10 +231,17 @@ impl Daemon {
     }
 }
 
-/// Stops a daemon started by an earlier hook run: only that very process (see `process::Started`), SIGTERM,
+/// Stops a daemon started by an earlier hook run: only that very process (see `process::Started`): the built-in
+/// one with SIGKILL, another with SIGTERM,
 /// then SIGKILL after a grace period. Removes a socket it left behind.
 pub fn stop(daemon: &process::Started, interface: &str) -> io::Result<()> {
-    daemon.stop();
+    // The built-in daemon has nothing to flush: SIGKILL, and its exit (the TUN's deletion with it, an RCU grace
+    // period or two) goes on in the kernel without us. Another daemon gets SIGTERM and time to clean up.
+    if daemon.argv.get(1).map(String::as_str) == Some(daemon::SUBCOMMAND) {
+        daemon.kill();
+    } else {
+        daemon.stop();
+    }
     remove_socket(interface)
 }
 
