@@ -118,8 +118,8 @@ impl Started {
                 start_time: start_time(pid).unwrap_or(self.start_time),
                 ..self.clone()
             };
-            if let Some(pidfd) = pidfd_of(pid, || identity.is(pid)) {
-                send_signal(&pidfd, nix::libc::SIGKILL);
+            if let Some(target) = target(pid, || identity.is(pid)) {
+                target.signal(nix::libc::SIGKILL);
             }
         }
     }
@@ -138,69 +138,103 @@ impl Started {
     }
 }
 
-/// `pid`'s pidfd, if `still_ours` says so once it is open (so that it names the very process that answered).
-fn pidfd_of(pid: u32, still_ours: impl Fn() -> bool) -> Option<std::os::fd::OwnedFd> {
+/// How we reach a process we may signal: by a pidfd, which names that very process whatever happens to its pid,
+/// or, where pidfd_open is missing (Linux before 5.3, valgrind), by its pid.
+enum Target {
+    Pidfd(std::os::fd::OwnedFd),
+    Pid(u32),
+}
+
+/// `pid`, if `still_ours` says so once it is reachable (with a pidfd: once that is open, so that it names the
+/// very process that answered).
+fn target(pid: u32, still_ours: impl Fn() -> bool) -> Option<Target> {
     use std::os::fd::FromRawFd;
     // SAFETY: pidfd_open with a pid and no flags returns a new descriptor or -1.
     let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0) };
-    if fd < 0 {
+    let target = if fd >= 0 {
+        // SAFETY: pidfd_open just returned this descriptor.
+        Target::Pidfd(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+    } else if io::Error::last_os_error().raw_os_error() == Some(nix::libc::ENOSYS) {
+        Target::Pid(pid)
+    } else {
         return None;
-    }
-    // SAFETY: pidfd_open just returned this descriptor.
-    let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
-    still_ours().then_some(pidfd)
+    };
+    still_ours().then_some(target)
 }
 
-fn send_signal(pidfd: &std::os::fd::OwnedFd, sig: nix::libc::c_int) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a pidfd we own, a signal number, no siginfo, no flags.
-    unsafe {
-        nix::libc::syscall(
-            nix::libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            sig,
-            std::ptr::null::<nix::libc::siginfo_t>(),
-            0,
-        )
-    };
+impl Target {
+    fn signal(&self, sig: nix::libc::c_int) {
+        use std::os::fd::AsRawFd;
+        match self {
+            // SAFETY: a pidfd we own, a signal number, no siginfo, no flags.
+            Target::Pidfd(pidfd) => unsafe {
+                nix::libc::syscall(
+                    nix::libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    sig,
+                    std::ptr::null::<nix::libc::siginfo_t>(),
+                    0,
+                );
+            },
+            // SAFETY: kill with a pid checked just before and a signal number.
+            Target::Pid(pid) => unsafe {
+                nix::libc::kill(*pid as nix::libc::pid_t, sig);
+            },
+        }
+    }
+
+    /// Whether it exits within `wait`: a pidfd is readable once its process has exited (a zombie included: it
+    /// runs no more); a pid is looked up every 2 ms.
+    fn exited_within(&self, wait: Duration) -> bool {
+        use nix::libc;
+        use std::os::fd::AsRawFd;
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self {
+                Target::Pidfd(pidfd) => {
+                    let mut poll = libc::pollfd {
+                        fd: pidfd.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one pollfd, valid for the call.
+                    let n =
+                        unsafe { libc::poll(&mut poll, 1, left.as_millis().min(60_000) as i32) };
+                    if n > 0 {
+                        return true;
+                    }
+                    let interrupted =
+                        n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted;
+                    if !interrupted || left.is_zero() {
+                        return false;
+                    }
+                }
+                Target::Pid(pid) => {
+                    if !is_running(*pid) {
+                        return true;
+                    }
+                    if left.is_zero() {
+                        return false;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
+    }
 }
 
 /// SIGTERM to `pid`, SIGKILL after the grace period if it still runs; through a pidfd opened before
 /// `still_ours` is asked, so that the signals reach the process that answered, even if the pid were reused
 /// meanwhile, and its exit is awaited by poll rather than by reading /proc in a loop.
 fn terminate(pid: u32, still_ours: impl Fn() -> bool) {
-    use nix::libc;
-    use std::os::fd::AsRawFd;
-    let Some(pidfd) = pidfd_of(pid, still_ours) else {
+    let Some(target) = target(pid, still_ours) else {
         return;
     };
-    let signal = |sig: libc::c_int| send_signal(&pidfd, sig);
-    // A pidfd is readable once its process has exited (a zombie included: it runs no more).
-    let exited_within = |wait: Duration| {
-        let deadline = Instant::now() + wait;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let mut poll = libc::pollfd {
-                fd: pidfd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one pollfd, valid for the call.
-            let n = unsafe { libc::poll(&mut poll, 1, left.as_millis().min(60_000) as i32) };
-            if n > 0 {
-                return true;
-            }
-            let interrupted =
-                n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted;
-            if !interrupted || left.is_zero() {
-                return false;
-            }
-        }
-    };
-    signal(libc::SIGTERM);
-    if !exited_within(STOP_WAIT) {
-        signal(libc::SIGKILL);
-        exited_within(STOP_WAIT);
+    target.signal(nix::libc::SIGTERM);
+    if !target.exited_within(STOP_WAIT) {
+        target.signal(nix::libc::SIGKILL);
+        target.exited_within(STOP_WAIT);
     }
 }
 

@@ -56,9 +56,11 @@ pub fn run(name: &str, mtu: u16, container_pid: Option<u32>) -> Result<(), Strin
         std::thread::Builder::new()
             .name("netns-watch".into())
             .spawn(move || {
-                netns_watch::wait_until_empty(netns, container_pid);
-                let _ = std::fs::remove_file(socket);
-                std::process::exit(0);
+                // Where it cannot watch (Linux before 5.3), poststop, gc or the next start end it.
+                if netns_watch::wait_until_empty(netns, container_pid) {
+                    let _ = std::fs::remove_file(socket);
+                    std::process::exit(0);
+                }
             })
             .map_err(|e| format!("starting the netns watch: {e}"))?;
     }

@@ -48,8 +48,16 @@ fn netns_of(pid: u32) -> Option<NetnsId> {
     })
 }
 
+/// What `watch_one` found.
+enum Found {
+    Process(OwnedFd),
+    Nobody,
+    /// pidfd_open is missing (Linux before 5.3): nothing can be watched.
+    CannotWatch,
+}
+
 /// A pidfd of a process in `netns`: `hint` if it is in it, else the first found in /proc.
-fn watch_one(netns: NetnsId, hint: Option<u32>) -> Option<OwnedFd> {
+fn watch_one(netns: NetnsId, hint: Option<u32>) -> Found {
     let me = std::process::id();
     let candidates = hint.into_iter().chain(
         std::fs::read_dir("/proc")
@@ -65,22 +73,31 @@ fn watch_one(netns: NetnsId, hint: Option<u32>) -> Option<OwnedFd> {
         // SAFETY: pidfd_open with a pid and no flags; returns a new descriptor or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
         if fd < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+                return Found::CannotWatch;
+            }
             continue;
         }
         // SAFETY: pidfd_open just returned this descriptor.
         let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         // The pid may have been reused between the check and the open: still in the netns once opened.
         if netns_of(pid) == Some(netns) {
-            return Some(pidfd);
+            return Found::Process(pidfd);
         }
     }
-    None
+    Found::Nobody
 }
 
-/// Blocks until no process is left in `netns`, starting with `hint` (the container's init).
-pub fn wait_until_empty(netns: NetnsId, hint: Option<u32>) {
+/// Blocks until no process is left in `netns` (true), starting with `hint` (the container's init); false at once
+/// where processes cannot be watched.
+pub fn wait_until_empty(netns: NetnsId, hint: Option<u32>) -> bool {
     let mut hint = hint;
-    while let Some(pidfd) = watch_one(netns, hint.take()) {
+    loop {
+        let pidfd = match watch_one(netns, hint.take()) {
+            Found::Process(pidfd) => pidfd,
+            Found::Nobody => return true,
+            Found::CannotWatch => return false,
+        };
         let mut poll = libc::pollfd {
             fd: pidfd.as_raw_fd(),
             events: libc::POLLIN,
