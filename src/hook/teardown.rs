@@ -203,9 +203,9 @@ pub fn find_netns(record: &Record) -> Option<NetNs> {
         .find_map(|m| NetNs::open_if(Path::new(&format!("/proc/{}/ns/net", m.pid)), id))
 }
 
-/// Takes our link, rules and (given `delete_table`) table out of a netns that outlives the tunnel. The link is `interface`,
-/// or still `host_link` (random, ours alone) when a start was killed between making a kernel link in the netns
-/// under that name and renaming it (a host with a link of the interface's name).
+/// Takes our link, rules and (given `delete_table`) table out of a netns that outlives the tunnel. The link is
+/// `interface`, or still `host_link` (random, ours alone) when a start was killed between making a kernel link in
+/// the netns under that name and renaming it (a host with a link of the interface's name).
 fn clean_netns(ns: &NetNs, delete_table: bool, interface: &str, host_link: &str) -> io::Result<()> {
     // The table's deletion and the link's each wait for an RCU grace period in the kernel (about 10 ms each
     // here): side by side, they wait for about one.

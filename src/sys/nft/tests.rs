@@ -161,8 +161,8 @@ fn replace_swaps_the_table_in_one_transaction() {
         let err = replace(ns, &bad).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "nf_tables refused \"add chain inet wg-oci-hook bad { type nat hook forward priority dstnat; \
-             policy accept; }\": Operation not supported (os error 95)"
+            "nf_tables refused 'add chain inet wg-oci-hook bad { type nat hook forward priority dstnat; \
+             policy accept; }': Operation not supported (os error 95)"
         );
         assert_eq!(
             Refusal::of(&err).map(|r| r.errno),
@@ -226,7 +226,7 @@ fn refusals_name_the_message_and_leave_nothing() {
         let err = set_forwarded_port(ns, 1234).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "nf_tables refused \"flush set inet wg-oci-hook forwarded\": No such file or directory (os error 2)"
+            "nf_tables refused 'flush set inet wg-oci-hook forwarded': No such file or directory (os error 2)"
         );
         // An interface the netns does not have: refused before anything is sent.
         let mut table = small_table(ChainPolicy::Drop, &[80]);
