@@ -16,9 +16,10 @@ with_recommends=(podman netavark aardvark-dns iptables runc conmon wireguard-go 
 # (tests/e2e/examples.rs); it recommends docker.io, named above. patch applies the diffs `install --dry-run`
 # prints (tests/e2e/install.rs). dpkg-dev (dpkg-shlibdeps) and binutils (strip) for cargo-deb (make deb); lintian
 # and man-db for the package's test (tests/deb.sh). valgrind (its callgrind) counts the hook's instructions
-# (make icount, tests/icount.rs); its recommends (gdb, valgrind-dbg) are not needed.
+# (make icount, tests/icount.rs); its recommends (gdb, valgrind-dbg) are not needed. iperf3 for the throughput
+# bench (WG_BENCH_THROUGHPUT=1 cargo bench --bench container_start), between the lab's namespaces only.
 without_recommends=(wireguard-tools qemu-system-x86 cpio xz-utils kmod docker.io openssl containernetworking-plugins
-  protobuf-compiler docker-compose patch dpkg-dev binutils lintian man-db valgrind)
+  protobuf-compiler docker-compose patch dpkg-dev binutils lintian man-db valgrind iperf3)
 missing() {
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
