@@ -30,6 +30,11 @@
 //! once wait (`parallel/mod.rs`); `WG_BENCH_PODMAN_PARALLEL=50`, N podman starts at once with and without the
 //! hook (`podman_parallel/mod.rs`).
 //!
+//! `WG_BENCH_SCALE=1,10,50,100,200 cargo bench --bench container_start` measures instead createRuntime and the
+//! daemons' memory per tunnel against the number of tunnels live, for each userspace daemon (`scale/mod.rs`);
+//! `WG_BENCH_THROUGHPUT=1` iperf3 through a tunnel of each (`throughput/mod.rs`). Both write CSV files under
+//! `target/bench/`, which `tools/plot_bench.py` draws; set both to run both.
+//!
 //! Set WG_BENCH_ROUNDS to change the number of rounds (default 21). Set WG_BENCH_BASELINE_HOOK to another
 //! build of wg-oci-hook to time it on the static profile too, interleaved with this one. Set WG_BENCH_HOOK_ONLY=1
 //! to stop after the hook alone on the static profile (a quick A/B of two builds, the reference beside them),
@@ -38,11 +43,14 @@
 //! Set WG_BENCH_POSTSTOP_AFTER_EXIT=1 to run each poststop once the container's init has exited, as engines do
 //! (by default its netns still lives, as a pod's does: poststop then cleans it too).
 
+mod daemons;
 #[path = "../tests/lab/mod.rs"]
 mod lab;
 mod parallel;
 mod podman_parallel;
 mod reference;
+mod scale;
+mod throughput;
 
 use lab::{Lab, PiaLab, RunOpts, HOOK_BIN};
 use reference::Reference;
@@ -92,6 +100,27 @@ fn main() {
             .map(|l| l.trim().parse().expect("WG_BENCH_PARALLEL: numbers"))
             .collect();
         parallel::run(&levels);
+        return;
+    }
+    // WG_BENCH_SCALE=1,10,50,100,200 and WG_BENCH_THROUGHPUT=1: live tunnels and iperf3, per daemon (see
+    // `scale/mod.rs`, `throughput/mod.rs`), instead of the rest.
+    let scale = std::env::var("WG_BENCH_SCALE").ok();
+    let throughput = std::env::var_os("WG_BENCH_THROUGHPUT").is_some_and(|v| v != "0");
+    if let Some(levels) = &scale {
+        let levels: Vec<usize> = levels
+            .split(',')
+            .map(|l| l.trim().parse().expect("WG_BENCH_SCALE: numbers"))
+            .collect();
+        assert!(
+            levels.iter().all(|&l| l > 0),
+            "WG_BENCH_SCALE: levels of 1 or more"
+        );
+        scale::run(&levels);
+    }
+    if throughput {
+        throughput::run();
+    }
+    if scale.is_some() || throughput {
         return;
     }
     let rounds: usize = env_number("WG_BENCH_ROUNDS").unwrap_or(21);

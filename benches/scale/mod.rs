@@ -1,0 +1,309 @@
+//! createRuntime and the daemons' memory against the number of live tunnels (issue 16), for each userspace
+//! daemon (the built-in one, wireguard-go). Included by `container_start.rs`:
+//!
+//! `WG_BENCH_SCALE=1,10,50,100,200 cargo bench --bench container_start`
+//!
+//! For each level N, each daemon in turn (the first another each level): N tunnels are brought up one after
+//! another, each for a stand-in container of its own (a `sleep` with its own netns and mount namespace) and on
+//! a profile of its own (its own wg-quick file and key; the lab's server is the peer, the tunnels stay idle),
+//! by running the hook directly as `hook_alone` does. With those N up, WG_BENCH_SCALE_PROBES (default 7) more
+//! starts are timed, each followed by its poststop (so N stay live); then the N daemons' memory is read from
+//! /proc/PID/smaps_rollup: PSS (each page shared by n processes counted 1/n in each, so the binary's pages
+//! shared by all the daemons are counted once in the sum) and RSS, summed over the N daemons and divided by
+//! N. Then each of the N is stopped (poststop), its sleeper killed, and the lab's leftover checks must pass
+//! before the next level. The createRuntime of each of the N bring-up starts, against how many were live
+//! before it, goes to `scale_ramp.csv`.
+//!
+//! Prints a table, whether createRuntime stays flat from the lowest level to the highest (the issue's target:
+//! within 20%), and writes `scale.csv` and `scale_ramp.csv` under `target/bench/` (WG_BENCH_OUT to change
+//! it). `tools/plot_bench.py` draws them.
+
+use crate::daemons::{self, Daemon, HookRun, Mem, Sleepers};
+use crate::lab::Lab;
+use std::time::{Duration, Instant};
+
+/// One daemon at one level.
+struct Level {
+    daemon: Daemon,
+    live: usize,
+    /// The probes' createRuntime and poststop times.
+    create: Vec<Duration>,
+    poststop: Vec<Duration>,
+    /// Summed over the N live daemons.
+    mem: Mem,
+    /// How long the N bring-up starts took, all together.
+    bring_up: Duration,
+    /// The same N stopped, all together.
+    tear_down: Duration,
+    load1: f64,
+}
+
+pub fn run(levels: &[usize]) {
+    let probes: usize = std::env::var("WG_BENCH_SCALE_PROBES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
+    assert!(probes > 0, "WG_BENCH_SCALE_PROBES: at least 1");
+    let max = levels.iter().copied().max().unwrap_or(1);
+    let start = Instant::now();
+    println!(
+        "scale: levels {levels:?}, {probes} timed starts each, load average at start {}",
+        daemons::loadavg()
+    );
+    let lab = Lab::new("bench-scale");
+    let mut profiles = daemons::own_key_profiles(&lab, "live", max);
+    profiles.extend(daemons::own_key_profiles(&lab, "probe", probes));
+    // One policy per daemon, the same profiles in each, all written once: its size is the same at every level.
+    let compared = daemons::compared();
+    let policies: Vec<_> = compared
+        .iter()
+        .map(|d| d.write_policy(&lab, &profiles))
+        .collect();
+    let mut results = Vec::new();
+    let mut ramp = Vec::new();
+    for (l, &live) in levels.iter().enumerate() {
+        for i in 0..compared.len() {
+            let d = (l + i) % compared.len();
+            let (level, level_ramp) = daemons::in_host_ns(&lab, || {
+                one_level(&lab, compared[d], &policies[d], live, probes)
+            });
+            eprintln!(
+                "scale: {} with {live} live: createRuntime median {:.1} ms, PSS {:.2} MiB per tunnel",
+                level.daemon.name(),
+                daemons::ms(daemons::median(&level.create)),
+                daemons::mib(level.mem.pss as f64 / live as f64)
+            );
+            ramp.extend(
+                level_ramp
+                    .into_iter()
+                    .map(|(n, took)| (compared[d], live, n, took)),
+            );
+            results.push(level);
+        }
+    }
+    results.sort_by_key(|r| (compared.iter().position(|d| *d == r.daemon), r.live));
+    print_table(&results, &compared, probes);
+    if let Some(races) = daemons::race_report() {
+        println!("{races}");
+    }
+    let header = [
+        "daemon",
+        "live_tunnels",
+        "create_ms_median",
+        "create_ms_min",
+        "create_ms_max",
+        "poststop_ms_median",
+        "pss_kib_per_tunnel",
+        "rss_kib_per_tunnel",
+        "pss_kib_total",
+        "rss_kib_total",
+        "bring_up_s",
+        "tear_down_s",
+        "probes",
+        "load1",
+    ];
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|r| {
+            let n = r.live as f64;
+            vec![
+                r.daemon.name().to_owned(),
+                r.live.to_string(),
+                format!("{:.2}", daemons::ms(daemons::median(&r.create))),
+                format!("{:.2}", daemons::ms(*r.create.iter().min().unwrap())),
+                format!("{:.2}", daemons::ms(*r.create.iter().max().unwrap())),
+                format!("{:.2}", daemons::ms(daemons::median(&r.poststop))),
+                format!("{:.0}", r.mem.pss as f64 / n),
+                format!("{:.0}", r.mem.rss as f64 / n),
+                r.mem.pss.to_string(),
+                r.mem.rss.to_string(),
+                format!("{:.2}", r.bring_up.as_secs_f64()),
+                format!("{:.2}", r.tear_down.as_secs_f64()),
+                r.create.len().to_string(),
+                format!("{:.2}", r.load1),
+            ]
+        })
+        .collect();
+    let csv = daemons::write_csv("scale.csv", &header, &rows);
+    let ramp_rows: Vec<Vec<String>> = ramp
+        .iter()
+        .map(|(d, level, n, took)| {
+            vec![
+                d.name().to_owned(),
+                level.to_string(),
+                n.to_string(),
+                format!("{:.2}", daemons::ms(*took)),
+            ]
+        })
+        .collect();
+    let ramp_csv = daemons::write_csv(
+        "scale_ramp.csv",
+        &["daemon", "level", "live_before", "create_ms"],
+        &ramp_rows,
+    );
+    println!(
+        "wrote {} and {}; load average at the end {}; took {:.0} s",
+        csv.display(),
+        ramp_csv.display(),
+        daemons::loadavg(),
+        start.elapsed().as_secs_f64()
+    );
+}
+
+/// `live` tunnels of `daemon` up, `probes` timed starts beside them, their memory, all of it down again.
+/// Returns the level and, for each bring-up start, (tunnels live before it, its createRuntime).
+fn one_level(
+    lab: &Lab,
+    daemon: Daemon,
+    policy: &std::path::Path,
+    live: usize,
+    probes: usize,
+) -> (Level, Vec<(usize, Duration)>) {
+    let load1 = daemons::load1();
+    let mut sleepers = Sleepers::new(lab);
+    let name = daemon.name();
+    // Bring-up: `live` tunnels, one after another.
+    let mut up = Vec::new();
+    let mut ramp = Vec::new();
+    let bring_up = Instant::now();
+    for n in 0..live {
+        let pid = sleepers.spawn();
+        let id = format!("scale{live}-{name}-{n}-{}", lab.id);
+        let state = container(lab, &id, pid, &format!("live{n}"));
+        let run = daemons::run_hook(policy, "create-runtime", &state);
+        let daemon_pid = run
+            .daemon_pid()
+            .unwrap_or_else(|| panic!("no daemon pid in the hook's log:\n{}", run.log));
+        ramp.push((n, run.took));
+        up.push((id, state, daemon_pid));
+    }
+    let bring_up = bring_up.elapsed();
+    // The last ones' daemons are still starting their threads: let them settle.
+    std::thread::sleep(Duration::from_secs(1));
+    // Probes: one more start at a time, stopped again, so that `live` stay live.
+    let (mut create, mut poststop) = (Vec::new(), Vec::new());
+    for k in 0..probes {
+        let pid = sleepers.spawn();
+        let id = format!("scale{live}-{name}-probe{k}-{}", lab.id);
+        let state = container(lab, &id, pid, &format!("probe{k}"));
+        let c: HookRun = daemons::run_hook(policy, "create-runtime", &state);
+        let p = daemons::run_hook(policy, "poststop", &state);
+        create.push(c.took);
+        poststop.push(p.took);
+        sleepers.stop(pid);
+        lab.assert_nothing_left(&id);
+    }
+    // Memory of the `live` daemons, all still there.
+    let mut mem = Mem::default();
+    for (id, _, daemon_pid) in &up {
+        mem += daemons::mem(*daemon_pid)
+            .unwrap_or_else(|| panic!("{id}: its daemon {daemon_pid} is gone"));
+    }
+    let running = lab.hook_daemons().len();
+    assert_eq!(
+        running, live,
+        "{live} tunnels of {name} up, but {running} hook daemons in the lab's host netns"
+    );
+    // Down again: poststop each, then the sleepers; nothing may be left.
+    let tear_down = Instant::now();
+    for (_, state, _) in &up {
+        daemons::run_hook(policy, "poststop", state);
+    }
+    let tear_down = tear_down.elapsed();
+    sleepers.stop_all();
+    for (id, _, _) in &up {
+        lab.assert_nothing_left(id);
+    }
+    assert!(
+        lab.hook_daemons().is_empty(),
+        "hook daemons left in the lab's host netns after {live} of {name}: {:?}",
+        lab.hook_daemons()
+    );
+    let level = Level {
+        daemon,
+        live,
+        create,
+        poststop,
+        mem,
+        bring_up,
+        tear_down,
+        load1,
+    };
+    (level, ramp)
+}
+
+/// A stand-in container `id` whose init is `pid`, on `profile`: its OCI state.
+fn container(lab: &Lab, id: &str, pid: u32, profile: &str) -> String {
+    lab.track_container_id(id);
+    let state = lab.fake_state(id, pid, &[("wg.enable", "true"), ("wg.profile", profile)]);
+    std::fs::create_dir_all(lab.dir.join(format!("bundle-{id}/rootfs/etc"))).unwrap();
+    state
+}
+
+fn print_table(results: &[Level], compared: &[Daemon], probes: usize) {
+    println!(
+        "createRuntime with N tunnels live (median of {probes} starts, min-max; each start stopped again), and the N \
+         daemons' memory per tunnel (PSS: shared pages split among the processes sharing them; RSS: counted whole in each):"
+    );
+    println!(
+        "  {:<13} {:>5} {:>12} {:>17} {:>10} {:>14} {:>14} {:>10} {:>9} {:>6}",
+        "daemon",
+        "N",
+        "createRuntime",
+        "min-max",
+        "poststop",
+        "PSS/tunnel",
+        "RSS/tunnel",
+        "bring-up",
+        "teardown",
+        "load1"
+    );
+    for r in results {
+        let n = r.live as f64;
+        println!(
+            "  {:<13} {:>5} {:>9.1} ms {:>17} {:>7.1} ms {:>10.2} MiB {:>10.2} MiB {:>8.1} s {:>7.1} s {:>6.2}",
+            r.daemon.name(),
+            r.live,
+            daemons::ms(daemons::median(&r.create)),
+            format!(
+                "{:.1}-{:.1}",
+                daemons::ms(*r.create.iter().min().unwrap()),
+                daemons::ms(*r.create.iter().max().unwrap())
+            ),
+            daemons::ms(daemons::median(&r.poststop)),
+            daemons::mib(r.mem.pss as f64 / n),
+            daemons::mib(r.mem.rss as f64 / n),
+            r.bring_up.as_secs_f64(),
+            r.tear_down.as_secs_f64(),
+            r.load1
+        );
+    }
+    for &daemon in compared {
+        let mine: Vec<&Level> = results.iter().filter(|r| r.daemon == daemon).collect();
+        let (Some(low), Some(high)) = (mine.first(), mine.last()) else {
+            continue;
+        };
+        if low.live == high.live {
+            continue;
+        }
+        let (a, b) = (
+            daemons::median(&low.create).as_secs_f64(),
+            daemons::median(&high.create).as_secs_f64(),
+        );
+        let change = (b / a - 1.0) * 100.0;
+        println!(
+            "  {}: createRuntime {:.1} ms with {} live, {:.1} ms with {} live: {:+.0}%, {} (target: within 20%)",
+            daemon.name(),
+            a * 1e3,
+            low.live,
+            b * 1e3,
+            high.live,
+            change,
+            if change.abs() <= 20.0 {
+                "flat"
+            } else {
+                "NOT flat"
+            }
+        );
+    }
+}
