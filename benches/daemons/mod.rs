@@ -118,6 +118,13 @@ impl HookRun {
 /// Runs wg-oci-hook at `stage` as runc does (state on stdin, an empty environment) with `policy`; panics,
 /// with its log, when it fails, but for the one known race of poststop (see `poststop_race`).
 pub fn run_hook(policy: &Path, stage: &str, state: &str) -> HookRun {
+    try_run_hook(policy, stage, state).unwrap_or_else(|(status, log)| {
+        panic!("wg-oci-hook {stage}: {status}\n{log}");
+    })
+}
+
+/// `run_hook`, but a failure (other than poststop's known race) is returned: (exit status, log).
+pub fn try_run_hook(policy: &Path, stage: &str, state: &str) -> Result<HookRun, (String, String)> {
     let start = Instant::now();
     let mut child = Command::new(lab::HOOK_BIN)
         .args([stage, "--policy"])
@@ -144,10 +151,46 @@ pub fn run_hook(policy: &Path, stage: &str, state: &str) -> HookRun {
     if !out.status.success() {
         match poststop_race(stage, &log) {
             Some(line) => RACES.lock().unwrap().push(line.to_owned()),
-            None => panic!("wg-oci-hook {stage}: {}\n{log}", out.status),
+            None => return Err((out.status.to_string(), log)),
         }
     }
-    HookRun { took, log }
+    Ok(HookRun { took, log })
+}
+
+/// The hook's error line in `log` (`wg-oci-hook: container ID: ...`), else its last line.
+pub fn error_line(log: &str) -> &str {
+    log.lines()
+        .rfind(|l| l.starts_with("wg-oci-hook: container "))
+        .or_else(|| log.lines().last())
+        .unwrap_or("")
+}
+
+/// `fs.inotify.max_user_instances`: how many inotify instances one user's processes may hold. Each
+/// wireguard-go holds one (its UAPI listener watches its socket file), so root's wireguard-go daemons, the lab
+/// server's included, can be no more than this (128 by default).
+pub fn inotify_max_user_instances() -> Option<usize> {
+    std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// How many inotify instances this machine's processes hold now (all users: an upper bound for root's).
+pub fn inotify_instances() -> usize {
+    let mut n = 0;
+    for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        for fd in std::fs::read_dir(p.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if std::fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == "anon_inode:inotify") {
+                n += 1;
+            }
+        }
+    }
+    n
 }
 
 /// The poststops that failed on the race below, their error lines.

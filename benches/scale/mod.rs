@@ -33,6 +33,8 @@ struct Level {
     mem: Mem,
     /// How long the N bring-up starts took, all together.
     bring_up: Duration,
+    /// When a bring-up start failed: which (0-based) and the hook's error; nothing else was measured then.
+    failed: Option<(usize, String)>,
     /// The same N stopped, all together.
     tear_down: Duration,
     load1: f64,
@@ -47,14 +49,26 @@ pub fn run(levels: &[usize]) {
     let max = levels.iter().copied().max().unwrap_or(1);
     let start = Instant::now();
     println!(
-        "scale: levels {levels:?}, {probes} timed starts each, load average at start {}",
-        daemons::loadavg()
+        "scale: levels {levels:?}, {probes} timed starts each, load average at start {}, \
+         fs.inotify.max_user_instances {}",
+        daemons::loadavg(),
+        daemons::inotify_max_user_instances().map_or("?".to_owned(), |n| n.to_string())
     );
     let lab = Lab::new("bench-scale");
+    let compared = daemons::compared();
+    if let Some(limit) = daemons::inotify_max_user_instances() {
+        let held = daemons::inotify_instances();
+        if compared.contains(&Daemon::WireguardGo) && held + max + 1 > limit {
+            println!(
+                "  note: fs.inotify.max_user_instances is {limit} and {held} inotify instances are held already: each \
+                 wireguard-go holds one (its UAPI listener), so root cannot run {max} more (+1 for the timed starts); \
+                 its levels will fail where it runs out (sysctl fs.inotify.max_user_instances=1024 lifts it)"
+            );
+        }
+    }
     let mut profiles = daemons::own_key_profiles(&lab, "live", max);
     profiles.extend(daemons::own_key_profiles(&lab, "probe", probes));
     // One policy per daemon, the same profiles in each, all written once: its size is the same at every level.
-    let compared = daemons::compared();
     let policies: Vec<_> = compared
         .iter()
         .map(|d| d.write_policy(&lab, &profiles))
@@ -67,12 +81,19 @@ pub fn run(levels: &[usize]) {
             let (level, level_ramp) = daemons::in_host_ns(&lab, || {
                 one_level(&lab, compared[d], &policies[d], live, probes)
             });
-            eprintln!(
-                "scale: {} with {live} live: createRuntime median {:.1} ms, PSS {:.2} MiB per tunnel",
-                level.daemon.name(),
-                daemons::ms(daemons::median(&level.create)),
-                daemons::mib(level.mem.pss as f64 / live as f64)
-            );
+            match &level.failed {
+                None => eprintln!(
+                    "scale: {} with {live} live: createRuntime median {:.1} ms, PSS {:.2} MiB per tunnel",
+                    level.daemon.name(),
+                    daemons::ms(daemons::median(&level.create)),
+                    daemons::mib(level.mem.pss as f64 / live as f64)
+                ),
+                Some((n, e)) => eprintln!(
+                    "scale: {} with {live} live: start {} failed: {e}",
+                    level.daemon.name(),
+                    n + 1
+                ),
+            }
             ramp.extend(
                 level_ramp
                     .into_iter()
@@ -101,29 +122,9 @@ pub fn run(levels: &[usize]) {
         "tear_down_s",
         "probes",
         "load1",
+        "failed_at",
     ];
-    let rows: Vec<Vec<String>> = results
-        .iter()
-        .map(|r| {
-            let n = r.live as f64;
-            vec![
-                r.daemon.name().to_owned(),
-                r.live.to_string(),
-                format!("{:.2}", daemons::ms(daemons::median(&r.create))),
-                format!("{:.2}", daemons::ms(*r.create.iter().min().unwrap())),
-                format!("{:.2}", daemons::ms(*r.create.iter().max().unwrap())),
-                format!("{:.2}", daemons::ms(daemons::median(&r.poststop))),
-                format!("{:.0}", r.mem.pss as f64 / n),
-                format!("{:.0}", r.mem.rss as f64 / n),
-                r.mem.pss.to_string(),
-                r.mem.rss.to_string(),
-                format!("{:.2}", r.bring_up.as_secs_f64()),
-                format!("{:.2}", r.tear_down.as_secs_f64()),
-                r.create.len().to_string(),
-                format!("{:.2}", r.load1),
-            ]
-        })
-        .collect();
+    let rows: Vec<Vec<String>> = results.iter().map(csv_row).collect();
     let csv = daemons::write_csv("scale.csv", &header, &rows);
     let ramp_rows: Vec<Vec<String>> = ramp
         .iter()
@@ -165,12 +166,22 @@ fn one_level(
     // Bring-up: `live` tunnels, one after another.
     let mut up = Vec::new();
     let mut ramp = Vec::new();
+    let mut failed = None;
     let bring_up = Instant::now();
     for n in 0..live {
         let pid = sleepers.spawn();
         let id = format!("scale{live}-{name}-{n}-{}", lab.id);
         let state = container(lab, &id, pid, &format!("live{n}"));
-        let run = daemons::run_hook(policy, "create-runtime", &state);
+        let run = match daemons::try_run_hook(policy, "create-runtime", &state) {
+            Ok(run) => run,
+            Err((status, log)) => {
+                // Whatever limit it met, the rest of this level is not measured; what is up comes down.
+                failed = Some((n, format!("{status}: {}", daemons::error_line(&log))));
+                sleepers.stop(pid);
+                lab.assert_nothing_left(&id);
+                break;
+            }
+        };
         let daemon_pid = run
             .daemon_pid()
             .unwrap_or_else(|| panic!("no daemon pid in the hook's log:\n{}", run.log));
@@ -178,32 +189,34 @@ fn one_level(
         up.push((id, state, daemon_pid));
     }
     let bring_up = bring_up.elapsed();
-    // The last ones' daemons are still starting their threads: let them settle.
-    std::thread::sleep(Duration::from_secs(1));
-    // Probes: one more start at a time, stopped again, so that `live` stay live.
     let (mut create, mut poststop) = (Vec::new(), Vec::new());
-    for k in 0..probes {
-        let pid = sleepers.spawn();
-        let id = format!("scale{live}-{name}-probe{k}-{}", lab.id);
-        let state = container(lab, &id, pid, &format!("probe{k}"));
-        let c: HookRun = daemons::run_hook(policy, "create-runtime", &state);
-        let p = daemons::run_hook(policy, "poststop", &state);
-        create.push(c.took);
-        poststop.push(p.took);
-        sleepers.stop(pid);
-        lab.assert_nothing_left(&id);
-    }
-    // Memory of the `live` daemons, all still there.
     let mut mem = Mem::default();
-    for (id, _, daemon_pid) in &up {
-        mem += daemons::mem(*daemon_pid)
-            .unwrap_or_else(|| panic!("{id}: its daemon {daemon_pid} is gone"));
+    if failed.is_none() {
+        // The last ones' daemons are still starting their threads: let them settle.
+        std::thread::sleep(Duration::from_secs(1));
+        // Probes: one more start at a time, stopped again, so that `live` stay live.
+        for k in 0..probes {
+            let pid = sleepers.spawn();
+            let id = format!("scale{live}-{name}-probe{k}-{}", lab.id);
+            let state = container(lab, &id, pid, &format!("probe{k}"));
+            let c: HookRun = daemons::run_hook(policy, "create-runtime", &state);
+            let p = daemons::run_hook(policy, "poststop", &state);
+            create.push(c.took);
+            poststop.push(p.took);
+            sleepers.stop(pid);
+            lab.assert_nothing_left(&id);
+        }
+        // Memory of the `live` daemons, all still there.
+        for (id, _, daemon_pid) in &up {
+            mem += daemons::mem(*daemon_pid)
+                .unwrap_or_else(|| panic!("{id}: its daemon {daemon_pid} is gone"));
+        }
+        let running = lab.hook_daemons().len();
+        assert_eq!(
+            running, live,
+            "{live} tunnels of {name} up, but {running} hook daemons in the lab's host netns"
+        );
     }
-    let running = lab.hook_daemons().len();
-    assert_eq!(
-        running, live,
-        "{live} tunnels of {name} up, but {running} hook daemons in the lab's host netns"
-    );
     // Down again: poststop each, then the sleepers; nothing may be left.
     let tear_down = Instant::now();
     for (_, state, _) in &up {
@@ -226,6 +239,7 @@ fn one_level(
         poststop,
         mem,
         bring_up,
+        failed,
         tear_down,
         load1,
     };
@@ -260,6 +274,17 @@ fn print_table(results: &[Level], compared: &[Daemon], probes: usize) {
     );
     for r in results {
         let n = r.live as f64;
+        if let Some((k, e)) = &r.failed {
+            println!(
+                "  {:<13} {:>5}   start {} of {} failed, after {:.1} s: {e}",
+                r.daemon.name(),
+                r.live,
+                k + 1,
+                r.live,
+                r.bring_up.as_secs_f64()
+            );
+            continue;
+        }
         println!(
             "  {:<13} {:>5} {:>9.1} ms {:>17} {:>7.1} ms {:>10.2} MiB {:>10.2} MiB {:>8.1} s {:>7.1} s {:>6.2}",
             r.daemon.name(),
@@ -279,7 +304,10 @@ fn print_table(results: &[Level], compared: &[Daemon], probes: usize) {
         );
     }
     for &daemon in compared {
-        let mine: Vec<&Level> = results.iter().filter(|r| r.daemon == daemon).collect();
+        let mine: Vec<&Level> = results
+            .iter()
+            .filter(|r| r.daemon == daemon && r.failed.is_none())
+            .collect();
         let (Some(low), Some(high)) = (mine.first(), mine.last()) else {
             continue;
         };
@@ -306,4 +334,36 @@ fn print_table(results: &[Level], compared: &[Daemon], probes: usize) {
             }
         );
     }
+}
+
+/// `r` as a row of scale.csv (a failed level has only its daemon, N, times of its bring-up and `failed_at`).
+fn csv_row(r: &Level) -> Vec<String> {
+    let n = r.live as f64;
+    let measured = |f: &dyn Fn() -> String| {
+        if r.failed.is_none() {
+            f()
+        } else {
+            String::new()
+        }
+    };
+    vec![
+        r.daemon.name().to_owned(),
+        r.live.to_string(),
+        measured(&|| format!("{:.2}", daemons::ms(daemons::median(&r.create)))),
+        measured(&|| format!("{:.2}", daemons::ms(*r.create.iter().min().unwrap()))),
+        measured(&|| format!("{:.2}", daemons::ms(*r.create.iter().max().unwrap()))),
+        measured(&|| format!("{:.2}", daemons::ms(daemons::median(&r.poststop)))),
+        measured(&|| format!("{:.0}", r.mem.pss as f64 / n)),
+        measured(&|| format!("{:.0}", r.mem.rss as f64 / n)),
+        measured(&|| r.mem.pss.to_string()),
+        measured(&|| r.mem.rss.to_string()),
+        format!("{:.2}", r.bring_up.as_secs_f64()),
+        format!("{:.2}", r.tear_down.as_secs_f64()),
+        r.create.len().to_string(),
+        format!("{:.2}", r.load1),
+        r.failed
+            .as_ref()
+            .map(|(k, _)| (k + 1).to_string())
+            .unwrap_or_default(),
+    ]
 }
