@@ -10,9 +10,10 @@
 //! starts are timed, each followed by its poststop (so N stay live); then the N daemons' memory is read from
 //! /proc/PID/smaps_rollup: PSS (each page shared by n processes counted 1/n in each, so the binary's pages
 //! shared by all the daemons are counted once in the sum) and RSS, summed over the N daemons and divided by
-//! N. Then each of the N is stopped (poststop), its sleeper killed, and the lab's leftover checks must pass
-//! before the next level. The createRuntime of each of the N bring-up starts, against how many were live
-//! before it, goes to `scale_ramp.csv`.
+//! N; and, before the timed starts, the CPU the N idle daemons use over 3 s (their timers, which compete
+//! with the starts for the CPUs). Then each of the N is stopped (poststop), its sleeper killed, and the lab's leftover
+//! checks must pass before the next level. The createRuntime of each of the N bring-up starts, against how
+//! many were live before it, goes to `scale_ramp.csv`.
 //!
 //! Prints a table, whether createRuntime stays flat from the lowest level to the highest (the issue's target:
 //! within 20%), and writes `scale.csv` and `scale_ramp.csv` under `target/bench/` (WG_BENCH_OUT to change
@@ -21,6 +22,9 @@
 use crate::daemons::{self, Daemon, HookRun, Mem, Sleepers};
 use crate::lab::Lab;
 use std::time::{Duration, Instant};
+
+/// How long the N daemons' idle CPU is measured at each level (clock ticks are 10 ms).
+const IDLE_WINDOW: Duration = Duration::from_secs(3);
 
 /// One daemon at one level.
 struct Level {
@@ -31,6 +35,9 @@ struct Level {
     poststop: Vec<Duration>,
     /// Summed over the N live daemons.
     mem: Mem,
+    /// The CPU the N live daemons used, all together, over `IDLE_WINDOW` with nothing else of ours running,
+    /// as a share of one CPU.
+    idle_cpu: f64,
     /// How long the N bring-up starts took, all together.
     bring_up: Duration,
     /// When a bring-up start failed: which (0-based) and the hook's error; nothing else was measured then.
@@ -118,6 +125,7 @@ pub fn run(levels: &[usize]) {
         "rss_kib_per_tunnel",
         "pss_kib_total",
         "rss_kib_total",
+        "idle_cpu_percent",
         "bring_up_s",
         "tear_down_s",
         "probes",
@@ -176,6 +184,10 @@ fn one_level(
             Ok(run) => run,
             Err((status, log)) => {
                 // Whatever limit it met, the rest of this level is not measured; what is up comes down.
+                eprintln!(
+                    "scale: {name}, start {} of {live} failed ({status}), its log:\n{log}",
+                    n + 1
+                );
                 failed = Some((n, format!("{status}: {}", daemons::error_line(&log))));
                 sleepers.stop(pid);
                 lab.assert_nothing_left(&id);
@@ -191,9 +203,18 @@ fn one_level(
     let bring_up = bring_up.elapsed();
     let (mut create, mut poststop) = (Vec::new(), Vec::new());
     let mut mem = Mem::default();
+    let mut idle_cpu = 0.0;
     if failed.is_none() {
-        // The last ones' daemons are still starting their threads: let them settle.
+        let cpu = || -> Duration {
+            up.iter()
+                .filter_map(|(_, _, p)| daemons::cpu_time(*p))
+                .sum()
+        };
+        // The last ones' daemons are still starting their threads: let them settle; then their CPU, idle.
         std::thread::sleep(Duration::from_secs(1));
+        let (cpu_before, quiet) = (cpu(), Instant::now());
+        std::thread::sleep(IDLE_WINDOW);
+        idle_cpu = cpu().saturating_sub(cpu_before).as_secs_f64() / quiet.elapsed().as_secs_f64();
         // Probes: one more start at a time, stopped again, so that `live` stay live.
         for k in 0..probes {
             let pid = sleepers.spawn();
@@ -238,6 +259,7 @@ fn one_level(
         create,
         poststop,
         mem,
+        idle_cpu,
         bring_up,
         failed,
         tear_down,
@@ -256,11 +278,12 @@ fn container(lab: &Lab, id: &str, pid: u32, profile: &str) -> String {
 
 fn print_table(results: &[Level], compared: &[Daemon], probes: usize) {
     println!(
-        "createRuntime with N tunnels live (median of {probes} starts, min-max; each start stopped again), and the N \
-         daemons' memory per tunnel (PSS: shared pages split among the processes sharing them; RSS: counted whole in each):"
+        "createRuntime with N tunnels live (median of {probes} starts, min-max; each start stopped again), the N \
+         daemons' memory per tunnel (PSS: shared pages split among the processes sharing them; RSS: counted whole \
+         in each), and the CPU the N idle daemons use, all together (% of one CPU, over 3 s):"
     );
     println!(
-        "  {:<13} {:>5} {:>12} {:>17} {:>10} {:>14} {:>14} {:>10} {:>9} {:>6}",
+        "  {:<13} {:>5} {:>12} {:>17} {:>10} {:>14} {:>14} {:>9} {:>10} {:>9} {:>6}",
         "daemon",
         "N",
         "createRuntime",
@@ -268,6 +291,7 @@ fn print_table(results: &[Level], compared: &[Daemon], probes: usize) {
         "poststop",
         "PSS/tunnel",
         "RSS/tunnel",
+        "N idle",
         "bring-up",
         "teardown",
         "load1"
@@ -286,7 +310,7 @@ fn print_table(results: &[Level], compared: &[Daemon], probes: usize) {
             continue;
         }
         println!(
-            "  {:<13} {:>5} {:>9.1} ms {:>17} {:>7.1} ms {:>10.2} MiB {:>10.2} MiB {:>8.1} s {:>7.1} s {:>6.2}",
+            "  {:<13} {:>5} {:>9.1} ms {:>17} {:>7.1} ms {:>10.2} MiB {:>10.2} MiB {:>7.1} % {:>8.1} s {:>7.1} s {:>6.2}",
             r.daemon.name(),
             r.live,
             daemons::ms(daemons::median(&r.create)),
@@ -298,6 +322,7 @@ fn print_table(results: &[Level], compared: &[Daemon], probes: usize) {
             daemons::ms(daemons::median(&r.poststop)),
             daemons::mib(r.mem.pss as f64 / n),
             daemons::mib(r.mem.rss as f64 / n),
+            r.idle_cpu * 100.0,
             r.bring_up.as_secs_f64(),
             r.tear_down.as_secs_f64(),
             r.load1
@@ -357,6 +382,7 @@ fn csv_row(r: &Level) -> Vec<String> {
         measured(&|| format!("{:.0}", r.mem.rss as f64 / n)),
         measured(&|| r.mem.pss.to_string()),
         measured(&|| r.mem.rss.to_string()),
+        measured(&|| format!("{:.2}", r.idle_cpu * 100.0)),
         format!("{:.2}", r.bring_up.as_secs_f64()),
         format!("{:.2}", r.tear_down.as_secs_f64()),
         r.create.len().to_string(),

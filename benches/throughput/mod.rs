@@ -397,7 +397,7 @@ fn print_table(samples: &[Sample]) {
         println!(
             "  {:<13} {:<9} {:>5} {:>11.2} {:>14.2} s {:>14.2} s {:>8} {:>7.1} MiB {:>7.1} MiB {:>6.2}",
             s.daemon.name(),
-            s.direction == "download",
+            s.direction,
             s.round,
             s.gbit_s(),
             s.per_gbit(s.daemon_cpu),
