@@ -116,14 +116,14 @@ impl HookRun {
 }
 
 /// Runs wg-oci-hook at `stage` as runc does (state on stdin, an empty environment) with `policy`; panics,
-/// with its log, when it fails, but for the one known race of poststop (see `poststop_race`).
+/// with its log, when it fails.
 pub fn run_hook(policy: &Path, stage: &str, state: &str) -> HookRun {
     try_run_hook(policy, stage, state).unwrap_or_else(|(status, log)| {
         panic!("wg-oci-hook {stage}: {status}\n{log}");
     })
 }
 
-/// `run_hook`, but a failure (other than poststop's known race) is returned: (exit status, log).
+/// `run_hook`, but a failure is returned: (exit status, log).
 pub fn try_run_hook(policy: &Path, stage: &str, state: &str) -> Result<HookRun, (String, String)> {
     let start = Instant::now();
     let mut child = Command::new(lab::HOOK_BIN)
@@ -145,16 +145,11 @@ pub fn try_run_hook(policy: &Path, stage: &str, state: &str) -> Result<HookRun, 
     let out = child.wait_with_output().unwrap();
     let took = start.elapsed();
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
-    if stage == "poststop" {
-        POSTSTOPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if out.status.success() {
+        Ok(HookRun { took, log })
+    } else {
+        Err((out.status.to_string(), log))
     }
-    if !out.status.success() {
-        match poststop_race(stage, &log) {
-            Some(line) => RACES.lock().unwrap().push(line.to_owned()),
-            None => return Err((out.status.to_string(), log)),
-        }
-    }
-    Ok(HookRun { took, log })
 }
 
 /// The hook's error line in `log` (`wg-oci-hook: container ID: ...`), else its last line.
@@ -191,48 +186,6 @@ pub fn inotify_instances() -> usize {
         }
     }
     n
-}
-
-/// The poststops that failed on the race below, their error lines.
-static RACES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-
-/// poststop's error line when it failed only because the container's wg0 vanished between its lookup and its
-/// deletion. Likely: the daemon, stopped just before, closes the TUN (whose going deletes wg0) when its last
-/// thread exits, which can be after its main thread shows as a zombie, where the hook stops waiting. Nothing is left
-/// (the leftover checks still run); the bench counts these and goes on.
-fn poststop_race<'a>(stage: &str, log: &'a str) -> Option<&'a str> {
-    let errors: Vec<&str> = log
-        .lines()
-        .filter(|l| l.starts_with("wg-oci-hook: container "))
-        .collect();
-    match errors[..] {
-        [line]
-            if stage == "poststop"
-                && line.ends_with(
-                    "tearing down: deleting wg0 in the container: No such device (os error 19)",
-                ) =>
-        {
-            Some(line)
-        }
-        _ => None,
-    }
-}
-
-/// poststops run so far.
-static POSTSTOPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// A line on the poststop races met since the last report (see `poststop_race`), if any.
-pub fn race_report() -> Option<String> {
-    let races = std::mem::take(&mut *RACES.lock().unwrap());
-    let poststops = POSTSTOPS.swap(0, std::sync::atomic::Ordering::Relaxed);
-    let first = races.first()?;
-    Some(format!(
-        "  poststop failed {} of {} times, each only on the race of the hook's where wg0 is gone between its \
-         lookup and its deletion (likely the daemon's last thread closing the TUN after the hook saw it exit); nothing \
-         was left behind. The first: {first}",
-        races.len(),
-        poststops
-    ))
 }
 
 /// Stand-ins for containers' inits, like `Lab::spawn_netns_sleeper` (a `sleep` with a network and a mount

@@ -40,8 +40,11 @@ struct Level {
     idle_cpu: f64,
     /// How long the N bring-up starts took, all together.
     bring_up: Duration,
-    /// When a bring-up start failed: which (0-based) and the hook's error; nothing else was measured then.
+    /// When a bring-up start failed `TRIES` times: which (0-based) and the hook's last error; nothing else was
+    /// measured then.
     failed: Option<(usize, String)>,
+    /// Every start that failed (and was tried again) or daemon that died, a line each.
+    failures: Vec<String>,
     /// The same N stopped, all together.
     tear_down: Duration,
     load1: f64,
@@ -111,9 +114,6 @@ pub fn run(levels: &[usize]) {
     }
     results.sort_by_key(|r| (compared.iter().position(|d| *d == r.daemon), r.live));
     print_table(&results, &compared, probes);
-    if let Some(races) = daemons::race_report() {
-        println!("{races}");
-    }
     let header = [
         "daemon",
         "live_tunnels",
@@ -131,6 +131,7 @@ pub fn run(levels: &[usize]) {
         "probes",
         "load1",
         "failed_at",
+        "failed_starts",
     ];
     let rows: Vec<Vec<String>> = results.iter().map(csv_row).collect();
     let csv = daemons::write_csv("scale.csv", &header, &rows);
@@ -172,65 +173,96 @@ fn one_level(
     let mut sleepers = Sleepers::new(lab);
     let name = daemon.name();
     // Bring-up: `live` tunnels, one after another.
-    let mut up = Vec::new();
+    let mut up: Vec<Started> = Vec::new();
     let mut ramp = Vec::new();
     let mut failed = None;
+    let mut failures = Vec::new();
     let bring_up = Instant::now();
     for n in 0..live {
-        let pid = sleepers.spawn();
         let id = format!("scale{live}-{name}-{n}-{}", lab.id);
-        let state = container(lab, &id, pid, &format!("live{n}"));
-        let run = match daemons::try_run_hook(policy, "create-runtime", &state) {
-            Ok(run) => run,
-            Err((status, log)) => {
+        match start(
+            lab,
+            &mut sleepers,
+            policy,
+            &id,
+            &format!("live{n}"),
+            &mut failures,
+        ) {
+            Ok(started) => {
+                ramp.push((n, started.run.took));
+                up.push(started);
+            }
+            Err(e) => {
                 // Whatever limit it met, the rest of this level is not measured; what is up comes down.
-                eprintln!(
-                    "scale: {name}, start {} of {live} failed ({status}), its log:\n{log}",
-                    n + 1
-                );
-                failed = Some((n, format!("{status}: {}", daemons::error_line(&log))));
-                sleepers.stop(pid);
-                lab.assert_nothing_left(&id);
+                failed = Some((n, e));
                 break;
             }
-        };
-        let daemon_pid = run
-            .daemon_pid()
-            .unwrap_or_else(|| panic!("no daemon pid in the hook's log:\n{}", run.log));
-        ramp.push((n, run.took));
-        up.push((id, state, daemon_pid));
+        }
     }
     let bring_up = bring_up.elapsed();
     let (mut create, mut poststop) = (Vec::new(), Vec::new());
     let mut mem = Mem::default();
     let mut idle_cpu = 0.0;
     if failed.is_none() {
+        // The last ones' daemons are still starting their threads: let them settle.
+        std::thread::sleep(Duration::from_secs(1));
+        // A daemon that died after its start succeeded (the race `start` retries can also end a daemon just
+        // after it answered) is noted, its tunnel stopped and another started in its place.
+        for (n, slot) in up.iter_mut().enumerate() {
+            if daemons::mem(slot.daemon_pid).is_some() {
+                continue;
+            }
+            failures.push(format!(
+                "{}: its daemon {} died after the start",
+                slot.id, slot.daemon_pid
+            ));
+            daemons::run_hook(policy, "poststop", &slot.state);
+            sleepers.stop(slot.sleeper);
+            lab.assert_nothing_left(&slot.id);
+            let id = format!("{}-again", slot.id);
+            match start(
+                lab,
+                &mut sleepers,
+                policy,
+                &id,
+                &format!("live{n}"),
+                &mut failures,
+            ) {
+                Ok(started) => *slot = started,
+                Err(e) => panic!("{id}: {e}"),
+            }
+        }
+        // Their CPU, idle.
         let cpu = || -> Duration {
             up.iter()
-                .filter_map(|(_, _, p)| daemons::cpu_time(*p))
+                .filter_map(|s| daemons::cpu_time(s.daemon_pid))
                 .sum()
         };
-        // The last ones' daemons are still starting their threads: let them settle; then their CPU, idle.
-        std::thread::sleep(Duration::from_secs(1));
         let (cpu_before, quiet) = (cpu(), Instant::now());
         std::thread::sleep(IDLE_WINDOW);
         idle_cpu = cpu().saturating_sub(cpu_before).as_secs_f64() / quiet.elapsed().as_secs_f64();
         // Probes: one more start at a time, stopped again, so that `live` stay live.
         for k in 0..probes {
-            let pid = sleepers.spawn();
             let id = format!("scale{live}-{name}-probe{k}-{}", lab.id);
-            let state = container(lab, &id, pid, &format!("probe{k}"));
-            let c: HookRun = daemons::run_hook(policy, "create-runtime", &state);
-            let p = daemons::run_hook(policy, "poststop", &state);
-            create.push(c.took);
+            let probe = start(
+                lab,
+                &mut sleepers,
+                policy,
+                &id,
+                &format!("probe{k}"),
+                &mut failures,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let p = daemons::run_hook(policy, "poststop", &probe.state);
+            create.push(probe.run.took);
             poststop.push(p.took);
-            sleepers.stop(pid);
-            lab.assert_nothing_left(&id);
+            sleepers.stop(probe.sleeper);
+            lab.assert_nothing_left(&probe.id);
         }
         // Memory of the `live` daemons, all still there.
-        for (id, _, daemon_pid) in &up {
-            mem += daemons::mem(*daemon_pid)
-                .unwrap_or_else(|| panic!("{id}: its daemon {daemon_pid} is gone"));
+        for s in &up {
+            mem += daemons::mem(s.daemon_pid)
+                .unwrap_or_else(|| panic!("{}: its daemon {} is gone", s.id, s.daemon_pid));
         }
         let running = lab.hook_daemons().len();
         assert_eq!(
@@ -240,13 +272,13 @@ fn one_level(
     }
     // Down again: poststop each, then the sleepers; nothing may be left.
     let tear_down = Instant::now();
-    for (_, state, _) in &up {
-        daemons::run_hook(policy, "poststop", state);
+    for s in &up {
+        daemons::run_hook(policy, "poststop", &s.state);
     }
     let tear_down = tear_down.elapsed();
     sleepers.stop_all();
-    for (id, _, _) in &up {
-        lab.assert_nothing_left(id);
+    for s in &up {
+        lab.assert_nothing_left(&s.id);
     }
     assert!(
         lab.hook_daemons().is_empty(),
@@ -262,10 +294,70 @@ fn one_level(
         idle_cpu,
         bring_up,
         failed,
+        failures,
         tear_down,
         load1,
     };
     (level, ramp)
+}
+
+/// How many times a start is tried before its level is given up.
+const TRIES: usize = 3;
+
+/// A tunnel up for a stand-in container.
+struct Started {
+    id: String,
+    state: String,
+    sleeper: u32,
+    daemon_pid: u32,
+    run: HookRun,
+}
+
+/// Starts a tunnel for a new stand-in container `id` on `profile`. A start that fails is tried again, with a
+/// new container, once the lab's leftover checks pass, up to `TRIES` times, each failure noted in `failures`:
+/// the built-in daemon can die as it starts (its netns watch thread opens /proc and a pidfd while the main
+/// thread's close_range closes every descriptor above 4: closedir then panics on EBADF, or the watch closes a
+/// descriptor number tokio has reused; seen about once in 500 starts), which fails the start. Returns the
+/// last error when every try failed.
+fn start(
+    lab: &Lab,
+    sleepers: &mut Sleepers,
+    policy: &std::path::Path,
+    id: &str,
+    profile: &str,
+    failures: &mut Vec<String>,
+) -> Result<Started, String> {
+    let mut last = String::new();
+    for attempt in 0..TRIES {
+        let id = match attempt {
+            0 => id.to_owned(),
+            n => format!("{id}-try{}", n + 1),
+        };
+        let sleeper = sleepers.spawn();
+        let state = container(lab, &id, sleeper, profile);
+        match daemons::try_run_hook(policy, "create-runtime", &state) {
+            Ok(run) => {
+                let daemon_pid = run
+                    .daemon_pid()
+                    .unwrap_or_else(|| panic!("no daemon pid in the hook's log:\n{}", run.log));
+                return Ok(Started {
+                    id,
+                    state,
+                    sleeper,
+                    daemon_pid,
+                    run,
+                });
+            }
+            Err((status, log)) => {
+                eprintln!("scale: {id}: create-runtime failed ({status}), its log:\n{log}");
+                last = format!("{id}: {status}: {}", daemons::error_line(&log));
+                failures.push(last.clone());
+                sleepers.stop(sleeper);
+                lab.assert_nothing_left(&id);
+            }
+        }
+    }
+    Err(last)
 }
 
 /// A stand-in container `id` whose init is `pid`, on `profile`: its OCI state.
@@ -359,6 +451,24 @@ fn print_table(results: &[Level], compared: &[Daemon], probes: usize) {
             }
         );
     }
+    let failures: Vec<String> = results
+        .iter()
+        .flat_map(|r| {
+            r.failures
+                .iter()
+                .map(move |f| format!("{} at {}: {f}", r.daemon.name(), r.live))
+        })
+        .collect();
+    if !failures.is_empty() {
+        let starts: usize = results.iter().map(|r| r.live + r.create.len()).sum();
+        println!(
+            "  {} failures among about {starts} starts, each tried again with a new container (up to {TRIES} times):",
+            failures.len()
+        );
+        for f in failures {
+            println!("    {f}");
+        }
+    }
 }
 
 /// `r` as a row of scale.csv (a failed level has only its daemon, N, times of its bring-up and `failed_at`).
@@ -391,5 +501,6 @@ fn csv_row(r: &Level) -> Vec<String> {
             .as_ref()
             .map(|(k, _)| (k + 1).to_string())
             .unwrap_or_default(),
+        r.failures.len().to_string(),
     ]
 }

@@ -116,9 +116,6 @@ pub fn run() {
         )
     });
     print_table(&samples);
-    if let Some(races) = daemons::race_report() {
-        println!("{races}");
-    }
     let header = [
         "daemon",
         "direction",
@@ -246,18 +243,42 @@ fn one_tunnel(
             Some(rest.split(' ').next()?.to_owned())
         })
         .unwrap_or_default();
+    // The handshake first, so that neither run times it (a lost initiation is retried only after 5 s).
+    let mut pings = 0;
+    while !Command::new("nsenter")
+        .args([
+            &netns,
+            "busybox",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            lab::SERVER_TUNNEL_V4,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        pings += 1;
+        if pings == 15 {
+            let name = daemon_name(lab, daemon_pid);
+            panic!(
+                "{id}: no answer through the tunnel to 15 pings\n{}",
+                diagnose(lab, &netns, &name)
+            );
+        }
+    }
     let mut samples = Vec::new();
     for (direction, reverse) in [("upload", false), ("download", true)] {
         let load1 = daemons::load1();
         let (d0, s0) = (cpu(daemon_pid), cpu(server_wg));
         let result = iperf_client(&netns, secs, reverse).unwrap_or_else(|e| {
-            let name = lab
-                .hook_daemons()
-                .into_iter()
-                .find(|(p, _, _)| *p == daemon_pid)
-                .map(|(_, _, name)| name)
-                .unwrap_or_default();
-            panic!("{e}\n{}", diagnose(lab, &netns, &name))
+            panic!(
+                "{e}\n{}",
+                diagnose(lab, &netns, &daemon_name(lab, daemon_pid))
+            )
         });
         let (d1, s1) = (cpu(daemon_pid), cpu(server_wg));
         let received = &result["end"]["sum_received"];
@@ -351,6 +372,15 @@ fn iperf_client(netns: &str, secs: u32, reverse: bool) -> Result<serde_json::Val
     }
 }
 
+/// The tunnel name (`wgo...`) of the hook's daemon `pid`.
+fn daemon_name(lab: &Lab, pid: u32) -> String {
+    lab.hook_daemons()
+        .into_iter()
+        .find(|(p, _, _)| *p == pid)
+        .map(|(_, _, name)| name)
+        .unwrap_or_default()
+}
+
 /// What the two ends of a tunnel that iperf3 could not use show: both `wg show`, the container's addresses
 /// and routes.
 fn diagnose(lab: &Lab, netns: &str, daemon_name: &str) -> String {
@@ -371,7 +401,8 @@ fn diagnose(lab: &Lab, netns: &str, daemon_name: &str) -> String {
         show(&["nsenter", &server_ns, "wg", "show", &lab.server_if]),
         show(&["wg", "show", daemon_name]),
         show(&["nsenter", netns, "ip", "addr"]),
-        show(&["nsenter", netns, "ip", "route"]),
+        show(&["nsenter", netns, "ip", "rule"]),
+        show(&["nsenter", netns, "ip", "route", "show", "table", "all"]),
     ]
     .concat()
 }
