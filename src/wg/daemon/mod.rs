@@ -43,6 +43,11 @@ pub fn run(name: &str, mtu: u16, container_pid: Option<u32>) -> Result<(), Strin
         libc::prctl(libc::PR_SET_NAME, c"wg-oci-tunnel".as_ptr(), 0, 0, 0);
         libc::umask(0o077);
     }
+    // Whatever else the hook's parent left open without CLOEXEC is none of the daemon's business. First, before
+    // any descriptor or thread of ours exists: closed later, it raced the netns watch's first descriptors (its
+    // pidfd, its scan of /proc), which then took the container for gone and ended the daemon as it started.
+    // SAFETY: closes descriptors this process does not use; close_range has been in Linux since 5.9.
+    unsafe { libc::syscall(libc::SYS_close_range, CONTROL_FD + 1, u32::MAX, 0) };
     let tun = take_fd(TUN_FD, "the TUN device", |st| {
         SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR
             && (libc::major(st.st_rdev), libc::minor(st.st_rdev)) == (10, 200)
@@ -64,9 +69,6 @@ pub fn run(name: &str, mtu: u16, container_pid: Option<u32>) -> Result<(), Strin
             })
             .map_err(|e| format!("starting the netns watch: {e}"))?;
     }
-    // Whatever else the hook's parent left open without CLOEXEC is none of the daemon's business.
-    // SAFETY: closes descriptors this process does not use; close_range has been in Linux since 5.9.
-    unsafe { libc::syscall(libc::SYS_close_range, CONTROL_FD + 1, u32::MAX, 0) };
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(MAX_WORKERS);

@@ -59,11 +59,12 @@ enum Found {
 /// A pidfd of a process in `netns`: `hint` if it is in it, else the first found in /proc.
 fn watch_one(netns: NetnsId, hint: Option<u32>) -> Found {
     let me = std::process::id();
+    // A /proc that cannot be read says nothing about who is left: never taken for "nobody".
+    let Ok(proc) = std::fs::read_dir("/proc") else {
+        return Found::CannotWatch;
+    };
     let candidates = hint.into_iter().chain(
-        std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
+        proc.flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()),
     );
     for pid in candidates.filter(|&p| p != me) {
