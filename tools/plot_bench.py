@@ -23,6 +23,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 # One colour and marker per daemon, the same in every chart.
 STYLE = {
@@ -75,7 +76,7 @@ def plot_scale(csv_dir, out_dir):
         lo = [float(r["create_ms_median"]) - float(r["create_ms_min"]) for r in rows]
         hi = [float(r["create_ms_max"]) - float(r["create_ms_median"]) for r in rows]
         # The bring-up starts (each against the tunnels live before it) of the highest level, faint behind.
-        top = max(n)
+        top = max((int(r["level"]) for r in ramp.get(daemon, [])), default=0)
         pts = [(int(r["live_before"]), float(r["create_ms"])) for r in ramp.get(daemon, [])
                if int(r["level"]) == top]
         if pts:
@@ -96,17 +97,31 @@ def plot_scale(csv_dir, out_dir):
                           ha="left", fontsize=8, color=s["color"])
 
     for ax in (ax_t, ax_m):
+        # Logarithmic past 1 (the levels spread evenly), linear below, where the first bring-up start (none
+        # live before it) sits at 0.
+        ax.set_xscale("symlog", linthresh=1, linscale=0.4)
         ax.set_xticks(levels)
-        ax.set_xlim(-0.04 * max(levels), max(levels) * 1.08)
+        ax.set_xticklabels([str(n) for n in levels])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xlim(-0.2, max(levels) * 1.5)
+    # The axis fits the timed starts and 99% of the bring-up starts; the rest, if any, are counted.
+    ramp_ms = sorted(float(r["create_ms"]) for rows in ramp.values() for r in rows)
+    timed_max = max((float(r["create_ms_max"]) for rows in by_daemon.values() for r in rows
+                     if r["create_ms_max"]), default=0.0)
+    ymax = max(timed_max, ramp_ms[int(len(ramp_ms) * 0.99)] if ramp_ms else 0.0) * 1.15
+    above = sum(1 for v in ramp_ms if v > ymax)
+    ax_t.set_ylim(0, ymax)
+    if above:
+        ax_t.text(0.99, 0.01, f"{above} bring-up start(s) above {ymax:.0f} ms not shown",
+                  transform=ax_t.transAxes, ha="right", va="bottom", fontsize=8, color="#555555")
     ax_t.set_title("createRuntime with N tunnels live")
-    ax_t.set_xlabel("live tunnels (N)")
+    ax_t.set_xlabel("live tunnels (N; logarithmic)")
     ax_t.set_ylabel("createRuntime wall time (ms)")
-    ax_t.set_ylim(bottom=0)
     ax_t.grid(True, alpha=0.3)
-    ax_t.legend(fontsize=8, loc="best")
+    ax_t.legend(fontsize=8, loc="upper left")
 
     ax_m.set_title("daemon memory per live tunnel")
-    ax_m.set_xlabel("live tunnels (N)")
+    ax_m.set_xlabel("live tunnels (N; logarithmic)")
     ax_m.set_ylabel("MiB per tunnel (sum over the N daemons / N)")
     ax_m.set_ylim(bottom=0)
     ax_m.grid(True, alpha=0.3)
@@ -165,9 +180,10 @@ def plot_throughput(csv_dir, out_dir):
     ax_c.legend(fontsize=8, loc="upper right", markerscale=0.4)
     seconds = statistics.median([float(r["seconds"]) for r in rows])
     loads = [float(r["load1"]) for r in rows]
-    fig.suptitle(f"wg-oci-hook: throughput per userspace daemon ({seconds:.0f} s per run; the server end is "
-                 f"wireguard-go on the same 2-CPU machine; load average {min(loads):.1f}–{max(loads):.1f})",
-                 fontsize=10)
+    rounds = len({r["round"] for r in rows})
+    fig.suptitle(f"wg-oci-hook: throughput per userspace daemon ({seconds:.0f} s per run, median of {rounds} "
+                 f"round(s))\nthe server end is wireguard-go on the same 2-CPU machine; load average "
+                 f"{min(loads):.1f}–{max(loads):.1f}, the runs' own included", fontsize=10)
     fig.tight_layout()
     out = out_dir / "throughput.png"
     fig.savefig(out, dpi=110)
