@@ -91,8 +91,8 @@ impl Rules<'_> {
             let mut input = chain("input", Hook::Input, Priority::Filter, ChainPolicy::Drop);
             input.rules.push(accept(vec![iif("lo")]));
             self.inbound_rules(&mut input.rules);
-            if !v4.is_empty() {
-                let nets = Nets::V4(v4.clone());
+            // From the allowed networks, and the replies to what the container opened towards them.
+            let mut allow_from = |nets: Nets| {
                 input.rules.push(accept(vec![Match::Addr {
                     field: AddrField::Saddr,
                     nets: nets.clone(),
@@ -101,17 +101,12 @@ impl Rules<'_> {
                     Match::CtOriginalDaddr(nets),
                     Match::CtStateEstablishedRelated,
                 ]));
+            };
+            if !v4.is_empty() {
+                allow_from(Nets::V4(v4.clone()));
             }
             if !v6.is_empty() {
-                let nets = Nets::V6(v6.clone());
-                input.rules.push(accept(vec![Match::Addr {
-                    field: AddrField::Saddr,
-                    nets: nets.clone(),
-                }]));
-                input.rules.push(accept(vec![
-                    Match::CtOriginalDaddr(nets),
-                    Match::CtStateEstablishedRelated,
-                ]));
+                allow_from(Nets::V6(v6.clone()));
                 input.rules.push(nd());
             }
             let mut forward = chain(
