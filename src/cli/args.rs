@@ -82,9 +82,9 @@ pub enum Command {
     #[command(subcommand)]
     Uninstall(Engine),
 
-    /// The PIA port-forwarding helper of a container, started by create-runtime
-    #[command(name = "pia-port-forward", hide = true)]
-    PortForward(PortForwardArgs),
+    /// A tunnel's supervisor (health, recovery, PIA port forwarding), started by create-runtime
+    #[command(name = "supervise", hide = true)]
+    Supervise(SuperviseArgs),
 
     /// The built-in userspace WireGuard daemon of a tunnel, started by create-runtime with its descriptors
     #[command(name = "tunnel-daemon", hide = true)]
@@ -135,11 +135,10 @@ pub struct CheckArgs {
 }
 
 #[derive(Debug, PartialEq, Eq, Args)]
-pub struct PortForwardArgs {
+pub struct SuperviseArgs {
+    /// The tunnel's key (its record's name, DEV-INO of its netns)
     #[arg(value_parser = container_id)]
-    pub id: String,
-    #[arg(long)]
-    pub worker: bool,
+    pub key: String,
 }
 
 /// The engines install and uninstall know.
@@ -281,8 +280,8 @@ mod tests {
             &["gc", "--json"],
             &["check", "--profile", "../x"],
             &["status", "a/b"],
-            &["pia-port-forward"],
-            &["pia-port-forward", "../../etc/x"],
+            &["supervise"],
+            &["supervise", "../../etc/x"],
             &["install"],
             &["install", "kubernetes"],
             &["install", "hooks", "--daemon-json", "/x"],
@@ -296,7 +295,7 @@ mod tests {
     }
 
     #[test]
-    fn status_check_and_the_port_forwarding_helper() {
+    fn status_check_and_the_supervisor() {
         let a = parse(&["status", "--policy", "/p"]).unwrap();
         assert_eq!(
             (a.command, a.policy.unwrap()),
@@ -322,12 +321,11 @@ mod tests {
             (a.command, a.profile.as_deref()),
             (Command::Check(CheckArgs { json: true }), Some("vpn"))
         );
-        use crate::provider::pia::port_forward::{SUBCOMMAND, WORKER_FLAG};
+        use crate::hook::supervisor::SUBCOMMAND;
         assert_eq!(
-            parse(&[SUBCOMMAND, "c1", WORKER_FLAG]).unwrap().command,
-            Command::PortForward(PortForwardArgs {
-                id: "c1".into(),
-                worker: true
+            parse(&[SUBCOMMAND, "64-4026532123"]).unwrap().command,
+            Command::Supervise(SuperviseArgs {
+                key: "64-4026532123".into(),
             })
         );
     }

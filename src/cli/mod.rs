@@ -10,7 +10,7 @@ use crate::config::annotations;
 use crate::config::policy::{self, Policy};
 use crate::hook;
 use crate::oci::state::ContainerState;
-use args::{CheckArgs, Cli, Command, PortForwardArgs, StatusArgs, TunnelDaemonArgs};
+use args::{CheckArgs, Cli, Command, StatusArgs, SuperviseArgs, TunnelDaemonArgs};
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -57,9 +57,7 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
                 Err(e) => fail(&format!("tunnel-daemon {name}: {e}")),
             };
         }
-        Command::PortForward(PortForwardArgs { id, worker }) => {
-            Ok(Work::PortForward { id, worker })
-        }
+        Command::Supervise(SuperviseArgs { key }) => Ok(Work::Supervise { key }),
         Command::Install(engine) => {
             return install::run(
                 &engine,
@@ -98,11 +96,14 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
             logging::init(policy.log_level);
             gc(&policy)
         }
-        Work::PortForward { id, worker } => {
-            logging::init(Some(policy.log_level.unwrap_or(log::LevelFilter::Info)));
-            match hook::port_forward::run_helper(&policy, &id, worker) {
+        Work::Supervise { key } => {
+            logging::init_hook(&policy);
+            match hook::supervisor::run(&policy, &key) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(&format!("container {id}: port forwarding: {e}")),
+                Err(e) => {
+                    log::error!("tunnel {key}: supervisor: {e}");
+                    fail(&format!("tunnel {key}: supervisor: {e}"))
+                }
             }
         }
         Work::Hook { create, state } => {
@@ -130,9 +131,8 @@ enum Work {
         json: bool,
     },
     Gc,
-    PortForward {
-        id: String,
-        worker: bool,
+    Supervise {
+        key: String,
     },
     /// createRuntime (`create`) or poststop, for a container that asked for a tunnel.
     Hook {

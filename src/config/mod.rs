@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod annotations;
 pub mod file_error;
+pub mod health;
 pub mod pia_credentials;
 pub mod policy;
 pub mod ports;

@@ -2,6 +2,7 @@
 //! and bad values are errors naming `FILE:LINE:COLUMN`, on one line.
 
 use crate::config::annotations;
+use crate::config::health::{self, HealthSettings};
 use crate::config::ports::{self, Inbound, PortMap};
 use crate::provider::pia::settings::{self as pia, check_cn, PiaHost, PiaSettings};
 use crate::sys::deadline::{DEFAULT_CREATE_TIMEOUT, DEFAULT_RESOLVE_TIMEOUT, HOOK_TIMEOUT};
@@ -136,6 +137,8 @@ pub struct Profile {
     /// in two places steals its own endpoint: the server answers whichever spoke last, so only a server that
     /// expects it (one that pins nothing to the endpoint, with roaming tolerated) works this way.
     pub shared: bool,
+    /// How the tunnel's supervisor judges it, and where the container reads the verdict.
+    pub health: HealthSettings,
     /// Where the profile stands in the policy, for `check` to name the line that points at a file: `profile`
     /// (its `[profiles.NAME]` header) and each of `config`, `pool`, `credentials`, `ca`, `regions_key` and
     /// `api_ca` it sets.
@@ -208,6 +211,10 @@ struct RawProfile {
     port_maps: Vec<Spanned<String>>,
     /// `"replies"`, `"all"` or a list of ports: read by `inbound`.
     inbound: Option<Spanned<toml::Value>>,
+    health_file: Option<Spanned<String>>,
+    health_interval: Option<Spanned<u64>>,
+    stale_after: Option<Spanned<u64>>,
+    probe: Option<Spanned<String>>,
     provider: Option<Spanned<String>>,
     // The keys of a `provider = "pia"` profile (refused on other profiles).
     credentials: Option<Spanned<PathBuf>>,
@@ -218,6 +225,8 @@ struct RawProfile {
     token_via_meta: Option<Spanned<bool>>,
     port_forwarding: Option<Spanned<bool>>,
     port_file: Option<Spanned<String>>,
+    port_persist: Option<Spanned<bool>>,
+    reconnect: Option<Spanned<bool>>,
     bind_interval: Option<Spanned<u64>>,
     server_list_ttl: Option<Spanned<u64>>,
     api_timeout: Option<Spanned<u64>>,
@@ -403,6 +412,7 @@ impl Policy {
                     None => None,
                 };
             let kill_switch = profile.kill_switch.unwrap_or(true);
+            let health = health_settings(&name, &mut profile, &at)?;
             let shared = profile.shared.clone();
             let mut lines = BTreeMap::from([("profile", line_of(span.clone()))]);
             for (key, span) in profile.file_spans() {
@@ -431,6 +441,7 @@ impl Policy {
                     port_maps,
                     inbound,
                     shared,
+                    health,
                     lines,
                 },
             );
@@ -524,6 +535,65 @@ impl Policy {
 }
 
 type At<'a> = dyn Fn(Range<usize>, &str) -> PolicyError + 'a;
+
+/// A profile's `health_file`, `health_interval`, `stale_after` and `probe` (`config::health`).
+fn health_settings(
+    name: &str,
+    raw: &mut RawProfile,
+    at: &At,
+) -> Result<HealthSettings, PolicyError> {
+    let mut settings = HealthSettings::default();
+    if let Some(file) = raw.health_file.take() {
+        settings.file = health::parse_file(file.get_ref())
+            .map_err(|e| at(file.span(), &format!("profile {name:?}: {e}")))?;
+    }
+    let seconds = |value: Option<Spanned<u64>>,
+                   key: &str,
+                   range: std::ops::RangeInclusive<u64>|
+     -> Result<Option<Duration>, PolicyError> {
+        match value {
+            Some(v) if !range.contains(v.get_ref()) => Err(at(
+                v.span(),
+                &format!(
+                    "profile {name:?}: {key} must be {} to {} seconds",
+                    range.start(),
+                    range.end()
+                ),
+            )),
+            Some(v) => Ok(Some(Duration::from_secs(v.into_inner()))),
+            None => Ok(None),
+        }
+    };
+    if let Some(d) = seconds(
+        raw.health_interval.take(),
+        "health_interval",
+        health::INTERVAL_RANGE,
+    )? {
+        settings.interval = d;
+    }
+    let stale_span = raw.stale_after.as_ref().map(Spanned::span);
+    if let Some(d) = seconds(
+        raw.stale_after.take(),
+        "stale_after",
+        health::STALE_AFTER_RANGE,
+    )? {
+        settings.stale_after = d;
+    }
+    if settings.stale_after < settings.interval {
+        let span = stale_span.unwrap_or(0..0);
+        return Err(at(
+            span,
+            &format!("profile {name:?}: stale_after must not be shorter than health_interval"),
+        ));
+    }
+    if let Some(probe) = raw.probe.take() {
+        settings.probe = Some(
+            health::parse_probe(probe.get_ref())
+                .map_err(|e| at(probe.span(), &format!("profile {name:?}: {e}")))?,
+        );
+    }
+    Ok(settings)
+}
 
 /// `resolve_timeout` and `create_timeout`, in whole seconds. The engine kills a hook at its hooks.d `timeout`
 /// (30 s) with no word of why, so the hook's own deadline must end first; a name lookup must end before that.
@@ -697,6 +767,17 @@ fn profile_source(
         }
         None => pia::DEFAULT_PORT_FILE.to_owned(),
     };
+    let port_persist = match raw.port_persist {
+        Some(v) if *v.get_ref() && !port_forwarding => {
+            return Err(at(
+                v.span(),
+                &format!("profile {name:?}: port_persist without port_forwarding = true"),
+            ));
+        }
+        Some(v) => v.into_inner(),
+        None => false,
+    };
+    let reconnect = raw.reconnect.map(Spanned::into_inner).unwrap_or(true);
     let seconds = |value: Option<Spanned<u64>>,
                    key: &str,
                    range: std::ops::RangeInclusive<u64>,
@@ -757,6 +838,8 @@ fn profile_source(
         token_via_meta,
         port_forwarding,
         port_file,
+        port_persist,
+        reconnect,
         bind_interval,
         server_list_ttl,
         api_timeout,
@@ -809,6 +892,8 @@ impl RawProfile {
             s(&self.token_via_meta),
             s(&self.port_forwarding),
             s(&self.port_file),
+            s(&self.port_persist),
+            s(&self.reconnect),
             s(&self.bind_interval),
             s(&self.server_list_ttl),
             s(&self.api_timeout),

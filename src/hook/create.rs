@@ -6,7 +6,9 @@ use super::lease::{self, Leases};
 use super::record::{LeaseName, Member, Record, SharedResolvConf, StateDir, RECORD_VERSION};
 use super::resolv_conf::{Previous, ResolvConfChange};
 use super::tunnel::{self, TunnelSpec};
-use super::{gc, mtu, port_forward, resolv_conf, routing, teardown, HookError, Step, StepError};
+use super::{
+    gc, mtu, port_forward, resolv_conf, routing, supervisor, teardown, HookError, Step, StepError,
+};
 use crate::config::admission::{self, Admitted, Refusal};
 use crate::config::annotations;
 use crate::config::pia_credentials;
@@ -379,16 +381,29 @@ fn build(input: BuildInput) -> Result<Record, StepError> {
                 Deadline::after(settings.api_deadline, "api_deadline").earlier(deadline);
             let credentials =
                 pia_credentials::load(&settings.credentials).step("registering with PIA")?;
+            let mut wanted = pia::Wanted::new(settings, admitted.region);
+            if settings.port_persist {
+                // A persisted port's server first, in its region: the port stays only there.
+                let held = |key: &str| state_dir.tunnel_runs(key);
+                if let Some((region, server)) =
+                    pia_port_forward::persisted_server(state_dir.dir(), &profile.name, held)
+                {
+                    if wanted.regions.contains(&region) {
+                        wanted = wanted.first(&region);
+                        wanted.prefer = Some(server);
+                    }
+                }
+            }
             let registered = pia::register(
                 settings,
                 &credentials,
                 state_dir.dir(),
-                admitted.region,
+                &wanted,
                 id,
                 api_deadline,
             )
             .step("registering with PIA")?;
-            let record = registered.record(pid, &bundle.rootfs);
+            let record = registered.record(admitted.region, pid, &bundle.rootfs);
             let spec = tunnel::from_pia(profile, &settings.credentials, registered);
             (spec, Some(record), Some(api_deadline))
         }
@@ -418,6 +433,8 @@ fn build(input: BuildInput) -> Result<Record, StepError> {
             dns_search: spec.dns_search.clone(),
             resolv_confs: Vec::new(),
             legacy_resolv_conf: None,
+            named_endpoints: spec.named_endpoints.clone(),
+            supervisor: None,
             pia: pia_record,
             complete: false,
         },
@@ -470,6 +487,7 @@ fn name_taken(interface: &str) -> String {
 
 /// The last step: the record, whole.
 const LAST_STEP: &str = "writing the state record";
+const START_SUPERVISOR: &str = "starting the tunnel's supervisor";
 
 /// What has been made so far, so that a failure can take it all back.
 struct Setup<'a> {
@@ -656,39 +674,43 @@ impl Setup<'_> {
                 users: vec![self.id.to_owned()],
             });
         }
-        if let Some(settings) = pia.filter(|s| s.port_forwarding) {
-            self.check_deadline("forwarding a port (PIA)")?;
-            self.forward_port(settings)?;
-        }
+        self.check_deadline(START_SUPERVISOR)?;
+        self.start_supervisor(pia.filter(|s| s.port_forwarding))?;
         self.fail_point(LAST_STEP)?;
         self.record.complete = true;
         self.save_record()
     }
 
-    /// Starts the PIA port-forwarding helper, recorded before it starts (executable, argv) and whole once it runs,
-    /// so that poststop stops exactly it, and waits for its first bind.
-    fn forward_port(&mut self, settings: &PiaSettings) -> Result<(), StepError> {
-        let step = "forwarding a port (PIA)";
-        let (exe, argv) = pia_port_forward::command(&self.policy.path, &self.key).step(step)?;
-        let Some(record) = self.record.pia.as_mut() else {
-            return Ok(());
+    /// Starts the tunnel's supervisor, recorded before it starts (executable, argv) and whole once it runs, so
+    /// that poststop stops exactly it. With PIA port forwarding, waits for its first bind.
+    fn start_supervisor(&mut self, forwarding: Option<&PiaSettings>) -> Result<(), StepError> {
+        let step = if forwarding.is_some() {
+            "forwarding a port (PIA)"
+        } else {
+            START_SUPERVISOR
         };
-        record.port_forward = Some(PortForwardRecord {
-            helper: Some(Started::before_spawn(Some(exe.clone()), argv.clone())),
-            legacy_helper_pid: None,
-            port: 0,
-            port_file: settings.port_file.clone(),
-        });
-        // The helper reads its registration from the record.
+        let (exe, argv) = supervisor::command(&self.policy.path, &self.key).step(step)?;
+        self.record.supervisor = Some(Started::before_spawn(Some(exe.clone()), argv.clone()));
+        if let (Some(settings), Some(record)) = (forwarding, self.record.pia.as_mut()) {
+            record.port_forward = Some(PortForwardRecord {
+                helper: None,
+                legacy_helper_pid: None,
+                port: 0,
+                port_file: settings.port_file.clone(),
+            });
+        }
+        // It works from the record.
         self.save_record()?;
-        let helper =
-            pia_port_forward::spawn(self.state_dir.dir(), &self.key, &exe, &argv).step(step)?;
-        // Recorded whole with the port (the caller saves); until then a poststop finds it by its argv.
-        if let Some(started) = self.forwarding_mut().and_then(|f| f.helper.as_mut()) {
-            started.observe(helper.pid());
+        let spawned = supervisor::spawn(self.state_dir.dir(), &self.key, &exe, &argv).step(step)?;
+        // Recorded whole (the caller saves); until then a poststop finds it by its argv.
+        if let Some(started) = self.record.supervisor.as_mut() {
+            started.observe(spawned.pid());
+        }
+        if forwarding.is_none() {
+            return Ok(());
         }
         let wait = self.api_deadline.unwrap_or(self.deadline).left();
-        let port = helper
+        let port = spawned
             .wait_for_port(self.state_dir.dir(), &self.key, wait)
             .step(step)?;
         if let Some(forward) = self.forwarding_mut() {
@@ -926,6 +948,9 @@ impl Setup<'_> {
 
     /// Takes back, in reverse, whatever `run` made. Best effort: every step is tried.
     fn undo(&mut self) {
+        if let Some(started) = self.record.supervisor.take() {
+            supervisor::stop(self.state_dir.dir(), &self.key, &started);
+        }
         if let Some(forward) = self.record.pia.as_mut().and_then(|p| p.port_forward.take()) {
             port_forward::stop(self.state_dir, &self.key, &forward);
         }

@@ -14,6 +14,7 @@ mod poststop;
 pub mod record;
 pub mod resolv_conf;
 mod routing;
+pub mod supervisor;
 mod teardown;
 pub mod tunnel;
 

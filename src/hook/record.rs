@@ -12,6 +12,7 @@
 //! (`PrivateDir`).
 
 use crate::hook::resolv_conf::ResolvConfChange;
+use crate::hook::tunnel::NamedEndpoint;
 use crate::provider::pia::PiaRecord;
 use crate::sys::deadline::Deadline;
 use crate::sys::lock::Lock;
@@ -77,6 +78,12 @@ pub struct Record {
     /// A record before version 3: its container's resolv.conf change.
     #[serde(default, rename = "resolv_conf", skip_serializing)]
     pub legacy_resolv_conf: Option<ResolvConfChange>,
+    /// Peers whose Endpoint is a host name, looked up again by the supervisor when the handshake goes stale.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub named_endpoints: Vec<NamedEndpoint>,
+    /// The tunnel's supervisor (`hook::supervisor`): recorded before it is started, and again once it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor: Option<Started>,
     /// A PIA profile's registration and port-forwarding helper.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pia: Option<PiaRecord>,
@@ -229,6 +236,11 @@ impl StateDir {
     }
 
     /// Removes tunnel `key`'s record. Hold its lock.
+    /// Whether tunnel `key` has a record with a member that runs.
+    pub fn tunnel_runs(&self, key: &str) -> bool {
+        matches!(self.load(key), Ok(Some(r)) if r.any_member_alive())
+    }
+
     pub fn remove(&self, key: &str) -> io::Result<()> {
         self.tunnels.remove(&format!("{key}.json"))
     }
@@ -384,6 +396,8 @@ mod tests {
                 argv: vec!["/usr/bin/wireguard-go".into(), "wgo0123456789ab".into()],
             }),
             legacy_daemon_pid: None,
+            named_endpoints: Vec::new(),
+            supervisor: None,
             lease: None,
             port_maps: Vec::new(),
             dns_servers: Vec::new(),

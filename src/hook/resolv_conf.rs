@@ -253,6 +253,38 @@ pub fn restore(change: &ResolvConfChange) -> io::Result<()> {
     }
 }
 
+/// Replaces what we wrote with `content` (a tunnel whose DNS changed), if the file still holds exactly what we
+/// wrote; false when it does not (the workload changed it, or it is gone), which leaves it alone.
+pub fn rewrite(change: &mut ResolvConfChange, content: &str) -> io::Result<bool> {
+    let replaced = match &change.location {
+        Location::MountSource { path } => {
+            let Ok(file) = open_mount_source(path) else {
+                return Ok(false);
+            };
+            match read_up_to_max(&file) {
+                Ok(now) if now == change.written => overwrite(&file, content).map(|()| true),
+                _ => Ok(false),
+            }
+        }
+        Location::Rootfs { rootfs, path } => {
+            let root = container_file::open_root(rootfs)?;
+            let (dir, name) = container_file::split(path)?;
+            let dir = container_file::open_dir_in_root(&root, dir)?;
+            match read_previous(&dir, name) {
+                Ok(Previous::File { content: now }) if now == change.written => {
+                    container_file::replace_at(&dir, OsStr::new(name), content.as_bytes())
+                        .map(|()| true)
+                }
+                _ => Ok(false),
+            }
+        }
+    }?;
+    if replaced {
+        change.written = content.to_owned();
+    }
+    Ok(replaced)
+}
+
 fn restore_in_place(path: &Path, change: &ResolvConfChange) -> io::Result<()> {
     let Ok(file) = open_mount_source(path) else {
         return Ok(());

@@ -4,7 +4,7 @@
 
 use super::lease;
 use super::record::{Record, SharedResolvConf, StateDir};
-use super::{port_forward, resolv_conf, routing};
+use super::{port_forward, resolv_conf, routing, supervisor};
 use crate::sys::netlink::Netlink;
 use crate::sys::netns::NetNs;
 use crate::sys::nft;
@@ -47,6 +47,10 @@ pub fn tear_down(
             .daemon
             .as_ref()
             .map(|daemon| s.spawn(|| wg::userspace::stop(daemon, &record.host_link)));
+        // The supervisor too; its exit is awaited, so it writes nothing after its files are removed.
+        if let Some(started) = &record.supervisor {
+            s.spawn(|| supervisor::stop(state_dir.dir(), &files, started));
+        }
         take_down_links(record, ns, leaving, &mut failures);
         if let Some(Err(e)) = stopping.map(|t| t.join().expect("the daemon's stop")) {
             failures.push(format!("stopping the userspace daemon: {e}"));

@@ -32,6 +32,17 @@ pub struct TunnelSpec {
     pub port_maps: Vec<PortMap>,
     /// What the tunnel's side may open: the profile's `inbound`, or the default for this tunnel.
     pub inbound: Inbound,
+    /// Peers whose Endpoint is a host name: the supervisor looks it up again when the handshake goes stale.
+    pub named_endpoints: Vec<NamedEndpoint>,
+}
+
+/// A peer's Endpoint given as a host name (a home server on dynamic DNS), as the record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NamedEndpoint {
+    /// The peer's public key, base64.
+    pub peer: String,
+    pub host: String,
+    pub port: u16,
 }
 
 impl TunnelSpec {
@@ -57,6 +68,7 @@ pub fn from_wg_quick(
     let iface = config.interface;
     let mut routes: Vec<IpNetwork> = Vec::new();
     let mut peers = Vec::with_capacity(config.peers.len());
+    let mut named_endpoints = Vec::new();
     for (n, peer) in config.peers.into_iter().enumerate() {
         for net in &peer.allowed_ips {
             if !routes.contains(net) {
@@ -65,6 +77,13 @@ pub fn from_wg_quick(
         }
         let endpoint = match &peer.endpoint {
             Some(ep) => {
+                if ep.host.parse::<IpAddr>().is_err() {
+                    named_endpoints.push(NamedEndpoint {
+                        peer: peer.public_key.to_base64(),
+                        host: ep.host.clone(),
+                        port: ep.port,
+                    });
+                }
                 let limit = Deadline::after(resolve_timeout, "resolve_timeout").earlier(deadline);
                 Some(resolve(&ep.host, ep.port, limit).map_err(|e| FileError {
                     file: path.display().to_string(),
@@ -106,6 +125,7 @@ pub fn from_wg_quick(
         allow_local: profile.allow_local.clone().unwrap_or_default(),
         port_maps: profile.port_maps.clone(),
         inbound,
+        named_endpoints,
     })
 }
 
@@ -170,6 +190,7 @@ pub fn from_pia(profile: &Profile, credentials: &Path, registered: Registered) -
         allow_local: profile.allow_local.clone().unwrap_or_default(),
         port_maps: profile.port_maps.clone(),
         inbound: inbound_or_default(profile, &[default_v4]),
+        named_endpoints: Vec::new(),
     }
 }
 
@@ -235,6 +256,7 @@ mod tests {
             port_maps: Vec::new(),
             inbound: None,
             shared: false,
+            health: Default::default(),
             lines: Default::default(),
         }
     }

@@ -28,6 +28,28 @@ pub fn write(pid: u32, rootfs: &Path, path: &str, content: &[u8]) -> io::Result<
         .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))
 }
 
+/// Replaces `path` inside the container whose workload runs as `pid`, once it has pivoted into its root; false
+/// (nothing written) while `/proc/PID/root` is still the host's `/` (before pivot_root): a path resolved there
+/// would name a host file.
+pub fn write_in_container(pid: u32, path: &str, content: &[u8]) -> io::Result<bool> {
+    let root = nix::fcntl::open(
+        format!("/proc/{pid}/root").as_str(),
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let theirs = nix::sys::stat::fstat(&root)?;
+    let ours = std::fs::metadata("/")?;
+    if theirs.st_dev as u64 == ours.dev() && theirs.st_ino as u64 == ours.ino() {
+        return Ok(false);
+    }
+    let (dir, name) = split(path)?;
+    let dir_fd = open_dir_in_root(&root, dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("{path}: its directory: {e}")))?;
+    replace_at(&dir_fd, OsStr::new(name), content)
+        .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    Ok(true)
+}
+
 /// Opens the host directory `rootfs` as a root to resolve container paths in; a symlink there is refused, not
 /// followed.
 pub fn open_root(rootfs: &Path) -> io::Result<OwnedFd> {

@@ -215,6 +215,28 @@ impl Netlink {
         self.block_on(request.execute()).map_err(nl_err)
     }
 
+    /// Deletes an address of link `index`; false if it has none such.
+    pub fn delete_address(&self, index: u32, net: IpNetwork) -> io::Result<bool> {
+        let mut replies = std::pin::pin!(self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute());
+        while let Some(message) = self.block_on(replies.try_next()).map_err(nl_err)? {
+            let is_it = message.header.prefix_len == net.prefix()
+                && message.attributes.iter().any(|a| {
+                    matches!(a, AddressAttribute::Local(ip) | AddressAttribute::Address(ip) if *ip == net.ip())
+                });
+            if is_it {
+                self.block_on(self.handle.address().del(message).execute())
+                    .map_err(nl_err)?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The routes of the main table whose destination is the whole family (default routes).
     pub fn default_routes(&self, ipv6: bool) -> io::Result<Vec<RouteMessage>> {
         let filter = if ipv6 {

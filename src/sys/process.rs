@@ -238,6 +238,37 @@ fn terminate(pid: u32, still_ours: impl Fn() -> bool) {
     }
 }
 
+/// Sleeps until one of `processes` (pid, start time), each checked to be that process, exits, or `timeout`
+/// passes: by poll on their pidfds, so an exit is seen at once. Where pidfd_open is missing it sleeps the
+/// timeout (at most a second, so exits are still seen soon).
+pub fn wait_for_any_exit(processes: &[(u32, u64)], timeout: Duration) {
+    use nix::libc;
+    use std::os::fd::AsRawFd;
+    let mut fds = Vec::with_capacity(processes.len());
+    for &(pid, started) in processes {
+        match target(pid, || runs_since(pid, started)) {
+            Some(Target::Pidfd(fd)) => fds.push(fd),
+            Some(Target::Pid(_)) => {
+                std::thread::sleep(timeout.min(Duration::from_secs(1)));
+                return;
+            }
+            // Gone already.
+            None => return,
+        }
+    }
+    let mut polls: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let millis = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: `polls` is valid for the call and its length is passed; EINTR just ends the wait early.
+    unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, millis) };
+}
+
 /// Whether `pid` runs a command with `arg` among its arguments.
 pub fn has_arg(pid: u32, arg: &str) -> bool {
     argv_of(pid).is_some_and(|argv| argv.iter().any(|a| a == arg))

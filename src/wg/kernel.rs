@@ -50,6 +50,19 @@ pub fn configure(name: &str, config: &DeviceConfig) -> io::Result<()> {
     update.apply(&iface, Backend::Kernel)
 }
 
+/// Points the existing peer `public_key` of device `name` (in the calling thread's netns) at `endpoint`, and
+/// changes nothing else.
+pub fn set_peer_endpoint(
+    name: &str,
+    public_key: &Key,
+    endpoint: std::net::SocketAddr,
+) -> io::Result<()> {
+    let peer = PeerConfigBuilder::new(&WgKey(*public_key.as_bytes())).set_endpoint(endpoint);
+    DeviceUpdate::new()
+        .add_peer(peer)
+        .apply(&interface_name(name)?, Backend::Kernel)
+}
+
 /// Reads the kernel WireGuard device `name` of the calling thread's netns (WG_CMD_GET_DEVICE) and changes
 /// nothing. The kernel's answer holds the private and preshared keys: wireguard-control parses them into its
 /// `Device`, and they are wiped there before this returns (the netlink library's own receive buffers are out of

@@ -151,6 +151,30 @@ fn timed_out(e: io::Error, wait: Duration, deadline: Deadline) -> io::Error {
     }
 }
 
+/// Points the existing peer `public_key` at `endpoint`, and changes nothing else (no key in the request).
+pub fn set_peer_endpoint(
+    socket: &Path,
+    public_key: &Key,
+    endpoint: std::net::SocketAddr,
+    deadline: Deadline,
+) -> io::Result<()> {
+    let mut stream = UnixStream::connect(socket)?;
+    let wait = answer_wait(deadline);
+    stream.set_write_timeout(Some(wait))?;
+    let request = format!(
+        "set=1\npublic_key={}\nupdate_only=true\nendpoint={endpoint}\n\n",
+        public_key.to_hex()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| timed_out(e, wait, deadline))?;
+    Answer {
+        reader: BufReader::new(stream),
+        sent: std::time::Instant::now(),
+    }
+    .wait(deadline, &socket.display())
+}
+
 /// Asks the daemon behind `socket` for its device (`get=1`) and changes nothing. Gives up after `wait` without
 /// an answer. The answer's private and preshared keys are skipped as it is parsed, and every buffer that held
 /// them is wiped before this returns.

@@ -17,6 +17,7 @@ use crate::config::policy::Policy;
 use crate::hook;
 use crate::hook::lease;
 use crate::hook::record::{Record, StateDir};
+use crate::hook::supervisor;
 use crate::provider::pia::port_forward;
 use crate::sys::netlink::Netlink;
 use crate::wg::{self, BackendKind, DeviceState};
@@ -85,6 +86,9 @@ pub(super) struct Tunnel {
     device: Option<DeviceState>,
     daemon: Option<Daemon>,
     port: Option<Port>,
+    /// The supervisor's pid while it runs (None: gone, or a tunnel from before supervisors), and its verdict.
+    supervisor_pid: Option<u32>,
+    health: Option<supervisor::health::Report>,
     problems: Vec<String>,
 }
 
@@ -261,6 +265,8 @@ fn inspect(state: Option<&StateDir>, key: String, record: Record) -> Tunnel {
         device: None,
         daemon: None,
         port: None,
+        supervisor_pid: None,
+        health: None,
         problems: Vec::new(),
         record,
     };
@@ -300,12 +306,31 @@ fn inspect(state: Option<&StateDir>, key: String, record: Record) -> Tunnel {
             }
         },
     }
+    if let Some(started) = &record.supervisor {
+        tunnel.supervisor_pid = started.find();
+        if tunnel.supervisor_pid.is_none() {
+            tunnel.problems.push(
+                "its supervisor is not running: nothing watches its health or keeps it up"
+                    .to_owned(),
+            );
+        }
+        tunnel.health = state.and_then(|s| supervisor::last_report(s.dir(), &tunnel.key));
+        if let Some(health) = tunnel.health.as_ref().filter(|h| !h.healthy) {
+            tunnel
+                .problems
+                .push(format!("unhealthy: {}", health.reason));
+        }
+    }
     if let Some(pf) = record.pia.as_ref().and_then(|p| p.port_forward.as_ref()) {
         let port = state
             .and_then(|s| port_forward::current_port(s.dir(), &tunnel.key))
             .unwrap_or(pf.port);
-        let helper_pid = pf.helper.as_ref().and_then(|h| h.find());
-        if helper_pid.is_none() {
+        // The supervisor keeps it (a helper of its own before 0.6).
+        let helper_pid = match &pf.helper {
+            Some(helper) => helper.find(),
+            None => tunnel.supervisor_pid,
+        };
+        if helper_pid.is_none() && pf.helper.is_some() {
             tunnel.problems.push(format!(
                 "its port-forwarding helper is not running: port {port} is no longer kept open"
             ));

@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-const HEADER: [&str; 11] = [
+const HEADER: [&str; 12] = [
     "CONTAINER",
     "PROFILE",
     "BACKEND",
@@ -20,10 +20,11 @@ const HEADER: [&str; 11] = [
     "TX",
     "DAEMON",
     "PORT",
+    "HEALTH",
 ];
 /// Columns aligned right (numbers).
-const RIGHT: [bool; 11] = [
-    false, false, false, false, false, false, false, true, true, false, false,
+const RIGHT: [bool; 12] = [
+    false, false, false, false, false, false, false, true, true, false, false, false,
 ];
 
 /// Seconds since the epoch (0 for a time before it).
@@ -111,7 +112,7 @@ fn joined<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
 }
 
 /// One table row.
-fn row(tunnel: &Tunnel, now: SystemTime) -> [String; 11] {
+fn row(tunnel: &Tunnel, now: SystemTime) -> [String; 12] {
     let r = &tunnel.record;
     let dash = || "-".to_owned();
     let interface = match tunnel.link.as_ref().map(|l| l.state) {
@@ -145,6 +146,12 @@ fn row(tunnel: &Tunnel, now: SystemTime) -> [String; 11] {
         Some(p) => format!("{} (helper gone)", p.port),
         None => dash(),
     };
+    let health = match (&tunnel.health, tunnel.supervisor_pid) {
+        (_, None) if r.supervisor.is_some() => "unwatched".to_owned(),
+        (Some(h), _) if h.healthy => "healthy".to_owned(),
+        (Some(_), _) => "unhealthy".to_owned(),
+        (None, _) => dash(),
+    };
     [
         joined(r.members.iter().map(|m| short(&m.container_id))),
         r.profile.clone(),
@@ -157,6 +164,7 @@ fn row(tunnel: &Tunnel, now: SystemTime) -> [String; 11] {
         tx,
         daemon,
         port,
+        health,
     ]
 }
 
@@ -165,7 +173,7 @@ pub(super) fn table(tunnels: &[Tunnel], now: SystemTime) -> String {
     if tunnels.is_empty() {
         return String::new();
     }
-    let rows: Vec<[String; 11]> = tunnels.iter().map(|t| row(t, now)).collect();
+    let rows: Vec<[String; 12]> = tunnels.iter().map(|t| row(t, now)).collect();
     let mut widths = HEADER.map(str::len);
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -232,6 +240,13 @@ struct JsonTunnel<'a> {
     /// A pool's file this tunnel holds.
     lease: Option<&'a str>,
     pia: Option<JsonPia<'a>>,
+    /// `running` or `gone`; null for a tunnel from before supervisors.
+    supervisor: Option<&'static str>,
+    supervisor_pid: Option<u32>,
+    /// The supervisor's last verdict (`healthy`, `reason`, `checked_at`, `since`, `handshake_age`,
+    /// `recoveries`, `last_recovery`); null before its first.
+    health: Option<&'a crate::hook::supervisor::health::Report>,
+    /// No problem at all (the supervisor's verdict included).
     healthy: bool,
     problems: &'a [String],
 }
@@ -321,6 +336,15 @@ fn json_tunnel(tunnel: &Tunnel, now: SystemTime) -> JsonTunnel<'_> {
         peers,
         lease: super::pool_file(r),
         pia,
+        supervisor: r.supervisor.as_ref().map(|_| {
+            if tunnel.supervisor_pid.is_some() {
+                "running"
+            } else {
+                "gone"
+            }
+        }),
+        supervisor_pid: tunnel.supervisor_pid,
+        health: tunnel.health.as_ref(),
         healthy: tunnel.problems.is_empty(),
         problems: &tunnel.problems,
     }

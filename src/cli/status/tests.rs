@@ -70,6 +70,8 @@ fn tunnel(record: Record) -> Tunnel {
             pid: Some(4242),
         }),
         port: None,
+        supervisor_pid: None,
+        health: None,
         problems: Vec::new(),
     }
 }
@@ -101,6 +103,17 @@ fn the_table_has_a_row_per_tunnel_and_says_what_is_wrong_in_it() {
         "userspace",
         json!({}),
     ));
+    let mut healthy = healthy;
+    healthy.supervisor_pid = Some(4244);
+    healthy.health = Some(crate::hook::supervisor::health::Report {
+        healthy: true,
+        reason: "handshake 72 s ago".into(),
+        checked_at: NOW,
+        since: NOW - 600,
+        handshake_age: Some(72),
+        recoveries: 0,
+        last_recovery: None,
+    });
     let mut dead = tunnel(record(&[member(B, true)], "userspace", json!({})));
     dead.link = Some(Link {
         state: LinkState::Gone,
@@ -130,10 +143,10 @@ fn the_table_has_a_row_per_tunnel_and_says_what_is_wrong_in_it() {
     });
     let table = render::table(&[healthy, dead, kernel], now());
     let expected = "\
-CONTAINER                PROFILE  BACKEND    INTERFACE   ADDRESSES                 ENDPOINT                           HANDSHAKE        RX       TX  DAEMON  PORT
-0123456789ab,my-sidecar  vpn      userspace  wg0         10.77.0.2/32,fd77::2/128  198.18.0.2:51820                   1m12s ago  90.0 KiB  1.5 MiB  alive   -
-fedcba987654             vpn      userspace  wg0 (gone)  -                         -                                  -                 -        -  dead    -
-k1                       vpn      kernel     wg0         10.77.0.2/32,fd77::2/128  198.18.0.2:51820,198.18.0.3:51820  1h01m ago   1.0 KiB    148 B  kernel  47001 (helper gone)
+CONTAINER                PROFILE  BACKEND    INTERFACE   ADDRESSES                 ENDPOINT                           HANDSHAKE        RX       TX  DAEMON  PORT                 HEALTH
+0123456789ab,my-sidecar  vpn      userspace  wg0         10.77.0.2/32,fd77::2/128  198.18.0.2:51820                   1m12s ago  90.0 KiB  1.5 MiB  alive   -                    healthy
+fedcba987654             vpn      userspace  wg0 (gone)  -                         -                                  -                 -        -  dead    -                    -
+k1                       vpn      kernel     wg0         10.77.0.2/32,fd77::2/128  198.18.0.2:51820,198.18.0.3:51820  1h01m ago   1.0 KiB    148 B  kernel  47001 (helper gone)  -
 ";
     assert_eq!(table, expected, "\n{table}");
     assert_eq!(render::table(&[], now()), "", "no tunnel, no header");
@@ -184,14 +197,16 @@ fn json_carries_full_ids_raw_numbers_and_stable_names() {
                          "latest_handshake": null, "handshake_age_seconds": null, "rx_bytes": 1, "tx_bytes": 2,
                          "persistent_keepalive": 25}
                     ],
-                    "lease": "lease-3.conf", "pia": null, "healthy": true, "problems": []
+                    "lease": "lease-3.conf", "pia": null, "supervisor": null, "supervisor_pid": null, "health": null,
+                    "healthy": true, "problems": []
                 },
                 {
                     "key": "4-4026532999", "containers": [B], "profile": "vpn", "backend": "kernel",
                     "interface": "wg0", "host_link": "wgo0123456789ab", "link": null, "addresses": [],
                     "daemon": null, "daemon_pid": null, "listen_port": null, "latest_handshake": null,
                     "handshake_age_seconds": null, "rx_bytes": null, "tx_bytes": null, "peers": [],
-                    "lease": null, "pia": null, "healthy": false, "problems": ["its network namespace is gone"]
+                    "lease": null, "pia": null, "supervisor": null, "supervisor_pid": null, "health": null,
+                    "healthy": false, "problems": ["its network namespace is gone"]
                 }
             ]
         })

@@ -32,6 +32,9 @@ pub struct PiaRecord {
     pub server_ip: IpAddr,
     pub server_vip: IpAddr,
     pub peer_ip: IpAddr,
+    /// The container's `wg.region`, when it chose one: a renewal stays there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_region: Option<String>,
     /// The region's meta servers, for renewing the token with token_via_meta.
     #[serde(default)]
     pub meta: Vec<HostRecord>,
@@ -86,8 +89,14 @@ pub struct Registered {
 
 impl Registered {
     /// What the container's record keeps of it.
-    pub fn record(&self, container_pid: u32, rootfs: &Path) -> PiaRecord {
+    pub fn record(
+        &self,
+        requested_region: Option<&str>,
+        container_pid: u32,
+        rootfs: &Path,
+    ) -> PiaRecord {
         PiaRecord {
+            requested_region: requested_region.map(str::to_owned),
             region: self.region.clone(),
             server_cn: self.server.cn.clone(),
             server_ip: self.server.ip,
@@ -173,17 +182,47 @@ impl Tokens<'_> {
     }
 }
 
-/// Registers a fresh key for `container` on the first server that takes it. `region` is the container's
-/// `wg.region`, tried alone instead of the profile's list.
+/// Where a registration may go, in the order to try.
+pub struct Wanted {
+    /// The container's `wg.region`: that region alone (a dedicated IP refuses it).
+    pub requested: Option<String>,
+    /// The regions to try, in order.
+    pub regions: Vec<String>,
+    /// A server to try before the others when a wanted region lists it (a persisted port's).
+    pub prefer: Option<PiaHost>,
+}
+
+impl Wanted {
+    /// A start's: the requested region alone, else the profile's regions.
+    pub fn new(settings: &PiaSettings, requested: Option<&str>) -> Wanted {
+        Wanted {
+            requested: requested.map(str::to_owned),
+            regions: match requested {
+                Some(r) => vec![r.to_owned()],
+                None => settings.regions.clone(),
+            },
+            prefer: None,
+        }
+    }
+
+    /// `region` first, then the others in their order.
+    pub fn first(mut self, region: &str) -> Wanted {
+        self.regions.retain(|r| r != region);
+        self.regions.insert(0, region.to_owned());
+        self
+    }
+}
+
+/// Registers a fresh key for `container` (a tunnel's name in logs) on the first server that takes it.
 pub fn register(
     settings: &PiaSettings,
     credentials: &Credentials,
     state_dir: &PrivateDir,
-    region: Option<&str>,
+    wanted: &Wanted,
     container: &str,
     deadline: Deadline,
 ) -> Result<Registered, String> {
-    if let (Some(region), Some(_)) = (region, &credentials.dedicated_ip_token) {
+    if let (Some(region), Some(_)) = (&wanted.requested, &credentials.dedicated_ip_token) {
         return Err(format!(
             "wg.region={region:?}: {} holds a dedicated IP, whose server is fixed",
             settings.credentials.display()
@@ -219,14 +258,16 @@ pub fn register(
             (vec![target], serverlist::DEFAULT_API_PORT)
         } else {
             let list = server_list(settings, &api, &cache).await?;
-            let wanted: Vec<String> = match region {
-                Some(r) => vec![r.to_owned()],
-                None => settings.regions.clone(),
-            };
-            (
-                candidates(&list, &wanted, settings.port_forwarding)?,
-                list.api_port(),
-            )
+            let mut targets = candidates(&list, &wanted.regions, settings.port_forwarding)?;
+            if let Some(at) = wanted
+                .prefer
+                .as_ref()
+                .and_then(|p| targets.iter().position(|t| t.host == *p))
+            {
+                let preferred = targets.remove(at);
+                targets.insert(0, preferred);
+            }
+            (targets, list.api_port())
         };
         let mut failures = Vec::new();
         for target in targets {

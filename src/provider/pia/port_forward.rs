@@ -1,441 +1,304 @@
-//! PIA port forwarding: a helper per container (`wg-oci-hook pia-port-forward ID`), started by the hook once
-//! the tunnel is up and stopped at poststop. It is a small supervisor that runs the worker
-//! (`... pia-port-forward ID --worker`) and starts it again, with a backoff, if it ever ends while the
-//! container lives; the worker dies with it (PR_SET_PDEATHSIG). Through the tunnel (its HTTP calls run on a
-//! thread inside the container's netns) the worker gets a signature, binds the port every `bind_interval`,
-//! renews the signature before it expires, and writes the port to `port_file` inside the container and to
-//! `<state_dir>/<id>.port`. It retries a failed round, and both end by themselves when the container's init
-//! is gone.
+//! PIA port forwarding, run by the tunnel's supervisor (`hook::supervisor`): a round gets a signature from the
+//! tunnel's server when there is none or it expires soon, and binds its port; the port is then published
+//! (opened in the container's table, written to `port_file` inside the container and to
+//! `<state_dir>/<key>.port`). Every call goes through the tunnel, from a thread inside the container's netns.
 //!
-//! The hook waits for the first bind, so the workload can read the port from its first instruction; a first
-//! bind that fails fails the start. The helper holds none of the hook's stdio: its stdout is a pipe the hook
-//! reads one line from, then /dev/null; its stderr is `<state_dir>/<id>.pf.log`.
+//! `port_persist`: a signature this profile got is kept in `<state_dir>/pia/port-<hash>.json` (0600: its payload
+//! carries the token), with the server it belongs to and the tunnel that holds it. A later tunnel of the
+//! profile on that server reuses it while it is valid and no live tunnel holds it, so the port stays the same
+//! across restarts for as long as PIA honours the signature (about two months).
 
 use super::api::{Api, ApiError, Signature};
 use super::cache::Cache;
 use super::credentials::Credentials;
-use super::settings::PiaHost;
-use super::settings::PiaSettings;
+use super::settings::{PiaHost, PiaSettings};
 use super::{runtime, PiaRecord, Tokens};
 use crate::sys::container_file;
 use crate::sys::deadline::Deadline;
+use crate::sys::names::fnv1a64;
 use crate::sys::netns::NetNs;
 use crate::sys::private_dir::PrivateDir;
-use crate::sys::process;
-use log::{info, warn};
-use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use log::info;
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::time::{Duration, SystemTime};
 
-pub const SUBCOMMAND: &str = "pia-port-forward";
-/// Marks the worker's command line (the supervisor's has none).
-pub const WORKER_FLAG: &str = "--worker";
-/// A worker that ends is started again after this, doubling up to `RETRY` while it keeps ending quickly.
-const RESTART_MIN: Duration = Duration::from_secs(1);
-/// A worker that ran this long before it ended gets the shortest restart delay again.
-const RESTART_RESET: Duration = Duration::from_secs(60);
-/// After a failed round, try again this soon (or at the bind interval, if that is shorter).
-const RETRY: Duration = Duration::from_secs(30);
-const POLL: Duration = Duration::from_millis(250);
-
-fn port_file(container: &str) -> String {
-    format!("{container}.port")
+fn port_file(key: &str) -> String {
+    format!("{key}.port")
 }
 
-fn log_file(container: &str) -> String {
-    format!("{container}.pf.log")
-}
-
-/// The forwarded port as the helper last bound it, from the host-side file.
-pub fn current_port(state: &PrivateDir, container: &str) -> Option<u16> {
-    let bytes = state.read(&port_file(container)).ok()??;
+/// The forwarded port as the supervisor last bound it, from the host-side file.
+pub fn current_port(state: &PrivateDir, key: &str) -> Option<u16> {
+    let bytes = state.read(&port_file(key)).ok()??;
     std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
 }
 
-/// Removes the helper's host-side files (port, log).
-pub fn remove_files(state: &PrivateDir, container: &str) {
-    let _ = state.remove(&port_file(container));
-    let _ = state.remove(&log_file(container));
+/// Removes the host-side port file.
+pub fn remove_files(state: &PrivateDir, key: &str) {
+    let _ = state.remove(&port_file(key));
+    // A helper before version 0.6 logged beside it.
+    let _ = state.remove(&format!("{key}.pf.log"));
 }
 
-/// The helper's executable (this binary) and whole argv for `container`: recorded before it is started.
-pub fn command(policy_path: &Path, container: &str) -> Result<(PathBuf, Vec<String>), String> {
-    let exe =
-        std::fs::read_link("/proc/self/exe").map_err(|e| format!("finding our own binary: {e}"))?;
-    let argv = vec![
-        exe.to_string_lossy().into_owned(),
-        "--policy".into(),
-        policy_path.to_string_lossy().into_owned(),
-        SUBCOMMAND.into(),
-        container.into(),
-    ];
-    Ok((exe, argv))
+/// A persisted signature: the port, the server that gave it, until when, and which tunnel holds it.
+#[derive(Serialize, Deserialize)]
+struct Persisted {
+    server_cn: String,
+    server_ip: std::net::IpAddr,
+    region: String,
+    payload: String,
+    signature: String,
+    port: u16,
+    /// Seconds since the epoch.
+    expires_at: u64,
+    holder: String,
 }
 
-/// The worker's argv, from its supervisor's.
-pub fn worker_argv(helper_argv: &[String]) -> Vec<String> {
-    let mut argv = helper_argv.to_vec();
-    argv.push(WORKER_FLAG.into());
-    argv
+fn persist_name(profile: &str) -> String {
+    format!("port-{:016x}.json", fnv1a64(profile.as_bytes()))
 }
 
-/// A started helper that has not bound its first port yet.
-pub struct Spawned {
-    child: std::process::Child,
-    first_line: std::sync::mpsc::Receiver<String>,
-}
-
-/// Starts the helper (`exe`, `argv` from `command`) for `container`, whose record, with its `pia` part, is
-/// saved already. `Spawned::wait_for_port` then waits for its first bind.
-pub fn spawn(
+/// The server a persisted port of `profile` is on, and its region, if one is valid for an hour yet and held by
+/// no live tunnel (`held` says whether the named tunnel still exists): registration tries it first.
+pub fn persisted_server(
     state: &PrivateDir,
-    container: &str,
-    exe: &Path,
-    argv: &[String],
-) -> Result<Spawned, String> {
-    let log = state
-        .create_new(&log_file(container), 0o600)
-        .map_err(|e| format!("{}/{}: {e}", state.path().display(), log_file(container)))?;
-    let mut cmd = Command::new(exe);
-    cmd.args(&argv[1..])
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .current_dir("/");
-    if let Ok(filter) = std::env::var("RUST_LOG") {
-        cmd.env("RUST_LOG", filter);
-    }
-    process::detach(&mut cmd);
-    let mut child = cmd.spawn().map_err(|e| {
-        remove_files(state, container);
-        format!("starting {}: {e}", exe.display())
-    })?;
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, first_line) = std::sync::mpsc::channel();
-    // A thread, so the wait is bounded; it ends at the helper's first line or when the pipe closes.
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    Ok(Spawned { child, first_line })
+    profile: &str,
+    held: impl Fn(&str) -> bool,
+) -> Option<(String, PiaHost)> {
+    let p = load_persisted(state, profile)?;
+    let usable =
+        p.expires_at > epoch(SystemTime::now() + Duration::from_secs(3600)) && !held(&p.holder);
+    usable.then_some((
+        p.region,
+        PiaHost {
+            ip: p.server_ip,
+            cn: p.server_cn,
+        },
+    ))
 }
 
-impl Spawned {
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits up to `wait` for the helper's first bind. On failure the helper is gone, and its files too.
-    pub fn wait_for_port(
-        mut self,
-        state: &PrivateDir,
-        container: &str,
-        wait: Duration,
-    ) -> Result<u16, String> {
-        let pid = self.child.id();
-        let log_path = format!("{}/{}", state.path().display(), log_file(container));
-        let answer = match self.first_line.recv_timeout(wait) {
-            Ok(line) => {
-                let line = line.trim_end();
-                if let Some(port) = line.strip_prefix("port ").and_then(|p| p.parse().ok()) {
-                    Ok(port)
-                } else if let Some(e) = line.strip_prefix("error ") {
-                    Err(e.to_owned())
-                } else {
-                    let status = self.child.try_wait().ok().flatten();
-                    Err(format!(
-                        "the helper ended without a port ({}); see {log_path}",
-                        status.map_or("still running".into(), |s| s.to_string()),
-                    ))
-                }
-            }
-            Err(_) => Err(format!("no port forwarded within {} s", wait.as_secs())),
-        };
-        match answer {
-            Ok(port) => {
-                info!("container {container}: port {port} forwarded (helper pid {pid})");
-                Ok(port)
-            }
-            Err(e) => {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                remove_files(state, container);
-                Err(e)
-            }
-        }
-    }
+fn load_persisted(state: &PrivateDir, profile: &str) -> Option<Persisted> {
+    let cache = state.subdir("pia").ok()?;
+    let bytes = cache.read(&persist_name(profile)).ok()??;
+    serde_json::from_slice(&bytes).ok()
 }
 
-/// What the helper works from, found by its caller in the container's record and the policy.
-pub struct Helper<'a> {
-    /// The policy the helper was started with, passed on to the worker.
-    pub policy_path: &'a Path,
-    pub state_dir: PrivateDir,
-    /// The container's registration, from its record.
-    pub pia: PiaRecord,
-    /// The settings of the profile the container was registered under.
+fn epoch(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// One tunnel's port forwarding: its signature, and whether the bound port is published.
+pub struct Forwarder<'a> {
     pub settings: &'a PiaSettings,
-}
-
-/// The supervisor: `wg-oci-hook pia-port-forward ID`. Relays the first worker's one line to the hook, then
-/// keeps a worker running for as long as the container's init lives.
-pub fn supervise(helper: Helper, container: &str) -> Result<(), String> {
-    let init = helper.pia.container_pid;
-    let init_started = process::start_time(init).ok_or("the container's init is gone")?;
-    let exe =
-        std::fs::read_link("/proc/self/exe").map_err(|e| format!("finding our own binary: {e}"))?;
-    let me = std::process::id();
-    let mut ready = Some(io::stdout());
-    let mut backoff = RESTART_MIN;
-    loop {
-        let mut cmd = Command::new(&exe);
-        cmd.arg("--policy")
-            .arg(helper.policy_path)
-            .args([SUBCOMMAND, container, WORKER_FLAG])
-            .stdin(Stdio::null())
-            .stdout(if ready.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .current_dir("/");
-        // SAFETY: prctl and getppid are async-signal-safe and touch no memory of ours.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
-                // The supervisor died before the line above: do not run unsupervised.
-                if nix::unistd::getppid().as_raw() as u32 != me {
-                    return Err(io::Error::other("the supervisor is gone"));
-                }
-                Ok(())
-            });
-        }
-        let started = Instant::now();
-        let mut worker = cmd
-            .spawn()
-            .map_err(|e| format!("starting the worker: {e}"))?;
-        if let Some(out) = ready.take() {
-            let mut line = String::new();
-            if let Some(stdout) = worker.stdout.take() {
-                let _ = BufReader::new(stdout).read_line(&mut line);
-            }
-            let result = match line.trim_end().strip_prefix("port ").map(str::parse::<u16>) {
-                Some(Ok(port)) => Ok(port),
-                _ => Err(line
-                    .trim_end()
-                    .strip_prefix("error ")
-                    .unwrap_or("the worker ended without a port")
-                    .to_owned()),
-            };
-            if result.is_err() {
-                let _ = worker.wait();
-            }
-            report(out, result)?;
-        }
-        let status = worker
-            .wait()
-            .map_err(|e| format!("waiting for the worker: {e}"))?;
-        if process::start_time(init) != Some(init_started) {
-            return Ok(());
-        }
-        if started.elapsed() > RESTART_RESET {
-            backoff = RESTART_MIN;
-        }
-        warn!(
-            "container {container}: the port-forwarding worker ended ({status}); starting another in {} s",
-            backoff.as_secs()
-        );
-        if !sleep_while_alive(init, init_started, backoff) {
-            return Ok(());
-        }
-        backoff = (backoff * 2).min(RETRY);
-    }
-}
-
-/// The worker's life: `wg-oci-hook pia-port-forward ID --worker`.
-pub fn run(helper: Helper, credentials: Credentials, container: &str) -> Result<(), String> {
-    let Helper {
-        state_dir: state,
-        pia,
-        settings,
-        ..
-    } = helper;
-    let mut forwarder = Forwarder {
-        container,
-        credentials,
-        cache: Cache::open(&state)?,
-        state,
-        ns: NetNs::of_pid(pia.container_pid).map_err(|e| format!("the container's netns: {e}"))?,
-        init_started: process::start_time(pia.container_pid)
-            .ok_or("the container's init is gone")?,
-        settings,
-        pia,
-        signature: None,
-    };
-    let mut ready = Some(io::stdout());
-    let mut bound: Option<u16> = None;
-    loop {
-        let pause = match forwarder.round() {
-            Ok(port) => {
-                if bound != Some(port) {
-                    match forwarder.publish(port) {
-                        Ok(()) => bound = Some(port),
-                        Err(e) => {
-                            if let Some(out) = ready.take() {
-                                return report(out, Err(e));
-                            }
-                            // Not marked as published: the next round tries again.
-                            warn!("container {container}: {e}");
-                        }
-                    }
-                }
-                if let Some(out) = ready.take() {
-                    report(out, Ok(port))?;
-                }
-                settings.bind_interval
-            }
-            Err(e) => {
-                if let Some(out) = ready.take() {
-                    return report(out, Err(e));
-                }
-                warn!("container {container}: {e}; trying again");
-                settings.bind_interval.min(RETRY)
-            }
-        };
-        if !sleep_while_alive(forwarder.pia.container_pid, forwarder.init_started, pause) {
-            info!("container {container}: its init is gone; stopping");
-            return Ok(());
-        }
-    }
-}
-
-/// The one line the hook waits for; afterwards stdout is /dev/null, so no pipe of the hook's stays open.
-fn report(mut out: io::Stdout, result: Result<u16, String>) -> Result<(), String> {
-    let line = match &result {
-        Ok(port) => format!("port {port}\n"),
-        Err(e) => format!("error {}\n", e.replace('\n', " ")),
-    };
-    let _ = out.write_all(line.as_bytes());
-    let _ = out.flush();
-    if let Ok(null) = std::fs::File::options().write(true).open("/dev/null") {
-        let _ = nix::unistd::dup2_stdout(null);
-    }
-    result.map(drop)
-}
-
-struct Forwarder<'a> {
-    state: PrivateDir,
-    container: &'a str,
-    settings: &'a PiaSettings,
     credentials: Credentials,
+    state: &'a PrivateDir,
     cache: Cache,
-    pia: PiaRecord,
-    ns: NetNs,
-    init_started: u64,
+    profile: &'a str,
+    /// The tunnel's key (its record's name): the host-side port file's name, a persisted signature's holder.
+    key: &'a str,
     signature: Option<Signature>,
+    /// The port published (opened, written) last; None after a renewal replaced the table.
+    published: Option<u16>,
 }
 
-impl Forwarder<'_> {
-    /// One bindPort (with a new signature first when there is none or it expires within two intervals).
-    fn round(&mut self) -> Result<u16, String> {
+impl<'a> Forwarder<'a> {
+    pub fn new(
+        settings: &'a PiaSettings,
+        credentials: Credentials,
+        state: &'a PrivateDir,
+        profile: &'a str,
+        key: &'a str,
+    ) -> Result<Forwarder<'a>, String> {
+        Ok(Forwarder {
+            settings,
+            credentials,
+            cache: Cache::open(state)?,
+            state,
+            profile,
+            key,
+            signature: None,
+            published: None,
+        })
+    }
+
+    /// The tunnel is on another server now (or its table was replaced): a new signature (unless a persisted
+    /// one is for that server) and the port published again.
+    pub fn server_changed(&mut self) {
+        self.signature = None;
+        self.published = None;
+    }
+
+    /// One bindPort on the tunnel's server (with a signature first when there is none or it expires within two
+    /// bind intervals), then the port published if it is new. `ns` is the container's netns.
+    pub fn round(
+        &mut self,
+        pia: &PiaRecord,
+        ns: &NetNs,
+        held: &dyn Fn(&str) -> bool,
+    ) -> Result<u16, String> {
         let deadline = Deadline::after(self.settings.api_deadline, "api_deadline");
         let api = Api::new(self.settings, deadline)?;
         // The port-forwarding API answers on the server's tunnel address, under the server's name.
         let host = PiaHost {
-            ip: self.pia.server_vip,
-            cn: self.pia.server_cn.clone(),
+            ip: pia.server_vip,
+            cn: pia.server_cn.clone(),
         };
         let renew_before =
             SystemTime::now() + (2 * self.settings.bind_interval).max(Duration::from_secs(60));
+        if self.signature.is_none() && self.settings.port_persist {
+            self.signature = self.take_persisted(pia, renew_before, held);
+        }
         if self
             .signature
             .as_ref()
             .is_none_or(|s| s.expires_at < renew_before)
         {
-            let tokens = Tokens {
-                api: &api,
-                cache: &self.cache,
-                credentials: &self.credentials,
-                via_meta: self.settings.token_via_meta,
-            };
-            let meta = self.pia.meta_hosts();
-            let rt = runtime()?;
-            let token = rt.block_on(tokens.get(&meta))?;
-            let signature =
-                match self.in_container(|rt| rt.block_on(api.get_signature(&host, &token)))? {
-                    Err(ApiError::LoginFailed) => {
-                        let token = rt.block_on(tokens.renew(&meta))?;
-                        self.in_container(|rt| rt.block_on(api.get_signature(&host, &token)))?
-                    }
-                    other => other,
-                }
-                .map_err(|e| e.to_string())?;
+            let signature = self.new_signature(&api, &host, pia, ns)?;
             info!(
-                "container {}: signature for port {} until {}",
-                self.container,
+                "tunnel {}: signature for port {} until {}",
+                self.key,
                 signature.port,
                 humantime::format_rfc3339_seconds(signature.expires_at)
             );
             self.signature = Some(signature);
+            self.persist(pia);
         }
         let signature = self.signature.as_ref().expect("set above");
-        let bound = self.in_container(|rt| rt.block_on(api.bind_port(&host, signature)))?;
+        let bound = in_netns(ns, |rt| rt.block_on(api.bind_port(&host, signature)))?;
         if let Err(e) = bound {
             // A refused signature is not worth keeping: get a new one next round.
             self.signature = None;
             return Err(e);
         }
-        Ok(signature.port)
+        let port = signature.port;
+        if self.published != Some(port) {
+            self.publish(port, pia, ns)?;
+            self.published = Some(port);
+        }
+        Ok(port)
     }
 
-    /// Runs `work` on a thread inside the container's netns, with a runtime of its own there.
-    fn in_container<T: Send>(
+    fn new_signature(
         &self,
-        work: impl FnOnce(&tokio::runtime::Runtime) -> T + Send,
-    ) -> Result<T, String> {
-        self.ns
-            .run(|| {
-                let rt = runtime().map_err(io::Error::other)?;
-                Ok(work(&rt))
-            })
-            .map_err(|e| format!("entering the container's netns: {e}"))
+        api: &Api,
+        host: &PiaHost,
+        pia: &PiaRecord,
+        ns: &NetNs,
+    ) -> Result<Signature, String> {
+        let tokens = Tokens {
+            api,
+            cache: &self.cache,
+            credentials: &self.credentials,
+            via_meta: self.settings.token_via_meta,
+        };
+        let meta = pia.meta_hosts();
+        let rt = runtime()?;
+        let token = rt.block_on(tokens.get(&meta))?;
+        match in_netns(ns, |rt| rt.block_on(api.get_signature(host, &token)))? {
+            Err(ApiError::LoginFailed) => {
+                let token = rt.block_on(tokens.renew(&meta))?;
+                in_netns(ns, |rt| rt.block_on(api.get_signature(host, &token)))?
+            }
+            other => other,
+        }
+        .map_err(|e| e.to_string())
     }
 
-    fn publish(&self, port: u16) -> Result<(), String> {
+    /// A persisted signature of this profile for this very server, valid past `renew_before`, that no live
+    /// tunnel holds: claimed for this tunnel.
+    fn take_persisted(
+        &self,
+        pia: &PiaRecord,
+        renew_before: SystemTime,
+        held: &dyn Fn(&str) -> bool,
+    ) -> Option<Signature> {
+        let mut p = load_persisted(self.state, self.profile)?;
+        let ours = p.holder == self.key;
+        if p.server_cn != pia.server_cn
+            || p.server_ip != pia.server_ip
+            || p.expires_at <= epoch(renew_before)
+            || (!ours && held(&p.holder))
+        {
+            return None;
+        }
+        info!(
+            "tunnel {}: reusing the persisted signature for port {} (port_persist)",
+            self.key, p.port
+        );
+        p.holder = self.key.to_owned();
+        self.write_persisted(&p);
+        Some(Signature {
+            payload: std::mem::take(&mut p.payload),
+            signature: std::mem::take(&mut p.signature),
+            port: p.port,
+            expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(p.expires_at),
+        })
+    }
+
+    fn persist(&self, pia: &PiaRecord) {
+        if !self.settings.port_persist {
+            return;
+        }
+        let Some(s) = &self.signature else { return };
+        self.write_persisted(&Persisted {
+            server_cn: pia.server_cn.clone(),
+            server_ip: pia.server_ip,
+            region: pia.region.clone(),
+            payload: s.payload.clone(),
+            signature: s.signature.clone(),
+            port: s.port,
+            expires_at: epoch(s.expires_at),
+            holder: self.key.to_owned(),
+        });
+    }
+
+    fn write_persisted(&self, p: &Persisted) {
+        let written = serde_json::to_vec(p)
+            .map_err(io::Error::other)
+            .and_then(|body| {
+                self.state.subdir("pia").map_err(io::Error::other)?.write(
+                    &persist_name(self.profile),
+                    &body,
+                    0o600,
+                )
+            });
+        if let Err(e) = written {
+            log::warn!(
+                "tunnel {}: keeping the port for port_persist: {e}",
+                self.key
+            );
+        }
+    }
+
+    fn publish(&self, port: u16, pia: &PiaRecord, ns: &NetNs) -> Result<(), String> {
         // The port opens in the container's table (the old one shuts in the same transaction) before the
-        // workload can read it; the first one too, since the hook loads the table before any port is known.
-        crate::sys::nft::set_forwarded_port(&self.ns, port)
+        // workload can read it.
+        crate::sys::nft::set_forwarded_port(ns, port)
             .map_err(|e| format!("letting port {port} in through the tunnel (nftables): {e}"))?;
         let text = format!("{port}\n");
         container_file::write(
-            self.pia.container_pid,
-            &self.pia.rootfs,
+            pia.container_pid,
+            &pia.rootfs,
             &self.settings.port_file,
             text.as_bytes(),
         )
         .map_err(|e| format!("writing the port inside the container: {e}"))?;
-        let host = port_file(self.container);
+        let host = port_file(self.key);
         self.state
             .write(&host, text.as_bytes(), 0o644)
             .map_err(|e| format!("{}/{host}: {e}", self.state.path().display()))
     }
 }
 
-/// Sleeps `pause`; false as soon as the container's init (`pid`, started at `started`) is gone.
-fn sleep_while_alive(pid: u32, started: u64, pause: Duration) -> bool {
-    let until = Instant::now() + pause;
-    loop {
-        if process::start_time(pid) != Some(started) {
-            return false;
-        }
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return true;
-        }
-        std::thread::sleep(left.min(POLL));
-    }
+/// Runs `work` on a thread inside the container's netns, with a runtime of its own there.
+fn in_netns<T: Send>(
+    ns: &NetNs,
+    work: impl FnOnce(&tokio::runtime::Runtime) -> T + Send,
+) -> Result<T, String> {
+    ns.run(|| {
+        let rt = runtime().map_err(io::Error::other)?;
+        Ok(work(&rt))
+    })
+    .map_err(|e| format!("entering the container's netns: {e}"))
 }

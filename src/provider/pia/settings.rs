@@ -33,6 +33,11 @@ pub struct PiaSettings {
     pub port_forwarding: bool,
     /// Where the forwarded port is written inside the container.
     pub port_file: String,
+    /// Keep the forwarded port across restarts: reuse a still-valid signature of this profile's, on its server.
+    pub port_persist: bool,
+    /// When the tunnel goes unhealthy, register a fresh key (same region first, then the profile's regions)
+    /// and apply it in place.
+    pub reconnect: bool,
     pub bind_interval: Duration,
     pub server_list_ttl: Duration,
     /// Bound on each HTTP call.
@@ -89,6 +94,8 @@ impl PiaSettings {
             token_via_meta: false,
             port_forwarding: false,
             port_file: DEFAULT_PORT_FILE.to_owned(),
+            port_persist: false,
+            reconnect: true,
             bind_interval: DEFAULT_BIND_INTERVAL,
             server_list_ttl: DEFAULT_SERVER_LIST_TTL,
             api_timeout: DEFAULT_API_TIMEOUT,
