@@ -1,7 +1,7 @@
 //! Where the hook's log lines go. A createRuntime or poststop logs to the policy's `log` destination (syslog by
 //! default) at `log_level` (info by default), and ends with one line naming the container, profile,
 //! backend, duration and outcome (info; error for a failure); warnings and errors go to stderr as well, which
-//! runc shows when the hook fails. `gc` and the port-forwarding helper log to stderr alone, as before.
+//! runc shows when the hook fails. `gc` logs to stderr alone; a tunnel's supervisor as a hook stage does.
 
 use crate::config::annotations;
 use crate::config::policy::{BackendChoice, LogDestination, Policy};
@@ -22,7 +22,7 @@ pub const IDENT: &str = "wg-oci-hook";
 
 static LOGGER: OnceLock<Logger> = OnceLock::new();
 
-/// Log lines at the policy's level (warn by default) to stderr: `gc` and the port-forwarding helper.
+/// Log lines at the policy's level (warn by default) to stderr: `gc`.
 pub fn init(policy_level: Option<LevelFilter>) {
     let level = policy_level.unwrap_or(LevelFilter::Warn);
     let rust_log = std::env::var("RUST_LOG").ok();

@@ -12,7 +12,8 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 /// tunnel whose newest handshake is older than this has carried nothing since. A live one rekeys every two
 /// minutes (REKEY_AFTER_TIME) while it sends, which a persistent keepalive makes it do.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(180);
-/// A probe that fails this many times in a row makes the tunnel unhealthy (one lost SYN is no outage).
+/// A probe (or a read of the device) that fails this many times in a row makes the tunnel unhealthy: one lost
+/// SYN, or a daemon busy for a moment, is no outage.
 pub const PROBE_FAILURES: u32 = 2;
 /// A probe's connect waits at most this long (or the interval, if shorter).
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);

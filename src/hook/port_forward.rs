@@ -1,4 +1,4 @@
-//! Stopping a PIA port-forwarding helper of a hook before 0.6 (`wg-oci-hook pia-port-forward ID`, a
+//! Stopping a PIA port-forwarding helper of an earlier version of the hook (`wg-oci-hook pia-port-forward ID`, a
 //! supervisor and its `--worker` child), which a record of a tunnel started then still names. Port forwarding
 //! is now the tunnel supervisor's (`hook::supervisor`).
 

@@ -32,6 +32,7 @@ mod kernel_vm;
 mod kubernetes;
 mod leaks;
 mod logs;
+mod long_lived;
 mod many;
 mod pia;
 mod pia_lab;

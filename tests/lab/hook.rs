@@ -418,8 +418,8 @@ impl Lab {
                 sockets.push(daemon_name);
             }
         }
-        for (pid, argv) in key.iter().flat_map(|k| port_forward_helpers(k)) {
-            found.push(format!("port-forwarding helper {pid}: {argv}"));
+        for (pid, argv) in key.iter().flat_map(|k| supervisors(k)) {
+            found.push(format!("supervisor {pid}: {argv}"));
         }
         for name in sockets {
             let sock = Path::new("/var/run/wireguard").join(format!("{name}.sock"));
@@ -496,11 +496,11 @@ pub fn assert_refused(lab: &Lab, opts: &RunOpts, needles: &[&str]) -> RunOutput 
     run
 }
 
-/// The hook's PIA port-forwarding helpers of the tunnel `key` (`wg-oci-hook ... pia-port-forward KEY`).
-pub fn port_forward_helpers(key: &str) -> Vec<(u32, String)> {
+/// The supervisors of the tunnel `key` (`wg-oci-hook ... supervise KEY`): one while it lives.
+pub fn supervisors(key: &str) -> Vec<(u32, String)> {
     processes_mentioning(key)
         .into_iter()
-        .filter(|(_, argv)| argv.split(' ').any(|a| a == "pia-port-forward"))
+        .filter(|(_, argv)| argv.split(' ').any(|a| a == "supervise"))
         .collect()
 }
 

@@ -342,7 +342,7 @@ impl Drop for Lab {
             self.tunnel_key_of(cid);
         }
         for (_, key) in self.known_keys.lock().unwrap().iter() {
-            for (pid, _) in port_forward_helpers(key) {
+            for (pid, _) in supervisors(key) {
                 kill(pid, Signal::SIGKILL);
             }
         }

@@ -193,3 +193,61 @@ impl Lab {
         }
     }
 }
+
+impl Lab {
+    /// The server netns stops answering `addr` (an address of its own: the WireGuard server's, a PIA server's):
+    /// every packet to it is dropped on the way in, as if the machine behind it had gone. Undone by
+    /// [`Lab::answer_again`].
+    pub fn silence(&self, addr: &str) {
+        let table = silence_table(addr);
+        let rules = format!(
+            "table inet {table} {{\n\tchain input {{\n\t\ttype filter hook input priority -20; policy accept;\n\
+             \t\tip daddr {addr} drop\n\t}}\n}}\n"
+        );
+        let file = self.write_file(&format!("{table}.nft"), &rules, 0o600);
+        self.run_in(&self.server_ns, &["nft", "-f", &file.to_string_lossy()])
+            .assert_success(&format!("silencing {addr} in the server netns"));
+    }
+
+    /// `addr` answers again.
+    pub fn answer_again(&self, addr: &str) {
+        self.run_in(
+            &self.server_ns,
+            &["nft", "delete", "table", "inet", &silence_table(addr)],
+        )
+        .assert_success(&format!("letting {addr} answer again"));
+    }
+
+    /// The lab's WireGuard server forgets the peer `public_key` (base64), as a VPN provider forgets a key:
+    /// its packets are dropped from then on.
+    pub fn forget_peer(&self, public_key: &str) {
+        self.run_in(
+            &self.server_ns,
+            &["wg", "set", &self.server_if, "peer", public_key, "remove"],
+        )
+        .assert_success("removing a peer from the lab's server");
+    }
+
+    /// An extra address `addr` (/32) of the server netns on its lo, routed to from the host netns: the
+    /// WireGuard server answers there too (it listens on every address).
+    pub fn add_server_address(&self, addr: &str) {
+        self.must_ip(
+            &self.server_ns,
+            &["addr", "add", &format!("{addr}/32"), "dev", "lo"],
+        );
+        self.must_ip(
+            &self.host_ns,
+            &[
+                "route",
+                "add",
+                &format!("{addr}/32"),
+                "via",
+                SERVER_UNDERLAY,
+            ],
+        );
+    }
+}
+
+fn silence_table(addr: &str) -> String {
+    format!("wgl_silence_{}", addr.replace(['.', ':'], "_"))
+}

@@ -325,7 +325,7 @@ fn inspect(state: Option<&StateDir>, key: String, record: Record) -> Tunnel {
         let port = state
             .and_then(|s| port_forward::current_port(s.dir(), &tunnel.key))
             .unwrap_or(pf.port);
-        // The supervisor keeps it (a helper of its own before 0.6).
+        // The supervisor keeps it (a helper of its own in tunnels an earlier version started).
         let helper_pid = match &pf.helper {
             Some(helper) => helper.find(),
             None => tunnel.supervisor_pid,

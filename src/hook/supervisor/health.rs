@@ -41,6 +41,8 @@ pub struct Judge<'a> {
     /// no chance to shake hands before it).
     grace_from: SystemTime,
     probe_failures: u32,
+    /// Reads of the device that failed in a row (a daemon busy for a moment is not a dead one).
+    read_failures: u32,
     healthy: Option<(bool, SystemTime)>,
 }
 
@@ -59,6 +61,7 @@ impl<'a> Judge<'a> {
             settings,
             grace_from: now,
             probe_failures: 0,
+            read_failures: 0,
             healthy: None,
         }
     }
@@ -72,8 +75,16 @@ impl<'a> Judge<'a> {
     pub fn judge(&mut self, seen: Observation) -> Report {
         let age_of = |t: SystemTime| seen.now.duration_since(t).unwrap_or(Duration::ZERO);
         let (handshake_age, stale) = match &seen.handshake {
-            Err(e) => (None, Some(format!("the device cannot be read: {e}"))),
+            Err(e) => {
+                self.read_failures += 1;
+                let failed = self.read_failures >= PROBE_FAILURES;
+                (
+                    None,
+                    failed.then(|| format!("the device cannot be read: {e}")),
+                )
+            }
             Ok(handshake) => {
+                self.read_failures = 0;
                 let age = handshake.map(age_of);
                 // Judged from the later of the handshake and the grace start.
                 let judged = age.unwrap_or(Duration::MAX).min(age_of(self.grace_from));
@@ -202,14 +213,16 @@ mod tests {
     }
 
     #[test]
-    fn a_device_that_cannot_be_read_is_unhealthy() {
+    fn a_device_that_cannot_be_read_twice_in_a_row_is_unhealthy() {
         let s = settings(180);
         let mut j = Judge::new(&s, at(0));
-        let r = j.judge(Observation {
-            now: at(1),
+        let unreadable = |now| Observation {
+            now: at(now),
             handshake: Err("no such device".into()),
             probe: None,
-        });
+        };
+        assert!(j.judge(unreadable(1)).healthy, "once may be a busy daemon");
+        let r = j.judge(unreadable(2));
         assert!(!r.healthy);
         assert_eq!(r.reason, "the device cannot be read: no such device");
     }

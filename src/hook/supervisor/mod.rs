@@ -173,23 +173,24 @@ impl Spawned {
 }
 
 /// Stops the supervisor as recorded (no other process, whatever its argv), then removes its files. It holds
-/// nothing to flush; SIGTERM ends it at once, and its exit is awaited so it writes no file after this.
+/// nothing to flush; SIGTERM ends it at once, and its exit is awaited so it writes no file after this, but it
+/// may have been between making a temporary file and renaming it (`PrivateDir::write`'s, named by its pid).
 pub fn stop(state: &PrivateDir, key: &str, supervisor: &Started) {
+    let pid = supervisor.find();
     supervisor.stop();
     remove_files(state, key);
+    if let Some(pid) = pid {
+        for name in [health_file(key), format!("{key}.port")] {
+            let _ = state.remove(&format!(".{name}.{pid}.tmp"));
+        }
+    }
 }
 
 /// `wg-oci-hook supervise KEY`: the supervisor's life.
 pub fn run(policy: &Policy, key: &str) -> Result<(), String> {
-    // SAFETY: prctl and umask with constant arguments.
+    // Its name in ps and top (the kernel keeps 15 bytes of it). SAFETY: prctl and umask with constant arguments.
     unsafe {
-        nix::libc::prctl(
-            nix::libc::PR_SET_NAME,
-            c"wg-oci-supervise".as_ptr(),
-            0,
-            0,
-            0,
-        );
+        nix::libc::prctl(nix::libc::PR_SET_NAME, c"wg-oci-watch".as_ptr(), 0, 0, 0);
         nix::libc::umask(0o077);
     }
     let state = StateDir::open(&policy.state_dir).map_err(|e| format!("the state dir {e}"))?;
@@ -302,8 +303,8 @@ impl<'a> Supervisor<'a> {
             cut_log();
             let now = Instant::now();
             if now >= self.next_check {
-                self.check(&record);
                 self.next_check = Instant::now() + self.settings().interval;
+                self.check(&record);
             }
             if self.forwarder.is_some() && Instant::now() >= self.next_bind {
                 let pause = match self.bind(&record) {
@@ -360,14 +361,17 @@ impl<'a> Supervisor<'a> {
             handshake: device.as_ref().map(newest_handshake).map_err(Clone::clone),
             probe,
         });
+        report.recoveries = self.recoveries;
+        report.last_recovery = self.last_recovery.clone();
+        // Said first: the container and status learn of the outage before the recovery's API calls.
+        self.publish(record, &report);
         if !report.healthy && Instant::now() >= self.next_recovery {
             if let (Some(ns), Ok(device)) = (&ns, &device) {
                 self.recover(record, ns, device, &report);
+                // The next look comes at once, and says how the recovery went.
+                self.next_check = Instant::now();
             }
         }
-        report.recoveries = self.recoveries;
-        report.last_recovery = self.last_recovery.clone();
-        self.publish(record, &report);
     }
 
     fn recover(&mut self, record: &Record, ns: &NetNs, device: &DeviceState, report: &Report) {

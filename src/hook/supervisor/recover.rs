@@ -121,7 +121,10 @@ fn renew_pia(ctx: &Context, record: &Record, ns: &NetNs) -> Result<String, Strin
         "registered again on {} (region {}), address {}",
         new.server_cn, new.region, new.peer_ip
     );
-    let spec = tunnel::from_pia(ctx.profile, &settings.credentials, registered);
+    let mut spec = tunnel::from_pia(ctx.profile, &settings.credentials, registered);
+    // A fresh UDP port with the fresh key: gotatun rebinds its socket when the key changes, and the old port
+    // may still be bound by its closing connection (EADDRINUSE, answered as EINVAL).
+    spec.device.listen_port = Some(0);
 
     // Under the tunnel's lock: a member joining or leaving sees the record before or after, never half.
     let lock = ctx

@@ -36,7 +36,7 @@ pub fn current_port(state: &PrivateDir, key: &str) -> Option<u16> {
 /// Removes the host-side port file.
 pub fn remove_files(state: &PrivateDir, key: &str) {
     let _ = state.remove(&port_file(key));
-    // A helper before version 0.6 logged beside it.
+    // The port-forwarding helper of an earlier version logged beside it.
     let _ = state.remove(&format!("{key}.pf.log"));
 }
 

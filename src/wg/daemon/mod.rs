@@ -99,6 +99,7 @@ fn take_fd(
 
 async fn serve(name: &str, tun: OwnedFd, mtu: u16, control: UnixStream) -> Result<(), String> {
     let tun = tun_io::Tun::new(tun, mtu).map_err(|e| format!("the TUN device: {e}"))?;
+    let watched = tun.clone();
     let (client, server) = UapiServer::new();
     let mut device = DeviceBuilder::new()
         .with_default_udp()
@@ -119,7 +120,18 @@ async fn serve(name: &str, tun: OwnedFd, mtu: u16, control: UnixStream) -> Resul
             }
         })
         .map_err(|e| format!("starting the UAPI thread: {e}"))?;
-    device.wait().await;
+    // gotatun reports a fatal error when its device fails, the TUN's deletion included. But a reconfiguration
+    // that rebuilds its connection (a new private key, a new port: a PIA key registered again) can report one
+    // too, falsely: stopping the old connection cancels its TUN reader before its outgoing task is aborted,
+    // which then ends on the closed channel (gotatun 0.10's `Connection::stop`). So a fatal error ends the
+    // daemon only if the TUN is really gone; after a false one, the TUN is looked at every few seconds instead.
+    tokio::select! {
+        () = device.wait() => {}
+        () = watched.until_detached() => {}
+    }
+    if !watched.is_detached() {
+        watched.until_detached().await;
+    }
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }

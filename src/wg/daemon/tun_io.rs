@@ -29,6 +29,33 @@ impl Tun {
     }
 }
 
+/// How often a TUN is looked at for whether its device still exists (see `until_detached`).
+const DETACH_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Tun {
+    /// Whether the device is gone (deleted, or its netns with it): TUNGETIFF on a detached TUN file answers
+    /// EBADFD.
+    pub fn is_detached(&self) -> bool {
+        let mut ifr = [0u8; 40];
+        // SAFETY: TUNGETIFF writes at most a struct ifreq (40 bytes on Linux) into the buffer given.
+        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), TUNGETIFF, ifr.as_mut_ptr()) };
+        r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EBADFD)
+    }
+
+    /// Returns once the device is gone, looking every `DETACH_CHECK`.
+    pub async fn until_detached(&self) {
+        loop {
+            tokio::time::sleep(DETACH_CHECK).await;
+            if self.is_detached() {
+                return;
+            }
+        }
+    }
+}
+
+/// _IOR('T', 210, unsigned int).
+const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
+
 fn check(n: isize) -> io::Result<usize> {
     if n < 0 {
         Err(io::Error::last_os_error())
