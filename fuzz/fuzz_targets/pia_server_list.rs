@@ -1,6 +1,7 @@
 //! PIA's server list (`serverlist::verify_and_parse`): one JSON line, a blank line, a base64 RSA-SHA256
-//! signature of the line. An input that ends in `\n\nSIGN` is signed here with the unit tests' key (so the
-//! fuzzer reaches the JSON behind a valid signature); any other input must fail the signature check.
+//! signature of the line; servers found by service, each with its group's port. An input that ends in
+//! `\n\nSIGN` is signed here with the unit tests' key (so the fuzzer reaches the JSON behind a valid
+//! signature); any other input must fail the signature check.
 #![no_main]
 
 mod common;
@@ -29,6 +30,8 @@ fn check(result: &Result<ServerList, String>) {
         Ok(list) => {
             for region in &list.regions {
                 assert!(list.region(&region.id).is_some());
+                let mut servers = region.servers.wg.iter().chain(&region.servers.meta);
+                assert!(servers.all(|s| s.port != 0), "a server without a port");
             }
         }
         Err(e) => common::assert_one_line(e),

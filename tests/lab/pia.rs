@@ -1090,9 +1090,11 @@ fn server_list(shared: &Shared) -> String {
             })
         })
         .collect();
+    // PIA's shape: a group (named `wg`, `meta`, or anything) lists the services its servers offer, by the
+    // service's name (`wireguard`, `meta`); clients find servers by the service, not the group's name.
     let list = json!({
         "groups": {
-            "wg": [{"name": "wg", "ports": [PIA_WG_API_PORT]}],
+            "wg": [{"name": "wireguard", "ports": [PIA_WG_API_PORT]}],
             "meta": [{"name": "meta", "ports": [443, 8080]}],
         },
         "regions": regions,

@@ -122,6 +122,8 @@ impl Registered {
 struct Target {
     region: String,
     host: PiaHost,
+    /// Its WireGuard API (addKey) port: the list's, for the group the server was listed in.
+    port: u16,
     meta: Vec<PiaHost>,
     dedicated_ip: bool,
 }
@@ -238,24 +240,24 @@ pub fn register(
     };
     let (private_key, public_key) = key_pair()?;
     runtime()?.block_on(async {
-        let (targets, api_port) = if let Some(dip) = &credentials.dedicated_ip_token {
+        let targets = if let Some(dip) = &credentials.dedicated_ip_token {
             let token = tokens.get(&[]).await?;
             let dip = api.dedicated_ip(&token, dip).await?;
-            let target = Target {
+            vec![Target {
                 region: dip.region,
                 host: dip.host,
+                port: serverlist::DEFAULT_API_PORT,
                 meta: Vec::new(),
                 dedicated_ip: true,
-            };
-            (vec![target], serverlist::DEFAULT_API_PORT)
+            }]
         } else if let Some(server) = &settings.server {
-            let target = Target {
+            vec![Target {
                 region: "fixed server".into(),
                 host: server.clone(),
+                port: serverlist::DEFAULT_API_PORT,
                 meta: Vec::new(),
                 dedicated_ip: false,
-            };
-            (vec![target], serverlist::DEFAULT_API_PORT)
+            }]
         } else {
             let list = server_list(settings, &api, &cache).await?;
             let mut targets = candidates(&list, &wanted.regions, settings.port_forwarding)?;
@@ -267,11 +269,11 @@ pub fn register(
                 let preferred = targets.remove(at);
                 targets.insert(0, preferred);
             }
-            (targets, list.api_port())
+            targets
         };
         let mut failures = Vec::new();
         for target in targets {
-            match add_key(&tokens, credentials, &target, api_port, &public_key).await {
+            match add_key(&tokens, credentials, &target, &public_key).await {
                 Ok(registration) => {
                     info!(
                         "container {container}: registered with PIA region {} on {}",
@@ -303,10 +305,10 @@ async fn add_key(
     tokens: &Tokens<'_>,
     credentials: &Credentials,
     target: &Target,
-    port: u16,
     public_key: &Key,
 ) -> Result<Registration, String> {
     let api = tokens.api;
+    let port = target.port;
     if target.dedicated_ip {
         let token = credentials
             .dedicated_ip_token
@@ -429,6 +431,7 @@ fn candidates(
                         ip: server.ip,
                         cn: server.cn.clone(),
                     },
+                    port: server.port,
                     meta: meta.clone(),
                     dedicated_ip: false,
                 });
@@ -470,12 +473,15 @@ mod tests {
     use super::*;
 
     fn list(json: &str) -> ServerList {
-        serde_json::from_str(json).unwrap()
+        ServerList::parse(json.as_bytes()).unwrap()
     }
 
-    const LIST: &str = r#"{"regions":[
+    /// PIA's shape: groups named as PIA names them, servers found by service; `b`'s WireGuard servers are in a
+    /// group whose API port differs.
+    const LIST: &str = r#"{"groups":{"wg":[{"name":"wireguard","ports":[1337]}],"meta":[{"name":"meta","ports":[443,8080]}],
+        "wg_alt":[{"name":"wireguard","ports":[2337,1337]}]},"regions":[
         {"id":"a","port_forward":false,"servers":{"meta":[{"ip":"192.0.2.1","cn":"ameta"}],"wg":[{"ip":"192.0.2.2","cn":"a1"},{"ip":"192.0.2.3","cn":"a2"}]}},
-        {"id":"b","port_forward":true,"servers":{"wg":[{"ip":"192.0.2.4","cn":"b1"}]}},
+        {"id":"b","port_forward":true,"servers":{"wg_alt":[{"ip":"192.0.2.4","cn":"b1"}]}},
         {"id":"off","offline":true,"servers":{"wg":[{"ip":"192.0.2.5","cn":"o1"}]}},
         {"id":"bad","servers":{"wg":[{"ip":"192.0.2.6","cn":"x/y"}]}}]}"#;
 
@@ -484,8 +490,8 @@ mod tests {
         let l = list(LIST);
         let wanted: Vec<String> = ["off", "b", "a", "nope"].map(String::from).to_vec();
         let t = candidates(&l, &wanted, false).unwrap();
-        let names: Vec<&str> = t.iter().map(|t| t.host.cn.as_str()).collect();
-        assert_eq!(names, ["b1", "a1", "a2"]);
+        let names: Vec<(&str, u16)> = t.iter().map(|t| (t.host.cn.as_str(), t.port)).collect();
+        assert_eq!(names, [("b1", 2337), ("a1", 1337), ("a2", 1337)]);
         assert_eq!(t[1].meta[0].cn, "ameta");
         let t = candidates(&l, &wanted, true).unwrap();
         assert_eq!(t.len(), 1, "only b forwards ports");
