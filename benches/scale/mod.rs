@@ -23,8 +23,15 @@ use crate::daemons::{self, Daemon, HookRun, Mem, Sleepers};
 use crate::lab::Lab;
 use std::time::{Duration, Instant};
 
-/// How long the N daemons' idle CPU is measured at each level (clock ticks are 10 ms).
-const IDLE_WINDOW: Duration = Duration::from_secs(3);
+/// How long the N daemons' and supervisors' idle CPU is measured at each level (clock ticks are 10 ms), unless
+/// WG_BENCH_SCALE_IDLE (seconds) says otherwise: a supervisor looks at its tunnel every 10 s, so its idle CPU
+/// wants a window of a minute or more.
+fn idle_window() -> Duration {
+    std::env::var("WG_BENCH_SCALE_IDLE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(3), Duration::from_secs)
+}
 
 /// One daemon at one level.
 struct Level {
@@ -35,9 +42,12 @@ struct Level {
     poststop: Vec<Duration>,
     /// Summed over the N live daemons.
     mem: Mem,
-    /// The CPU the N live daemons used, all together, over `IDLE_WINDOW` with nothing else of ours running,
+    /// The CPU the N live daemons used, all together, over `idle_window()` with nothing else of ours running,
     /// as a share of one CPU.
     idle_cpu: f64,
+    /// The same for the N tunnels' supervisors (issue 17).
+    sup_mem: Mem,
+    sup_idle_cpu: f64,
     /// How long the N bring-up starts took, all together.
     bring_up: Duration,
     /// When a bring-up start failed `TRIES` times: which (0-based) and the hook's last error; nothing else was
@@ -132,6 +142,9 @@ pub fn run(levels: &[usize]) {
         "load1",
         "failed_at",
         "failed_starts",
+        "supervisor_pss_kib_per_tunnel",
+        "supervisor_rss_kib_per_tunnel",
+        "supervisor_idle_cpu_percent",
     ];
     let rows: Vec<Vec<String>> = results.iter().map(csv_row).collect();
     let csv = daemons::write_csv("scale.csv", &header, &rows);
@@ -203,6 +216,8 @@ fn one_level(
     let (mut create, mut poststop) = (Vec::new(), Vec::new());
     let mut mem = Mem::default();
     let mut idle_cpu = 0.0;
+    let mut sup_mem = Mem::default();
+    let mut sup_idle_cpu = 0.0;
     if failed.is_none() {
         // The last ones' daemons are still starting their threads: let them settle.
         std::thread::sleep(Duration::from_secs(1));
@@ -238,9 +253,16 @@ fn one_level(
                 .filter_map(|s| daemons::cpu_time(s.daemon_pid))
                 .sum()
         };
-        let (cpu_before, quiet) = (cpu(), Instant::now());
-        std::thread::sleep(IDLE_WINDOW);
-        idle_cpu = cpu().saturating_sub(cpu_before).as_secs_f64() / quiet.elapsed().as_secs_f64();
+        let sup_cpu = || -> Duration {
+            up.iter()
+                .filter_map(|s| daemons::cpu_time(s.supervisor_pid))
+                .sum()
+        };
+        let (cpu_before, sup_before, quiet) = (cpu(), sup_cpu(), Instant::now());
+        std::thread::sleep(idle_window());
+        let window = quiet.elapsed().as_secs_f64();
+        idle_cpu = cpu().saturating_sub(cpu_before).as_secs_f64() / window;
+        sup_idle_cpu = sup_cpu().saturating_sub(sup_before).as_secs_f64() / window;
         // Probes: one more start at a time, stopped again, so that `live` stay live.
         for k in 0..probes {
             let id = format!("scale{live}-{name}-probe{k}-{}", lab.id);
@@ -263,6 +285,9 @@ fn one_level(
         for s in &up {
             mem += daemons::mem(s.daemon_pid)
                 .unwrap_or_else(|| panic!("{}: its daemon {} is gone", s.id, s.daemon_pid));
+            sup_mem += daemons::mem(s.supervisor_pid).unwrap_or_else(|| {
+                panic!("{}: its supervisor {} is gone", s.id, s.supervisor_pid)
+            });
         }
         let running = lab.hook_daemons().len();
         assert_eq!(
@@ -292,6 +317,8 @@ fn one_level(
         poststop,
         mem,
         idle_cpu,
+        sup_mem,
+        sup_idle_cpu,
         bring_up,
         failed,
         failures,
@@ -310,6 +337,7 @@ struct Started {
     state: String,
     sleeper: u32,
     daemon_pid: u32,
+    supervisor_pid: u32,
     run: HookRun,
 }
 
@@ -339,11 +367,19 @@ fn start(
                 let daemon_pid = run
                     .daemon_pid()
                     .unwrap_or_else(|| panic!("no daemon pid in the hook's log:\n{}", run.log));
+                let record: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(lab.record_path(&id)).unwrap())
+                        .unwrap();
+                let supervisor_pid = record["supervisor"]["pid"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("no supervisor in {record}"))
+                    as u32;
                 return Ok(Started {
                     id,
                     state,
                     sleeper,
                     daemon_pid,
+                    supervisor_pid,
                     run,
                 });
             }
@@ -371,7 +407,9 @@ fn print_table(results: &[Level], compared: &[Daemon], probes: usize) {
     println!(
         "createRuntime with N tunnels live (median of {probes} starts, min-max; each start stopped again), the N \
          daemons' memory per tunnel (PSS: shared pages split among the processes sharing them; RSS: counted whole \
-         in each), and the CPU the N idle daemons use, all together (% of one CPU, over 3 s):"
+         in each), and the CPU the N idle daemons use, all together (% of one CPU, over {:.0} s); then the same for \
+         the N tunnels' supervisors:",
+        idle_window().as_secs_f64()
     );
     println!(
         "  {:<13} {:>5} {:>12} {:>17} {:>10} {:>14} {:>14} {:>9} {:>10} {:>9} {:>6}",
@@ -417,6 +455,15 @@ fn print_table(results: &[Level], compared: &[Daemon], probes: usize) {
             r.bring_up.as_secs_f64(),
             r.tear_down.as_secs_f64(),
             r.load1
+        );
+        println!(
+            "  {:<13} {:>5}   supervisors: PSS {:.2} MiB, RSS {:.2} MiB per tunnel; {:.2} % of one CPU for all {} idle",
+            "",
+            "",
+            daemons::mib(r.sup_mem.pss as f64 / n),
+            daemons::mib(r.sup_mem.rss as f64 / n),
+            r.sup_idle_cpu * 100.0,
+            r.live
         );
     }
     for &daemon in compared {
@@ -501,5 +548,8 @@ fn csv_row(r: &Level) -> Vec<String> {
             .map(|(k, _)| (k + 1).to_string())
             .unwrap_or_default(),
         r.failures.len().to_string(),
+        measured(&|| format!("{:.0}", r.sup_mem.pss as f64 / n)),
+        measured(&|| format!("{:.0}", r.sup_mem.rss as f64 / n)),
+        measured(&|| format!("{:.3}", r.sup_idle_cpu * 100.0)),
     ]
 }
