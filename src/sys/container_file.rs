@@ -30,13 +30,22 @@ pub fn write(pid: u32, rootfs: &Path, path: &str, content: &[u8]) -> io::Result<
 
 /// Replaces `path` inside the container whose workload runs as `pid`, once it has pivoted into its root; false
 /// (nothing written) while `/proc/PID/root` is still the host's `/` (before pivot_root): a path resolved there
-/// would name a host file.
-pub fn write_in_container(pid: u32, path: &str, content: &[u8]) -> io::Result<bool> {
+/// would name a host file. `still_ours` is asked once the root is open: a pid that another process took over
+/// in between must not lead into that process's root.
+pub fn write_in_container(
+    pid: u32,
+    still_ours: impl Fn() -> bool,
+    path: &str,
+    content: &[u8],
+) -> io::Result<bool> {
     let root = nix::fcntl::open(
         format!("/proc/{pid}/root").as_str(),
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )?;
+    if !still_ours() {
+        return Ok(false);
+    }
     let theirs = nix::sys::stat::fstat(&root)?;
     let ours = std::fs::metadata("/")?;
     if theirs.st_dev as u64 == ours.dev() && theirs.st_ino as u64 == ours.ino() {

@@ -56,7 +56,10 @@ impl Started {
         if let Some(exe) = exe_of(pid) {
             self.exe = Some(exe);
         }
-        if let Some(argv) = argv_of(pid) {
+        // Spawn returns once the exec has closed our CLOEXEC pipe, which the kernel does before the new program's
+        // arguments are on its stack: read in that window, /proc/PID/cmdline is empty. The argv we passed is
+        // then the one to keep (a later look, once it runs, finds it there).
+        if let Some(argv) = argv_of(pid).filter(|a| a.iter().any(|arg| !arg.is_empty())) {
             self.argv = argv;
         }
     }

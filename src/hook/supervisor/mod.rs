@@ -19,7 +19,7 @@
 pub mod health;
 mod recover;
 
-use super::record::{Record, StateDir};
+use super::record::{Member, Record, StateDir};
 use super::teardown::find_netns;
 use crate::config::health::{HealthSettings, PROBE_TIMEOUT};
 use crate::config::pia_credentials;
@@ -437,19 +437,16 @@ impl<'a> Supervisor<'a> {
             return;
         };
         let text = report.file_text();
-        let live: Vec<u32> = record
-            .members
-            .iter()
-            .filter(|m| m.alive())
-            .map(|m| m.pid)
-            .collect();
-        self.written.retain(|pid, _| live.contains(pid));
-        for pid in live {
+        let live: Vec<&Member> = record.members.iter().filter(|m| m.alive()).collect();
+        self.written
+            .retain(|pid, _| live.iter().any(|m| m.pid == *pid));
+        for member in live {
+            let pid = member.pid;
             if self.written.get(&pid) == Some(&text) {
                 continue;
             }
             // Only into a root the workload has pivoted into: before that, /proc/PID/root is the host's.
-            match container_file::write_in_container(pid, path, text.as_bytes()) {
+            match container_file::write_in_container(pid, || member.alive(), path, text.as_bytes()) {
                 Ok(true) => {
                     self.written.insert(pid, text.clone());
                 }
