@@ -129,6 +129,8 @@ pub struct PiaBehaviour {
     pub pf_port: Option<u16>,
     /// `expires_at` = now + this (default 60 days).
     pub signature_lifetime_secs: Option<u64>,
+    /// addKey's `dns_servers` (default [`DNS_SERVER`]).
+    pub dns_server: Option<String>,
 }
 
 /// What the server was asked. The counters count every request (also the hung ones); `add_key` holds every
@@ -1240,7 +1242,7 @@ fn add_key_answer(
             "server_vip": PIA_VIP,
             "peer_ip": peer_ip,
             "peer_pubkey": peer_pubkey,
-            "dns_servers": [DNS_SERVER],
+            "dns_servers": [behaviour.dns_server.as_deref().unwrap_or(DNS_SERVER)],
         }),
     )
 }

@@ -125,10 +125,7 @@ async fn serve(name: &str, tun: OwnedFd, mtu: u16, control: UnixStream) -> Resul
     // too, falsely: stopping the old connection cancels its TUN reader before its outgoing task is aborted,
     // which then ends on the closed channel (gotatun 0.10's `Connection::stop`). So a fatal error ends the
     // daemon only if the TUN is really gone; after a false one, the TUN is looked at every few seconds instead.
-    tokio::select! {
-        () = device.wait() => {}
-        () = watched.until_detached() => {}
-    }
+    device.wait().await;
     if !watched.is_detached() {
         watched.until_detached().await;
     }
