@@ -57,6 +57,20 @@ fuzz_target!(|data: &[u8]| {
             for (name, profile) in &policy.profiles {
                 assert_eq!(name, &profile.name);
                 assert!(annotations::is_valid_name(name), "profile name {name:?}");
+                let health = &profile.health;
+                assert!(
+                    health.interval >= Duration::from_secs(1) && health.stale_after >= health.interval,
+                    "health {health:?}"
+                );
+                if let Some(file) = &health.file {
+                    assert!(
+                        file.starts_with('/') && !file.split('/').any(|c| c == ".."),
+                        "health_file {file:?}"
+                    );
+                }
+                if let Some(pia) = profile.pia() {
+                    assert!(!pia.port_persist || pia.port_forwarding, "port_persist alone");
+                }
                 if let Some(config) = profile.wg_quick() {
                     assert!(config.is_absolute(), "config {config:?}");
                 }
