@@ -73,9 +73,10 @@ pub fn own_key_profiles(lab: &Lab, prefix: &str, count: usize) -> Vec<LabProfile
             // WG_BENCH_HEALTH_INTERVAL: how often each tunnel's supervisor looks (default 10 s), to tell its
             // cost from the daemons' own.
             match std::env::var("WG_BENCH_HEALTH_INTERVAL") {
-                Ok(secs) => profile
-                    .with("health_interval", &secs)
-                    .with("stale_after", &secs.parse::<u64>().unwrap().max(180).to_string()),
+                Ok(secs) => profile.with("health_interval", &secs).with(
+                    "stale_after",
+                    &secs.parse::<u64>().unwrap().max(180).to_string(),
+                ),
                 Err(_) => profile,
             }
         })

@@ -285,9 +285,8 @@ fn one_level(
         for s in &up {
             mem += daemons::mem(s.daemon_pid)
                 .unwrap_or_else(|| panic!("{}: its daemon {} is gone", s.id, s.daemon_pid));
-            sup_mem += daemons::mem(s.supervisor_pid).unwrap_or_else(|| {
-                panic!("{}: its supervisor {} is gone", s.id, s.supervisor_pid)
-            });
+            sup_mem += daemons::mem(s.supervisor_pid)
+                .unwrap_or_else(|| panic!("{}: its supervisor {} is gone", s.id, s.supervisor_pid));
         }
         let running = lab.hook_daemons().len();
         assert_eq!(

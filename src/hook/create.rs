@@ -571,6 +571,8 @@ impl Setup<'_> {
         self.member_noted = true;
         self.check_deadline("creating the WireGuard interface")?;
         self.create_device(&tmp, mtu)?;
+        // The supervisor, started last, is recorded in this save already: its own would cost a write.
+        self.record_supervisor(pia.filter(|s| s.port_forwarding))?;
         self.save_record()?;
         let policy = self.policy;
         let interface = policy.interface.as_str();
@@ -681,16 +683,12 @@ impl Setup<'_> {
         self.save_record()
     }
 
-    /// Starts the tunnel's supervisor, recorded before it starts (executable, argv) and whole once it runs, so
-    /// that poststop stops exactly it. With PIA port forwarding, waits for its first bind.
-    fn start_supervisor(&mut self, forwarding: Option<&PiaSettings>) -> Result<(), StepError> {
-        let step = if forwarding.is_some() {
-            "forwarding a port (PIA)"
-        } else {
-            START_SUPERVISOR
-        };
-        let (exe, argv) = supervisor::command(&self.policy.path, &self.key).step(step)?;
-        self.record.supervisor = Some(Started::before_spawn(Some(exe.clone()), argv.clone()));
+    /// Records the tunnel's supervisor before it starts (executable, argv, and with PIA port forwarding where
+    /// the port goes), so that a poststop after a start killed at any later step finds it by its argv.
+    fn record_supervisor(&mut self, forwarding: Option<&PiaSettings>) -> Result<(), StepError> {
+        let (exe, argv) =
+            supervisor::command(&self.policy.path, &self.key).step(START_SUPERVISOR)?;
+        self.record.supervisor = Some(Started::before_spawn(Some(exe), argv));
         if let (Some(settings), Some(record)) = (forwarding, self.record.pia.as_mut()) {
             record.port_forward = Some(PortForwardRecord {
                 helper: None,
@@ -699,9 +697,34 @@ impl Setup<'_> {
                 port_file: settings.port_file.clone(),
             });
         }
-        // It works from the record.
-        self.save_record()?;
+        Ok(())
+    }
+
+    /// Starts the tunnel's supervisor as recorded, and records it whole once it runs (the caller saves). With
+    /// PIA port forwarding, waits for its first bind. It works from the record, saved already.
+    fn start_supervisor(&mut self, forwarding: Option<&PiaSettings>) -> Result<(), StepError> {
+        let step = if forwarding.is_some() {
+            "forwarding a port (PIA)"
+        } else {
+            START_SUPERVISOR
+        };
+        let recorded = self
+            .record
+            .supervisor
+            .as_ref()
+            .expect("recorded at the device");
+        let (exe, argv) = (
+            recorded.exe.clone().expect("recorded with its executable"),
+            recorded.argv.clone(),
+        );
+        let started = std::time::Instant::now();
         let spawned = supervisor::spawn(self.state_dir.dir(), &self.key, &exe, &argv).step(step)?;
+        debug!(
+            "container {}: supervisor started as pid {} in {:.1} ms (fork and exec)",
+            self.id,
+            spawned.pid(),
+            started.elapsed().as_secs_f64() * 1e3,
+        );
         // Recorded whole (the caller saves); until then a poststop finds it by its argv.
         if let Some(started) = self.record.supervisor.as_mut() {
             started.observe(spawned.pid());

@@ -280,7 +280,10 @@ fn a_region_whose_servers_stop_answering_fails_over_to_the_next() {
     assert_eq!(pia.stats().add_key, [("laba401".to_owned(), true)]);
 
     let resolv = inside(&lab, &cid, &["cat", "/etc/resolv.conf"]);
-    assert!(resolv.contains(&format!("nameserver {DNS_SERVER}")), "{resolv}");
+    assert!(
+        resolv.contains(&format!("nameserver {DNS_SERVER}")),
+        "{resolv}"
+    );
     // The next registration will name another DNS server: the container's resolv.conf must follow.
     pia.set_behaviour(|b| b.dns_server = Some("10.77.0.54".into()));
     // lab_a's server goes silent: its WireGuard and its addKey alike.

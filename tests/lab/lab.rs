@@ -363,7 +363,11 @@ impl Drop for Lab {
         problems.extend(unmount_under(&[&self.dir]));
         if thread::panicking() {
             // The tunnels' supervisors, whose logs are the state dir's while their tunnels live.
-            for entry in fs::read_dir(&self.state_dir).into_iter().flatten().flatten() {
+            for entry in fs::read_dir(&self.state_dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if name.ends_with(".supervisor.log") {
                     let log = fs::read_to_string(entry.path()).unwrap_or_default();

@@ -126,7 +126,10 @@ pub fn spawn(
     if let Ok(filter) = std::env::var("RUST_LOG") {
         cmd.env("RUST_LOG", filter);
     }
-    process::detach(&mut cmd);
+    // A process group of its own, so that a kill of the hook's group (runc's at its hook timeout) misses it. Not
+    // `process::detach`'s setsid, which needs a pre_exec step: without one, std spawns with posix_spawn
+    // (vfork-like, no copy of the hook's page tables), which costs a start about 1 ms less.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("starting {}: {e}", exe.display()))?;
@@ -446,7 +449,8 @@ impl<'a> Supervisor<'a> {
                 continue;
             }
             // Only into a root the workload has pivoted into: before that, /proc/PID/root is the host's.
-            match container_file::write_in_container(pid, || member.alive(), path, text.as_bytes()) {
+            match container_file::write_in_container(pid, || member.alive(), path, text.as_bytes())
+            {
                 Ok(true) => {
                     self.written.insert(pid, text.clone());
                 }
