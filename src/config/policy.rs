@@ -536,6 +536,28 @@ impl Policy {
 
 type At<'a> = dyn Fn(Range<usize>, &str) -> PolicyError + 'a;
 
+/// A profile's key in whole seconds, within `range`; None when the policy does not set it.
+fn seconds_in(
+    name: &str,
+    value: Option<Spanned<u64>>,
+    key: &str,
+    range: std::ops::RangeInclusive<u64>,
+    at: &At,
+) -> Result<Option<Duration>, PolicyError> {
+    match value {
+        Some(v) if !range.contains(v.get_ref()) => Err(at(
+            v.span(),
+            &format!(
+                "profile {name:?}: {key} must be {} to {} seconds",
+                range.start(),
+                range.end()
+            ),
+        )),
+        Some(v) => Ok(Some(Duration::from_secs(v.into_inner()))),
+        None => Ok(None),
+    }
+}
+
 /// A profile's `health_file`, `health_interval`, `stale_after` and `probe` (`config::health`).
 fn health_settings(
     name: &str,
@@ -547,23 +569,7 @@ fn health_settings(
         settings.file = health::parse_file(file.get_ref())
             .map_err(|e| at(file.span(), &format!("profile {name:?}: {e}")))?;
     }
-    let seconds = |value: Option<Spanned<u64>>,
-                   key: &str,
-                   range: std::ops::RangeInclusive<u64>|
-     -> Result<Option<Duration>, PolicyError> {
-        match value {
-            Some(v) if !range.contains(v.get_ref()) => Err(at(
-                v.span(),
-                &format!(
-                    "profile {name:?}: {key} must be {} to {} seconds",
-                    range.start(),
-                    range.end()
-                ),
-            )),
-            Some(v) => Ok(Some(Duration::from_secs(v.into_inner()))),
-            None => Ok(None),
-        }
-    };
+    let seconds = |value, key: &str, range| seconds_in(name, value, key, range, at);
     if let Some(d) = seconds(
         raw.health_interval.take(),
         "health_interval",
@@ -778,20 +784,8 @@ fn profile_source(
         None => false,
     };
     let reconnect = raw.reconnect.map(Spanned::into_inner).unwrap_or(true);
-    let seconds = |value: Option<Spanned<u64>>,
-                   key: &str,
-                   range: std::ops::RangeInclusive<u64>,
-                   default: std::time::Duration| match value {
-        Some(v) if !range.contains(v.get_ref()) => Err(at(
-            v.span(),
-            &format!(
-                "profile {name:?}: {key} must be {} to {} seconds",
-                range.start(),
-                range.end()
-            ),
-        )),
-        Some(v) => Ok(std::time::Duration::from_secs(v.into_inner())),
-        None => Ok(default),
+    let seconds = |value, key: &str, range, default| {
+        seconds_in(name, value, key, range, at).map(|d| d.unwrap_or(default))
     };
     let bind_interval = seconds(
         raw.bind_interval,
@@ -1029,6 +1023,36 @@ config = "work.conf"
         assert!(err(&format!("log_level = \"loud\"\n{MINIMAL}")).contains("log_level"));
         assert!(err("[profiles.vpn]\nconfig = 3\n").contains(":2:10: "));
         assert!(err("default_profile = [\n").contains("policy.toml:"));
+    }
+
+    #[test]
+    fn health_settings_have_defaults_and_bad_ones_name_their_line() {
+        let p = parse(MINIMAL).unwrap();
+        let health = &p.profiles["vpn"].health;
+        assert_eq!(health, &HealthSettings::default());
+        assert_eq!(health.file.as_deref(), Some("/run/wg-health"));
+        let p = parse(
+            "[profiles.vpn]\nconfig = \"a\"\nhealth_file = \"\"\nhealth_interval = 5\nstale_after = 60\nprobe = \"10.0.0.1:53\"\n",
+        )
+        .unwrap();
+        let health = &p.profiles["vpn"].health;
+        assert_eq!(health.file, None);
+        assert_eq!(health.interval, Duration::from_secs(5));
+        assert_eq!(health.stale_after, Duration::from_secs(60));
+        assert_eq!(health.probe, Some("10.0.0.1:53".parse().unwrap()));
+        let e = err("[profiles.vpn]\nconfig = \"a\"\nprobe = \"vpn.example:53\"\n");
+        assert!(e.contains(":3:9: ") && e.contains("IP:PORT"), "{e}");
+        let e = err("[profiles.vpn]\nconfig = \"a\"\nhealth_interval = 60\nstale_after = 30\n");
+        assert!(
+            e.contains(":4:") && e.contains("not be shorter than health_interval"),
+            "{e}"
+        );
+        let e = err("[profiles.vpn]\nconfig = \"a\"\nhealth_interval = 0\n");
+        assert!(e.contains(":3:") && e.contains("1 to 3600 seconds"), "{e}");
+        let e = err("[profiles.vpn]\nconfig = \"a\"\nhealth_file = \"run/h\"\n");
+        assert!(e.contains(":3:") && e.contains("health_file"), "{e}");
+        let e = err("[profiles.vpn]\nconfig = \"a\"\nport_persist = true\n");
+        assert!(e.contains("only for provider = \"pia\""), "{e}");
     }
 
     #[test]
