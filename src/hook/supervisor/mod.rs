@@ -250,6 +250,7 @@ pub fn run(policy: &Policy, key: &str) -> Result<(), String> {
         let _ = out.write_all(line.as_bytes());
         let _ = out.flush();
         first?;
+        supervisor.next_bind = Instant::now() + supervisor.bind_interval();
     }
     if let Ok(null) = std::fs::File::options().write(true).open("/dev/null") {
         let _ = nix::unistd::dup2_stdout(null);
