@@ -199,12 +199,15 @@ check kernel_running_has_record "no state record while running" [ -s "$(record_o
 check kernel_record_has_no_key "the record holds the private key" sh -c "! grep -q \"\$(cat /tmp/client.key)\" \"\$0\"" "$(record_of long)"
 # wg-oci-hook status asks the kernel for the device from inside the container's netns: text and JSON.
 status_of() { /bin/wg-oci-hook status --policy /etc/wgoh/kernel.toml "$@" 2>&1; }
+# The supervisor's first verdict (it reads the device from inside the netns too) before status shows it.
+for _ in $(seq 50); do ls /run/wgoh/*.health >/dev/null 2>&1 && break; sleep 0.2; done
 st=$(status_of); st_rc=$?; echo "$st" | show
 stj=$(status_of long --json); stj_rc=$?; echo "$stj" | show
 status_table_ok() {
-  [ "$st_rc" = 0 ] && echo "$st" | head -n 1 | grep -qE '^CONTAINER +PROFILE +BACKEND +INTERFACE +ADDRESSES +ENDPOINT +HANDSHAKE +RX +TX +DAEMON +PORT$' || return 1
+  [ "$st_rc" = 0 ] && echo "$st" | head -n 1 | grep -qE '^CONTAINER +PROFILE +BACKEND +INTERFACE +ADDRESSES +ENDPOINT +HANDSHAKE +RX +TX +DAEMON +PORT +HEALTH$' || return 1
   row=$(echo "$st" | grep '^long ') || return 1
-  echo "$row" | grep -qE '^long +lab +kernel +wg0 +10\.77\.0\.2/32,fd77::2/128 +198\.18\.0\.2:51820 +[0-9a-z]+ ago +[0-9.]+ (B|KiB) +[0-9.]+ (B|KiB) +kernel +-$'
+  # HEALTH: the supervisor's verdict, from its read of the kernel's device inside the netns.
+  echo "$row" | grep -qE '^long +lab +kernel +wg0 +10\.77\.0\.2/32,fd77::2/128 +198\.18\.0\.2:51820 +[0-9a-z]+ ago +[0-9.]+ (B|KiB) +[0-9.]+ (B|KiB) +kernel +- +healthy$'
 }
 status_json_ok() {
   [ "$stj_rc" = 0 ] || return 1
@@ -232,7 +235,7 @@ nsenter -t "$pid" -n /usr/bin/ip link del wg0
 gone=$(status_of); gone_rc=$?; echo "$gone" | show
 gonej=$(status_of long --json); gonej_rc=$?; echo "$gonej" | show
 check kernel_status_link_gone "exit $gone_rc: $(echo "$gone" | tail -n 2 | tr '\n' ' ')" sh -c \
-  "[ $gone_rc = 1 ] && echo \"\$0\" | grep -qE '^long +lab +kernel +wg0 \(gone\) +- +- +- +- +- +kernel +-$' && echo \"\$0\" | grep -qx 'wg-oci-hook: tunnel of long: wg0 is gone from its network namespace'" "$gone"
+  "[ $gone_rc = 1 ] && echo \"\$0\" | grep -qE '^long +lab +kernel +wg0 \(gone\) +- +- +- +- +- +kernel +- +(healthy|unhealthy)$' && echo \"\$0\" | grep -qx 'wg-oci-hook: tunnel of long: wg0 is gone from its network namespace'" "$gone"
 check kernel_status_link_gone_json "exit $gonej_rc" sh -c \
   "[ $gonej_rc = 1 ] && echo \"\$0\" | grep -qF '\"ok\":false' && echo \"\$0\" | grep -qF '\"link\":\"gone\"' && echo \"\$0\" | grep -qF '\"healthy\":false'" "$gonej"
 runc_ kill long KILL; sleep 1; runc_ delete -f long
