@@ -227,7 +227,7 @@ status_no_key() {
   done
   return 0
 }
-check kernel_status_table "status's row is not what the device says: $(echo "$st" | tail -n 1)" status_table_ok
+check kernel_status_table "status's row is not what the device says: $(echo "$st" | tail -n 1); the supervisor's log: $(tail -n 5 /run/wgoh/*.supervisor.log 2>&1 | tr '\n' ' ')" status_table_ok
 check kernel_status_json "status --json lacks what the device says" status_json_ok
 check kernel_status_no_key "status printed a private or preshared key" status_no_key
 # wg0 deleted inside the container: the tunnel is shown broken, and status exits 1.

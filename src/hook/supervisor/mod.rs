@@ -126,10 +126,11 @@ pub fn spawn(
     if let Ok(filter) = std::env::var("RUST_LOG") {
         cmd.env("RUST_LOG", filter);
     }
-    // A process group of its own, so that a kill of the hook's group (runc's at its hook timeout) misses it. Not
-    // `process::detach`'s setsid, which needs a pre_exec step: without one, std spawns with posix_spawn
-    // (vfork-like, no copy of the hook's page tables), which costs a start about 1 ms less.
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    // A session of its own, like the daemon's: signals meant for the hook's group or session (runc's kill at its
+    // hook timeout, a hangup of a console the engine runs on) miss it. (A process group of its own, which
+    // posix_spawn could set without a fork of the hook, measured no faster, and in the kernel VM, where the
+    // hook runs under runc on a console, the supervisor did not survive the start.)
+    process::detach(&mut cmd);
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("starting {}: {e}", exe.display()))?;
