@@ -42,6 +42,13 @@ fn healthy(lab: &Lab, key: &str) -> Option<bool> {
     verdict(lab, key).and_then(|v| v["healthy"].as_bool())
 }
 
+/// The supervisor's account of its last recovery (what it did, and how long that took).
+fn last_recovery(lab: &Lab, key: &str) -> String {
+    verdict(lab, key)
+        .and_then(|v| v["last_recovery"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 /// Whether the supervisor has seen the outage: it says unhealthy, or it has recovered already (a quick
 /// recovery, such as following a name, can come and go between two looks of the test).
 fn outage_seen(lab: &Lab, key: &str) -> bool {
@@ -188,9 +195,9 @@ fn a_key_the_pia_server_forgets_is_registered_again_in_place_with_nothing_outsid
     let forgotten = Instant::now();
     lab.forget_peer(&old_key);
     let detected = wait_until(
-        "unhealthy once the key is forgotten",
+        "the outage seen once the key is forgotten",
         Duration::from_secs(20),
-        || healthy(&lab, &key) == Some(false),
+        || outage_seen(&lab, &key),
     );
     assert!(!flows(pid) || pia.stats().registered.len() > 1);
     wait_for_tunnel(
@@ -215,10 +222,11 @@ fn a_key_the_pia_server_forgets_is_registered_again_in_place_with_nothing_outsid
         .without_link_control();
     let on_uplink = uplink.stop().ip_only().without_link_control();
     println!(
-        "RECOVERY pia-forgotten-key: unhealthy after {:.1} s, traffic again after {:.1} s (stale handshake detected -> flowing: {:.1} s)",
+        "RECOVERY pia-forgotten-key: outage seen after {:.1} s, traffic again after {:.1} s (stale handshake detected -> flowing: {:.1} s) [the supervisor: {}]",
         detected.as_secs_f64(),
         flowing.as_secs_f64(),
-        flowing.as_secs_f64() - detected.as_secs_f64()
+        flowing.as_secs_f64() - detected.as_secs_f64(),
+        last_recovery(&lab, &key)
     );
     assert!(
         on_bridge.is_empty(),
@@ -290,8 +298,8 @@ fn a_region_whose_servers_stop_answering_fails_over_to_the_next() {
     let region_a = &pia.regions()[0].wg_ip;
     let silenced = Instant::now();
     lab.silence(region_a);
-    let detected = wait_until("unhealthy", Duration::from_secs(20), || {
-        healthy(&lab, &key) == Some(false)
+    let detected = wait_until("the outage seen", Duration::from_secs(20), || {
+        outage_seen(&lab, &key)
     });
     wait_for_tunnel(
         &lab,
@@ -302,10 +310,11 @@ fn a_region_whose_servers_stop_answering_fails_over_to_the_next() {
     );
     let flowing = silenced.elapsed();
     println!(
-        "RECOVERY pia-region-silent: unhealthy after {:.1} s, traffic again through lab_b after {:.1} s (detected -> flowing: {:.1} s, of which addKey on the silent region waits api_timeout = 2 s)",
+        "RECOVERY pia-region-silent: outage seen after {:.1} s, traffic again through lab_b after {:.1} s (detected -> flowing: {:.1} s, of which addKey on the silent region waits api_timeout = 2 s) [the supervisor: {}]",
         detected.as_secs_f64(),
         flowing.as_secs_f64(),
-        flowing.as_secs_f64() - detected.as_secs_f64()
+        flowing.as_secs_f64() - detected.as_secs_f64(),
+        last_recovery(&lab, &key)
     );
     let stats = pia.stats();
     assert_eq!(
@@ -379,10 +388,11 @@ fn an_endpoint_host_name_whose_address_changes_is_followed() {
     );
     let flowing = moved.elapsed();
     println!(
-        "RECOVERY endpoint-renamed: outage seen after {:.1} s, traffic again after {:.1} s (detected -> flowing: {:.1} s)",
+        "RECOVERY endpoint-renamed: outage seen after {:.1} s, traffic again after {:.1} s (detected -> flowing: {:.1} s) [the supervisor: {}]",
         detected.as_secs_f64(),
         flowing.as_secs_f64(),
-        flowing.as_secs_f64() - detected.as_secs_f64()
+        flowing.as_secs_f64() - detected.as_secs_f64(),
+        last_recovery(&lab, &key)
     );
     let (out, report) = status_json(&lab);
     let tunnel = tunnel_of(&report, &cid);

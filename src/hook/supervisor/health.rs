@@ -72,6 +72,15 @@ impl<'a> Judge<'a> {
         self.probe_failures = 0;
     }
 
+    /// Whether the last look found anything wrong (a failed probe or read, or the tunnel unhealthy): what goes
+    /// through the tunnel (a port-forwarding round) waits until it has passed, rather than wait out its timeouts
+    /// and hold up the next look.
+    pub fn suspect(&self) -> bool {
+        self.probe_failures > 0
+            || self.read_failures > 0
+            || matches!(self.healthy, Some((false, _)))
+    }
+
     pub fn judge(&mut self, seen: Observation) -> Report {
         let age_of = |t: SystemTime| seen.now.duration_since(t).unwrap_or(Duration::ZERO);
         let (handshake_age, stale) = match &seen.handshake {
@@ -202,8 +211,11 @@ mod tests {
     fn probes_fail_the_tunnel_after_consecutive_failures_only() {
         let s = settings(180);
         let mut j = Judge::new(&s, at(0));
+        assert!(!j.suspect());
         assert!(j.judge(seen(1, Some(1), Some(false))).healthy, "one loss");
+        assert!(j.suspect(), "a loss is a suspicion");
         assert!(j.judge(seen(2, Some(1), Some(true))).healthy);
+        assert!(!j.suspect());
         assert!(j.judge(seen(3, Some(1), Some(false))).healthy);
         let r = j.judge(seen(4, Some(1), Some(false)));
         assert!(!r.healthy);

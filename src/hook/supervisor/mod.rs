@@ -311,7 +311,10 @@ impl<'a> Supervisor<'a> {
                 self.next_check = Instant::now() + self.settings().interval;
                 self.check(&record);
             }
-            if self.forwarder.is_some() && Instant::now() >= self.next_bind {
+            // Not while the last look found something wrong: a round through a dead tunnel would wait out its
+            // timeouts and hold up the next look (and a recovery restarts the rounds).
+            if self.forwarder.is_some() && Instant::now() >= self.next_bind && !self.judge.suspect()
+            {
                 let pause = match self.bind(&record) {
                     Ok(_) => self.bind_interval(),
                     Err(e) => {
@@ -322,7 +325,7 @@ impl<'a> Supervisor<'a> {
                 self.next_bind = Instant::now() + pause;
             }
             let mut until = self.next_check;
-            if self.forwarder.is_some() {
+            if self.forwarder.is_some() && !self.judge.suspect() {
                 until = until.min(self.next_bind);
             }
             process::wait_for_any_exit(&members, until.saturating_duration_since(Instant::now()));
@@ -403,7 +406,7 @@ impl<'a> Supervisor<'a> {
                     self.key, report.reason
                 );
                 self.recoveries += 1;
-                self.last_recovery = Some(done);
+                self.last_recovery = Some(format!("{done}, in {took:.2} s"));
                 self.judge.restart(SystemTime::now());
                 if let Some(forwarder) = self.forwarder.as_mut() {
                     forwarder.server_changed();
