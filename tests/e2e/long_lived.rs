@@ -42,6 +42,38 @@ fn healthy(lab: &Lab, key: &str) -> Option<bool> {
     verdict(lab, key).and_then(|v| v["healthy"].as_bool())
 }
 
+/// Breaks the tunnel with `outage`, waits for its supervisor to see it and then for `recovered` (traffic again,
+/// within `limit`), and prints a `RECOVERY case:` line with both times and the supervisor's own account.
+fn measure_recovery(
+    lab: &Lab,
+    key: &str,
+    case: &str,
+    limit: Duration,
+    outage: impl FnOnce(),
+    recovered: impl FnMut() -> bool,
+) {
+    let broken = Instant::now();
+    outage();
+    let detected = wait_until("the outage seen", Duration::from_secs(20), || {
+        outage_seen(lab, key)
+    });
+    wait_for_tunnel(
+        lab,
+        key,
+        &format!("{case}: traffic again"),
+        limit,
+        recovered,
+    );
+    let flowing = broken.elapsed();
+    println!(
+        "RECOVERY {case}: outage seen after {:.1} s, traffic again after {:.1} s (detected -> flowing: {:.1} s) [the supervisor: {}]",
+        detected.as_secs_f64(),
+        flowing.as_secs_f64(),
+        flowing.as_secs_f64() - detected.as_secs_f64(),
+        last_recovery(lab, key)
+    );
+}
+
 /// The supervisor's account of its last recovery (what it did, and how long that took).
 fn last_recovery(lab: &Lab, key: &str) -> String {
     verdict(lab, key)
@@ -192,22 +224,14 @@ fn a_key_the_pia_server_forgets_is_registered_again_in_place_with_nothing_outsid
     // The server forgets the key; captures on the container's bridge and on the host's uplink watch the swap.
     let bridge = Capture::start(&lab, &lab.host_ns, &net.bridge);
     let uplink = Capture::start(&lab, &lab.host_ns, &lab.host_veth);
-    let forgotten = Instant::now();
-    lab.forget_peer(&old_key);
-    let detected = wait_until(
-        "the outage seen once the key is forgotten",
-        Duration::from_secs(20),
-        || outage_seen(&lab, &key),
-    );
-    assert!(!flows(pid) || pia.stats().registered.len() > 1);
-    wait_for_tunnel(
+    measure_recovery(
         &lab,
         &key,
-        "a new key, and traffic again",
+        "pia-forgotten-key",
         Duration::from_secs(30),
+        || lab.forget_peer(&old_key),
         || pia.stats().registered.len() == 2 && flows(pid),
     );
-    let flowing = forgotten.elapsed();
     // A few more seconds of the new tunnel (port forwarding restarts, binds) under the captures.
     let binds = pia.stats().bind_port.len();
     wait_until(
@@ -221,13 +245,6 @@ fn a_key_the_pia_server_forgets_is_registered_again_in_place_with_nothing_outsid
         .ip_only()
         .without_link_control();
     let on_uplink = uplink.stop().ip_only().without_link_control();
-    println!(
-        "RECOVERY pia-forgotten-key: outage seen after {:.1} s, traffic again after {:.1} s (stale handshake detected -> flowing: {:.1} s) [the supervisor: {}]",
-        detected.as_secs_f64(),
-        flowing.as_secs_f64(),
-        flowing.as_secs_f64() - detected.as_secs_f64(),
-        last_recovery(&lab, &key)
-    );
     assert!(
         on_bridge.is_empty(),
         "the container put packets on its bridge during the swap:\n{on_bridge}"
@@ -296,25 +313,14 @@ fn a_region_whose_servers_stop_answering_fails_over_to_the_next() {
     pia.set_behaviour(|b| b.dns_server = Some("10.77.0.54".into()));
     // lab_a's server goes silent: its WireGuard and its addKey alike.
     let region_a = &pia.regions()[0].wg_ip;
-    let silenced = Instant::now();
-    lab.silence(region_a);
-    let detected = wait_until("the outage seen", Duration::from_secs(20), || {
-        outage_seen(&lab, &key)
-    });
-    wait_for_tunnel(
+    // Of the recovery, api_timeout = 2 s is addKey on the silent server, waited out before lab_b.
+    measure_recovery(
         &lab,
         &key,
-        "registered in lab_b, and traffic again",
+        "pia-region-silent",
         Duration::from_secs(40),
+        || lab.silence(region_a),
         || pia.stats().registered.len() == 2 && flows(pid),
-    );
-    let flowing = silenced.elapsed();
-    println!(
-        "RECOVERY pia-region-silent: outage seen after {:.1} s, traffic again through lab_b after {:.1} s (detected -> flowing: {:.1} s, of which addKey on the silent region waits api_timeout = 2 s) [the supervisor: {}]",
-        detected.as_secs_f64(),
-        flowing.as_secs_f64(),
-        flowing.as_secs_f64() - detected.as_secs_f64(),
-        last_recovery(&lab, &key)
     );
     let stats = pia.stats();
     assert_eq!(
@@ -374,25 +380,13 @@ fn an_endpoint_host_name_whose_address_changes_is_followed() {
     // The name moves (the hosts file is rewritten in place, as a dynamic DNS update would change the answer),
     // and the old address goes silent.
     std::fs::write(&hosts, format!("127.0.0.1 localhost\n{MOVED_TO} {NAME}\n")).unwrap();
-    let moved = Instant::now();
-    lab.silence(SERVER_UNDERLAY);
-    let detected = wait_until("the outage seen", Duration::from_secs(20), || {
-        outage_seen(&lab, &key)
-    });
-    wait_for_tunnel(
+    measure_recovery(
         &lab,
         &key,
-        "traffic again, to the new address",
+        "endpoint-renamed",
         Duration::from_secs(30),
+        || lab.silence(SERVER_UNDERLAY),
         || flows(pid),
-    );
-    let flowing = moved.elapsed();
-    println!(
-        "RECOVERY endpoint-renamed: outage seen after {:.1} s, traffic again after {:.1} s (detected -> flowing: {:.1} s) [the supervisor: {}]",
-        detected.as_secs_f64(),
-        flowing.as_secs_f64(),
-        flowing.as_secs_f64() - detected.as_secs_f64(),
-        last_recovery(&lab, &key)
     );
     let (out, report) = status_json(&lab);
     let tunnel = tunnel_of(&report, &cid);
