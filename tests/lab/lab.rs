@@ -280,6 +280,21 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         let mut problems = Vec::new();
+        if thread::panicking() {
+            // The tunnels' supervisors, whose logs are the state dir's while their tunnels live: before the
+            // containers go, and their poststop with those files.
+            for entry in fs::read_dir(&self.state_dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".supervisor.log") {
+                    let log = fs::read_to_string(entry.path()).unwrap_or_default();
+                    eprintln!("=== lab {} supervisor {name} ===\n{log}", self.id);
+                }
+            }
+        }
         // 0. Registered teardowns (dockerd: its containers, daemons, shims), while the netns still exist.
         let hooks: Vec<TeardownHook> = self.teardown_hooks.lock().unwrap().drain(..).collect();
         for hook in hooks.into_iter().rev() {
@@ -362,18 +377,6 @@ impl Drop for Lab {
         // 6. Mounts under the temp dir, deepest first, then the dir.
         problems.extend(unmount_under(&[&self.dir]));
         if thread::panicking() {
-            // The tunnels' supervisors, whose logs are the state dir's while their tunnels live.
-            for entry in fs::read_dir(&self.state_dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.ends_with(".supervisor.log") {
-                    let log = fs::read_to_string(entry.path()).unwrap_or_default();
-                    eprintln!("=== lab {} supervisor {name} ===\n{log}", self.id);
-                }
-            }
             for ifname in self.lab_wg_ifs.lock().unwrap().iter() {
                 if let Ok(log) = fs::read_to_string(self.dir.join(format!("{ifname}.log"))) {
                     eprintln!("=== lab {} wireguard-go {ifname} log ===\n{log}", self.id);
