@@ -622,3 +622,24 @@ fn the_supervisor_goes_with_its_container_its_init_or_its_netns() {
     assert!(out.stdout.contains("1 tunnel(s) taken down"), "{out}");
     lab.assert_nothing_left(&id);
 }
+
+/// The harness itself: a lab that ends stops the supervisors of the tunnels it saw, and only those. Netns
+/// identities are reused (the kernel hands out the lowest free inode number), so the key of a container this lab
+/// saw end may be, by the time the lab ends, another lab's live tunnel; CI once lost a running test's supervisor
+/// that way (its health file never said "unhealthy").
+#[test]
+fn a_lab_that_ends_stops_only_its_own_supervisors() {
+    let other = Lab::new("supervisor_owner");
+    let (cid, _, key) = start_detached(&other, RunOpts::wg("exec sleep 600"));
+    assert_eq!(supervisors(&key).len(), 1);
+    {
+        let lab = Lab::new("supervisor_recycled_key");
+        lab.remember_tunnel_key("a-container-that-ended", &key);
+    }
+    assert_eq!(
+        supervisors(&key).len(),
+        1,
+        "the ended lab stopped another lab's supervisor"
+    );
+    remove(&other, &cid);
+}

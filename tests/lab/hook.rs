@@ -264,6 +264,15 @@ impl Lab {
         Some(key)
     }
 
+    /// Remembers `key` as the tunnel key of `cid`, as `tunnel_key_of` does once it saw it: for the harness's own
+    /// test of a netns identity the kernel gave to another lab's container after this lab's was gone.
+    pub fn remember_tunnel_key(&self, cid: &str, key: &str) {
+        self.known_keys
+            .lock()
+            .unwrap()
+            .push((cid.to_owned(), key.to_owned()));
+    }
+
     /// A bundle dir with a config.json carrying `annotations`, and the OCI state JSON runc would send at
     /// createRuntime for a container whose init is `pid`.
     pub fn fake_state(&self, id: &str, pid: u32, annotations: &[(&str, &str)]) -> String {

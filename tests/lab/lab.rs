@@ -356,9 +356,14 @@ impl Drop for Lab {
         for cid in &cids {
             self.tunnel_key_of(cid);
         }
+        // Only those run with this lab's policy: a key of a container that ended may name another lab's live
+        // tunnel by now (the kernel reuses netns inode numbers).
+        let policy = self.policy_path.to_string_lossy().into_owned();
         for (_, key) in self.known_keys.lock().unwrap().iter() {
-            for (pid, _) in supervisors(key) {
-                kill(pid, Signal::SIGKILL);
+            for (pid, argv) in supervisors(key) {
+                if argv.split(' ').any(|a| a == policy) {
+                    kill(pid, Signal::SIGKILL);
+                }
             }
         }
         for name in names {
