@@ -74,8 +74,15 @@ snapshot() {
   find / -xdev "${args[@]}" -printf '%y %p\n' | LC_ALL=C sort
 }
 local_files() { find /usr/local -name 'wg-oci-*' -type f -exec sha256sum {} + 2>/dev/null | LC_ALL=C sort; }
+# /etc/cdi is the container engines' directory, not the package's: `install cdi` below makes it if missing, and
+# the purge leaves it. Made here (before the snapshot) if missing, and removed again at the end.
+made_cdi_dir=
+if [ ! -d /etc/cdi ]; then
+  mkdir -m 0755 /etc/cdi
+  made_cdi_dir=1
+fi
 before=$(mktemp) after=$(mktemp) listed=$(mktemp) containerd_config=$(mktemp)
-trap 'rm -f "$before" "$after" "$listed" "$containerd_config"' EXIT
+trap 'rm -f "$before" "$after" "$listed" "$containerd_config"; [ -z "$made_cdi_dir" ] || { rm -f /etc/cdi/wg-oci-hook.json; rmdir /etc/cdi; }' EXIT
 snapshot >"$before"
 local_before=$(local_files)
 packages_before=$(dpkg-query -W -f='${Package}\n' | LC_ALL=C sort)
@@ -109,7 +116,7 @@ for page in wg-oci-hook wg-oci-runtime $(/usr/bin/wg-oci-hook --help | sed -n '/
   grep -qx "$where" "$listed" || fail "$where is not the package's"
   MANWIDTH=100 man "$page" 2>/dev/null | has "^NAME" || fail "man $page does not render"
 done
-for sub in hooks docker containerd; do man -w "wg-oci-hook-install-$sub" >/dev/null || fail "no man page wg-oci-hook-install-$sub"; done
+for sub in hooks docker containerd cdi; do man -w "wg-oci-hook-install-$sub" >/dev/null || fail "no man page wg-oci-hook-install-$sub"; done
 for f in /usr/share/bash-completion/completions/wg-oci-hook /usr/share/zsh/vendor-completions/_wg-oci-hook \
   /usr/share/fish/vendor_completions.d/wg-oci-hook.fish /usr/share/doc/wg-oci-hook/README.md \
   /usr/share/doc/wg-oci-hook/copyright /usr/share/doc/wg-oci-hook/changelog.Debian.gz; do
@@ -127,6 +134,10 @@ printf 'version = 2\n' >"$containerd_config"
 /usr/bin/wg-oci-hook install containerd --profile vpn --config "$containerd_config" ||
   fail "install containerd --profile vpn"
 [ "$(readlink /usr/bin/wg-oci-runtime@vpn)" = wg-oci-runtime ] || fail "no link /usr/bin/wg-oci-runtime@vpn"
+# The CDI spec, with a device per profile of the shipped policy running the installed hook: the purge takes it.
+/usr/bin/wg-oci-hook install cdi || fail "install cdi"
+grep -q '"path": "/usr/bin/wg-oci-hook"' /etc/cdi/wg-oci-hook.json || fail "the CDI spec does not run /usr/bin/wg-oci-hook"
+has '"name": "vpn"' /etc/cdi/wg-oci-hook.json || fail "the CDI spec has no device vpn"
 
 step "apt-get purge wg-oci-hook"
 apt-get purge "${apt_quiet[@]}" wg-oci-hook || fail "apt-get purge"
@@ -149,7 +160,7 @@ dpkg-query -W -f='${Status}' wg-oci-hook 2>/dev/null | has -v 'not-installed' &&
 while read -r path; do
   [ -d "$path" ] || [ ! -e "$path" ] || fail "$path is still there"
 done <"$listed"
-for path in /usr/bin/wg-oci-hook /usr/bin/wg-oci-runtime /usr/bin/wg-oci-runtime@vpn /etc/wg-oci-hook \
+for path in /usr/bin/wg-oci-hook /usr/bin/wg-oci-runtime /usr/bin/wg-oci-runtime@vpn /etc/wg-oci-hook /etc/cdi/wg-oci-hook.json \
   /run/wg-oci-hook /usr/share/doc/wg-oci-hook /usr/share/man/man1/wg-oci-hook.1.gz; do
   if [ -d "$path" ] && [[ " ${dirs_before[*]+${dirs_before[*]}} " == *" $path "* ]]; then
     [ -z "$(ls -A "$path")" ] || fail "$path has files left: $(ls -A "$path")"

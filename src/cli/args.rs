@@ -2,6 +2,7 @@
 //! completions are made from (`cargo run --example gen-docs`), so help, man page and parser cannot disagree.
 
 use crate::config::annotations;
+use crate::oci::cdi;
 use crate::oci::state::validate_container_id;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -29,6 +30,17 @@ pub struct Cli {
     /// sets it); for check, the only one checked; for install and uninstall, the one the runtime binds
     #[arg(long, global = true, value_name = "NAME", value_parser = profile_name)]
     pub profile: Option<String>,
+
+    /// For create-runtime and poststop: run by the CDI device wg-oci-hook.dev/tunnel=NAME (see `install cdi`),
+    /// which enables the container and binds profile NAME as --profile does
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        value_parser = device_name,
+        conflicts_with = "profile"
+    )]
+    pub cdi_device: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -132,6 +144,10 @@ pub struct CheckArgs {
     /// One JSON object on stdout instead of lines
     #[arg(long)]
     pub json: bool,
+
+    /// Where to look for the CDI spec `install cdi` wrote (wg-oci-hook.json), checked against the policy
+    #[arg(long = "cdi-dir", value_name = "DIR", default_values = ["/etc/cdi", "/var/run/cdi"])]
+    pub cdi_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, PartialEq, Eq, Args)]
@@ -151,6 +167,25 @@ pub enum Engine {
     Docker(DockerArgs),
     /// containerd and Kubernetes: a runtime handler in containerd's config.toml that runs wg-oci-runtime
     Containerd(ContainerdArgs),
+    /// Engines with CDI (podman, CRI-O, containerd 1.7+, Docker 25+): a spec with a device per profile
+    #[command(
+        long_about = "Engines with the Container Device Interface (podman, CRI-O, containerd 1.7+ with \
+                      enable_cdi, Docker 25+ with the cdi feature): one spec file, DIR/wg-oci-hook.json, with a \
+                      device wg-oci-hook.dev/tunnel=PROFILE for each profile of the policy, carrying the \
+                      createRuntime and poststop hooks. A container asks for a tunnel with `--device \
+                      wg-oci-hook.dev/tunnel=PROFILE`, no annotation. Run it again after the policy changes."
+    )]
+    Cdi(CdiArgs),
+}
+
+#[derive(Debug, PartialEq, Eq, Args)]
+pub struct CdiArgs {
+    /// The CDI spec directory (/var/run/cdi is read too, and wins over /etc/cdi)
+    #[arg(long, value_name = "DIR", default_value = "/etc/cdi")]
+    pub dir: PathBuf,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 #[derive(Debug, PartialEq, Eq, Args)]
@@ -211,6 +246,16 @@ fn profile_name(s: &str) -> Result<String, String> {
         Ok(s.to_owned())
     } else {
         Err("not a profile name (letters, digits, '-', '_' and '.', not starting with '.')".into())
+    }
+}
+
+fn device_name(s: &str) -> Result<String, String> {
+    if annotations::is_valid_name(s) && cdi::is_device_name(s) {
+        Ok(s.to_owned())
+    } else {
+        Err("not a CDI device name of a profile (letters, digits, '-', '_' and '.', a letter or digit first and \
+             last)"
+            .into())
     }
 }
 
@@ -319,8 +364,22 @@ mod tests {
         let a = parse(&["check", "--json", "--profile", "vpn"]).unwrap();
         assert_eq!(
             (a.command, a.profile.as_deref()),
-            (Command::Check(CheckArgs { json: true }), Some("vpn"))
+            (
+                Command::Check(CheckArgs {
+                    json: true,
+                    cdi_dirs: vec!["/etc/cdi".into(), "/var/run/cdi".into()]
+                }),
+                Some("vpn")
+            )
         );
+        let a = parse(&["--cdi-device", "vpn", "create-runtime"]).unwrap();
+        assert_eq!(
+            (a.command, a.cdi_device.as_deref()),
+            (Command::CreateRuntime, Some("vpn"))
+        );
+        // A device binds its profile: not both, and only a name a CDI device can have.
+        assert!(parse(&["--cdi-device", "vpn", "--profile", "x", "poststop"]).is_err());
+        assert!(parse(&["--cdi-device", "vpn_", "poststop"]).is_err());
         use crate::hook::supervisor::SUBCOMMAND;
         assert_eq!(
             parse(&[SUBCOMMAND, "64-4026532123"]).unwrap().command,

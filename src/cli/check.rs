@@ -4,6 +4,7 @@
 //! one line naming the file and line to blame (a file that cannot be read: the policy line that names it); the
 //! loaders are the hook's own, so check and the hook cannot disagree. Keys are never printed.
 
+use super::install::cdi;
 use crate::config::file_error::FileError;
 use crate::config::pia_credentials;
 use crate::config::policy::{BackendChoice, Policy, PolicyError, Profile, ProfileSource};
@@ -17,7 +18,7 @@ use nix::errno::Errno;
 use serde::Serialize;
 use std::fmt;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// One thing that would make a start fail.
@@ -99,8 +100,13 @@ impl Host for ThisHost {
     }
 }
 
-pub fn run(policy_path: &Path, only: Option<&str>, json: bool) -> ExitCode {
-    let report = check(policy_path, only, &ThisHost);
+pub fn run(policy_path: &Path, only: Option<&str>, cdi_dirs: &[PathBuf], json: bool) -> ExitCode {
+    let mut report = check(policy_path, only, &ThisHost);
+    if let (Ok(policy), None) = (Policy::load(policy_path), only) {
+        let found = cdi_problems(&policy, cdi_dirs);
+        report.ok &= found.is_empty();
+        report.problems.extend(found);
+    }
     if json {
         println!(
             "{}",
@@ -129,6 +135,21 @@ pub fn check(policy_path: &Path, only: Option<&str>, host: &dyn Host) -> Report 
         problems,
         profiles,
     }
+}
+
+/// The CDI specs `install cdi` wrote in `dirs`, against the policy (no spec there: nothing to say).
+fn cdi_problems(policy: &Policy, dirs: &[PathBuf]) -> Vec<Problem> {
+    let default_policy = crate::config::policy::path(None);
+    dirs.iter()
+        .flat_map(|dir| cdi::problems(dir, policy, &default_policy))
+        .map(|(file, message)| Problem {
+            file: file.display().to_string(),
+            line: None,
+            column: None,
+            profile: None,
+            message,
+        })
+        .collect()
 }
 
 /// The policy loader's `FILE:LINE:COLUMN: message` (or `FILE: message`) as a problem.

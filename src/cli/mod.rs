@@ -30,9 +30,18 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
         eprintln!("wg-oci-hook: --profile means nothing to status or gc");
         return ExitCode::from(2);
     }
+    let device = args.cdi_device.as_deref();
+    if device.is_some() && !matches!(args.command, Command::CreateRuntime | Command::Poststop) {
+        eprintln!(
+            "wg-oci-hook: --cdi-device is for create-runtime and poststop, which a CDI device runs"
+        );
+        return ExitCode::from(2);
+    }
+    // A device binds its profile as a runtime wrapper's --profile does.
+    let bound_profile = args.profile.as_deref().or(device);
     let policy_path = policy::path(args.policy.as_deref());
     // A container's hook reads its state first: a container that did not ask for a tunnel costs no policy read.
-    let hook_stage = |create: bool| match read_state(create) {
+    let hook_stage = |create: bool| match read_state(create, device) {
         Ok(Some(state)) => Ok(Work::Hook { create, state }),
         Ok(None) => Err(ExitCode::SUCCESS),
         Err(e) => Err(fail(&e)),
@@ -43,8 +52,8 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
         Command::Status(StatusArgs { id, json }) => Ok(Work::Status { id, json }),
         Command::Gc => Ok(Work::Gc),
         // Loads the policy itself: a policy that does not load is a problem to report like the others.
-        Command::Check(CheckArgs { json }) => {
-            return check::run(&policy_path, args.profile.as_deref(), json);
+        Command::Check(CheckArgs { json, cdi_dirs }) => {
+            return check::run(&policy_path, args.profile.as_deref(), &cdi_dirs, json);
         }
         // No policy, no logger: the hook configures it, and its stdio is /dev/null.
         Command::TunnelDaemon(TunnelDaemonArgs {
@@ -109,13 +118,12 @@ pub fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
         Work::Hook { create, state } => {
             logging::init_hook(&policy);
             let (stage, result) = if create {
-                let result = hook::create_runtime(&state, &policy, args.profile.as_deref());
+                let result = hook::create_runtime(&state, &policy, bound_profile);
                 (logging::Stage::CreateRuntime, result.map(Some))
             } else {
                 (logging::Stage::Poststop, hook::poststop(&state, &policy))
             };
-            let profile = args.profile.as_deref();
-            logging::outcome(stage, &state, &policy, profile, started, &result);
+            logging::outcome(stage, &state, &policy, bound_profile, started, &result);
             match result {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
@@ -142,16 +150,35 @@ enum Work {
 }
 
 /// The container state on stdin, or None when the container did not ask for a tunnel.
-fn read_state(create: bool) -> Result<Option<ContainerState>, String> {
+fn read_state(create: bool, device: Option<&str>) -> Result<Option<ContainerState>, String> {
     let state = ContainerState::read(std::io::stdin().lock()).map_err(|e| e.to_string())?;
-    // hooks.d runs us for any value of wg.enable. A container that did not ask for a tunnel: touch nothing, not
-    // even the policy. A value that is neither on nor off is refused at create; poststop tears down whatever
-    // exists all the same (nothing should, and teardown is idempotent).
-    match annotations::enabled(&state.annotations) {
+    let id = &state.id;
+    match asks_for_a_tunnel(&state.annotations, device) {
         Ok(true) => Ok(Some(state)),
         Ok(false) => Ok(None),
-        Err(e) if create => Err(format!("container {}: reading annotations: {e}", state.id)),
+        Err(e) if create => Err(format!("container {id}: {e}")),
+        // poststop tears down whatever exists all the same (nothing should, and teardown is idempotent).
         Err(_) => Ok(Some(state)),
+    }
+}
+
+/// Whether a container asks for a tunnel. hooks.d runs us for any value of wg.enable: a container that did not
+/// ask touches nothing, not even the policy. A CDI device of ours asks by itself; `wg.enable=false` beside it is
+/// a contradiction, refused rather than settled one way. A value that is neither on nor off is refused.
+fn asks_for_a_tunnel(
+    annotations: &std::collections::HashMap<String, String>,
+    device: Option<&str>,
+) -> Result<bool, String> {
+    match (annotations::enabled(annotations), device) {
+        (Ok(enabled), None) => Ok(enabled),
+        (Ok(false), Some(device)) if annotations.contains_key(annotations::ENABLE) => Err(format!(
+            "annotation {}={:?} contradicts the device {} it asked for: drop one of them",
+            annotations::ENABLE,
+            annotations[annotations::ENABLE],
+            crate::oci::cdi::qualified(device)
+        )),
+        (Ok(_), Some(_)) => Ok(true),
+        (Err(e), _) => Err(format!("reading annotations: {e}")),
     }
 }
 
@@ -183,4 +210,47 @@ fn gc(policy: &Policy) -> ExitCode {
 pub(crate) fn fail(e: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("wg-oci-hook: {e}");
     ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::asks_for_a_tunnel;
+    use std::collections::HashMap;
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_device_asks_by_itself_and_an_explicit_off_beside_it_is_refused() {
+        assert_eq!(asks_for_a_tunnel(&map(&[]), None), Ok(false));
+        assert_eq!(
+            asks_for_a_tunnel(&map(&[("wg.enable", "true")]), None),
+            Ok(true)
+        );
+        assert_eq!(
+            asks_for_a_tunnel(&map(&[("wg.enable", "false")]), None),
+            Ok(false)
+        );
+        assert_eq!(asks_for_a_tunnel(&map(&[]), Some("vpn")), Ok(true));
+        assert_eq!(
+            asks_for_a_tunnel(&map(&[("wg.enable", "yes")]), Some("vpn")),
+            Ok(true)
+        );
+        assert_eq!(
+            asks_for_a_tunnel(&map(&[("wg.enable", "off")]), Some("vpn")).unwrap_err(),
+            "annotation wg.enable=\"off\" contradicts the device wg-oci-hook.dev/tunnel=vpn it asked for: drop \
+             one of them"
+        );
+        for device in [None, Some("vpn")] {
+            let e = asks_for_a_tunnel(&map(&[("wg.enable", "maybe")]), device).unwrap_err();
+            assert!(
+                e.starts_with("reading annotations: annotation wg.enable="),
+                "{e}"
+            );
+        }
+    }
 }

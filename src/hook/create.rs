@@ -13,6 +13,7 @@ use crate::config::admission::{self, Admitted, Refusal};
 use crate::config::annotations;
 use crate::config::pia_credentials;
 use crate::config::policy::{BackendChoice, Policy, Profile, ProfileSource};
+use crate::oci::cdi;
 use crate::oci::config::Bundle;
 use crate::oci::state::ContainerState;
 use crate::provider::pia::settings::PiaSettings;
@@ -43,6 +44,28 @@ pub fn create_runtime(
     create(state, policy, runtime_profile).map_err(|e| e.of(id))
 }
 
+/// The profile bound from outside the container: by the one device of ours it asked for (CDI), else by its
+/// runtime (`--profile`). Two devices, or a device and a runtime that bind different profiles, are refused: a
+/// container has one tunnel.
+fn bound_profile<'a>(
+    devices: &'a [String],
+    runtime_profile: Option<&'a str>,
+) -> Result<Option<&'a str>, String> {
+    match (devices, runtime_profile) {
+        ([], bound) => Ok(bound),
+        ([device], Some(bound)) if bound != device => Err(format!(
+            "it asked for the device {} and its runtime binds profile {bound:?}: a container has one tunnel",
+            cdi::qualified(device)
+        )),
+        ([device], _) => Ok(Some(device)),
+        (many, _) => Err(format!(
+            "it asked for {} devices, {}: a container has one tunnel",
+            many.len(),
+            many.iter().map(|d| cdi::qualified(d)).collect::<Vec<_>>().join(" and ")
+        )),
+    }
+}
+
 fn create(
     state: &ContainerState,
     policy: &Policy,
@@ -51,6 +74,11 @@ fn create(
     // Every step must end before the engine's hook timeout kills us with no word of why.
     let deadline = Deadline::after(policy.create_timeout, "create_timeout");
     let id = state.id.as_str();
+    // First: the devices the container asked for decide its profile (and a hooks.d start of a container that
+    // also asked for a device builds the device's tunnel, so whichever of the two runs first builds the one).
+    let bundle = Bundle::load(&state.bundle).step("reading the bundle")?;
+    let runtime_profile =
+        bound_profile(&bundle.devices, runtime_profile).step("choosing a profile")?;
     let request = annotations::parse(&state.annotations).step("reading annotations")?;
     let admitted = admission::admit(policy, &request, runtime_profile).map_err(|e| match e {
         Refusal::Profile(cause) => StepError {
@@ -77,7 +105,6 @@ fn create(
             .step("checking the container's pid")?,
         sandbox: annotations::is_sandbox(&state.annotations),
     };
-    let bundle = Bundle::load(&state.bundle).step("reading the bundle")?;
     let key = netns.key();
     // Dead tunnels first: they may hold a lease this start needs. Their failures are not this container's.
     for failure in gc::sweep_dead(&state_dir, Some(&key)).failures {
@@ -1057,4 +1084,31 @@ fn free_host_link_name(host: &Netlink) -> io::Result<String> {
     Err(io::Error::other(
         "four random link names in a row were taken: something is wrong with the system's randomness",
     ))
+}
+
+#[cfg(test)]
+mod binding_tests {
+    use super::bound_profile;
+
+    #[test]
+    fn one_device_binds_its_profile_and_two_bindings_are_refused() {
+        let none: [String; 0] = [];
+        assert_eq!(bound_profile(&none, None), Ok(None));
+        assert_eq!(bound_profile(&none, Some("rt")), Ok(Some("rt")));
+        let vpn = ["vpn".to_owned()];
+        // The device's own hook (--cdi-device vpn), and a hooks.d start of the same container.
+        assert_eq!(bound_profile(&vpn, Some("vpn")), Ok(Some("vpn")));
+        assert_eq!(bound_profile(&vpn, None), Ok(Some("vpn")));
+        assert_eq!(
+            bound_profile(&vpn, Some("rt")).unwrap_err(),
+            "it asked for the device wg-oci-hook.dev/tunnel=vpn and its runtime binds profile \"rt\": a \
+             container has one tunnel"
+        );
+        let two = ["vpn".to_owned(), "lab".to_owned()];
+        assert_eq!(
+            bound_profile(&two, Some("vpn")).unwrap_err(),
+            "it asked for 2 devices, wg-oci-hook.dev/tunnel=vpn and wg-oci-hook.dev/tunnel=lab: a container \
+             has one tunnel"
+        );
+    }
 }

@@ -369,6 +369,7 @@ mod tests {
             rootfs: rootfs.clone(),
             resolv_conf_mount_source: None,
             netns_path: None,
+            devices: Vec::new(),
         };
         let change = write(&bundle, "nameserver 10.0.0.53\n").unwrap();
         assert_eq!(
@@ -394,6 +395,7 @@ mod tests {
             rootfs: rootfs.clone(),
             resolv_conf_mount_source: None,
             netns_path: None,
+            devices: Vec::new(),
         };
         let change = write(&bundle, "nameserver 10.0.0.53\n").unwrap();
         assert_eq!(fs::read_to_string(&outside).unwrap(), "host file\n");
@@ -412,6 +414,7 @@ mod tests {
             rootfs: rootfs.clone(),
             resolv_conf_mount_source: None,
             netns_path: None,
+            devices: Vec::new(),
         };
         let change = write(&bundle, "nameserver 10.0.0.53\n").unwrap();
         restore(&change).unwrap();
@@ -462,6 +465,7 @@ mod tests {
             rootfs: rootfs.clone(),
             resolv_conf_mount_source: None,
             netns_path: None,
+            devices: Vec::new(),
         };
         let change = write(&bundle, "nameserver 10.0.0.53\n").unwrap();
 
@@ -513,6 +517,7 @@ mod tests {
             rootfs: rootfs.clone(),
             resolv_conf_mount_source: None,
             netns_path: None,
+            devices: Vec::new(),
         };
 
         std::os::unix::fs::symlink(&host, rootfs.join("etc")).unwrap();
@@ -548,6 +553,7 @@ mod tests {
             rootfs: base.join("rootfs"),
             resolv_conf_mount_source: None,
             netns_path: None,
+            devices: Vec::new(),
         };
         assert!(write(&bundle, "nameserver 10.0.0.53\n").is_err());
         assert_eq!(snapshot(&base.join("real/etc")), []);
@@ -607,6 +613,7 @@ mod tests {
             rootfs: dir.join("rootfs"),
             resolv_conf_mount_source: Some(source.clone()),
             netns_path: None,
+            devices: Vec::new(),
         };
         let change = write(&bundle, "nameserver 10.0.0.53\n").unwrap();
         assert_eq!(fs::metadata(&source).unwrap().ino(), inode);

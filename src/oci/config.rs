@@ -4,6 +4,7 @@
 //! Parsed leniently into minimal structs rather than oci-spec's types: oci-spec refuses config.json files with
 //! capability names it does not know (youki#3723).
 
+use super::cdi;
 use crate::sys::{atomic_file, regular_file};
 use serde::Deserialize;
 use std::os::unix::fs::PermissionsExt;
@@ -50,6 +51,14 @@ struct RawBundleConfig {
     mounts: Vec<RawMount>,
     #[serde(default)]
     linux: Option<RawLinux>,
+    #[serde(default)]
+    hooks: Option<RawHooks>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawHooks {
+    #[serde(default, rename = "createRuntime")]
+    create_runtime: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -92,6 +101,8 @@ pub struct Bundle {
     /// container's `/proc/PID/ns/net`): a name for it that may outlive the container. Input, not truth: used
     /// only where it leads to the netns the container was seen in.
     pub netns_path: Option<PathBuf>,
+    /// The devices of ours the container asked for (CDI, `oci::cdi`), read from its createRuntime hooks.
+    pub devices: Vec<String>,
 }
 
 impl Bundle {
@@ -126,10 +137,12 @@ impl Bundle {
             .find(|ns| ns.kind == "network")
             .and_then(|ns| ns.path)
             .filter(|path| path.is_absolute());
+        let devices = cdi::devices_in(&raw.hooks.unwrap_or_default().create_runtime);
         Ok(Bundle {
             rootfs,
             resolv_conf_mount_source,
             netns_path,
+            devices,
         })
     }
 }
@@ -146,6 +159,8 @@ mod tests {
             dir.join("config.json"),
             r#"{"root":{"path":"rootfs"},"process":{"capabilities":{"bounding":["CAP_FUTURE"]}},
                "linux":{"namespaces":[{"type":"pid"},{"type":"network","path":"/run/netns/pod1"}]},
+               "hooks":{"createRuntime":[{"path":"/usr/bin/wg-oci-hook","args":["wg-oci-hook","--cdi-device","vpn","create-runtime"]}],
+                        "poststop":[{"path":"/usr/bin/wg-oci-hook","args":["wg-oci-hook","--cdi-device","other","poststop"]}]},
                "mounts":[{"destination":"/proc","type":"proc","source":"proc"},
                          {"destination":"/etc/resolv.conf","type":"bind","source":"/run/c/resolv.conf","options":["bind","rprivate"]}]}"#,
         )
@@ -157,6 +172,7 @@ mod tests {
             Some(Path::new("/run/c/resolv.conf"))
         );
         assert_eq!(b.netns_path.as_deref(), Some(Path::new("/run/netns/pod1")));
+        assert_eq!(b.devices, ["vpn"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

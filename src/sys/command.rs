@@ -48,7 +48,8 @@ pub fn find_executable(program: &str, path: &str) -> io::Result<PathBuf> {
     }
 }
 
-fn is_executable(path: &Path) -> bool {
+/// A regular file with an execute bit.
+pub fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     path.metadata()
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)

@@ -194,6 +194,45 @@ fn a_tunnelled_workload_puts_nothing_on_its_bridge() {
     lab.assert_nothing_left(obs.run.cid());
 }
 
+/// CDI (`--device wg-oci-hook.dev/tunnel=lab`, an empty hooks dir, the spec `install cdi` wrote): the device's
+/// container puts nothing on its bridge; the same probes from the same podman set-up without the device do.
+#[test]
+fn a_cdi_device_container_puts_nothing_on_its_bridge_and_without_the_device_its_probes_do() {
+    let lab = Lab::new("leak_cdi");
+    lab.install_cdi();
+    let net = lab.bridge_network("leak");
+    let mut control = RunOpts::plain(&probes_after_start(&net)).without_hooks_dir();
+    control.cdi = true;
+    let obs = observe(&lab, &net, control);
+    obs.run.assert_success("probing without the device");
+    let seen = obs.workload_packets();
+    let missing: Vec<String> = lab_probe_targets(&net)
+        .iter()
+        .flat_map(|target| PROBE_KINDS.iter().map(move |kind| (target, kind)))
+        .filter(|(target, kind)| seen.to_addr(target).probe_kind(kind).is_empty())
+        .map(|(target, kind)| format!("{kind} to {target}"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the capture lacks probes, so it could not have seen them leak either:\n  {}\n{}",
+        missing.join("\n  "),
+        obs.run
+    );
+
+    let script = format!("{}\n{TUNNEL_CHECK}", probes(&net));
+    let opts = RunOpts::plain(&script).device("lab").without_hooks_dir();
+    let obs = observe(&lab, &net, opts);
+    obs.run
+        .assert_success("probing through the device's tunnel");
+    assert!(
+        has_marker(&obs.run.out.stdout),
+        "the tunnel did not work\n{}",
+        obs.run
+    );
+    obs.assert_no_leak("a CDI device's kill switch on a dual-stack bridge");
+    lab.assert_nothing_left(obs.run.cid());
+}
+
 #[test]
 fn an_ipv4_only_profile_sends_no_ipv6_at_all() {
     let lab = Lab::new("leak_v4_only");

@@ -17,6 +17,7 @@ mod lab;
 mod vm;
 
 mod adversarial;
+mod cdi;
 mod check;
 mod cli;
 mod crash;

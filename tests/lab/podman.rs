@@ -54,6 +54,10 @@ pub struct RunOpts {
     pub binds: Vec<(PathBuf, String)>,
     /// `--runtime PATH` and an empty hooks dir instead of runc and the lab's hooks (see [`Lab::podman_via`]).
     pub via: Option<PathBuf>,
+    /// CDI: podman reads the lab's CDI dir (`Lab::cdi_dir`, bind-mounted over /etc/cdi) for its specs.
+    pub cdi: bool,
+    /// An empty hooks dir instead of the lab's (a container that gets our hooks only from a CDI device).
+    pub no_hooks_dir: bool,
 }
 
 impl RunOpts {
@@ -97,6 +101,21 @@ impl RunOpts {
     /// Runs podman with the lab file `file` bind-mounted over `target` (see `RunOpts::binds`).
     pub fn bind(mut self, file: &Path, target: &str) -> Self {
         self.binds.push((file.to_owned(), target.to_owned()));
+        self
+    }
+
+    /// `--device wg-oci-hook.dev/tunnel=PROFILE`, from the lab's CDI dir (see `Lab::install_cdi`).
+    pub fn device(mut self, profile: &str) -> Self {
+        self.extra_args.push("--device".into());
+        self.extra_args
+            .push(format!("wg-oci-hook.dev/tunnel={profile}"));
+        self.cdi = true;
+        self
+    }
+
+    /// With an empty hooks dir instead of the lab's hooks.d registration.
+    pub fn without_hooks_dir(mut self) -> Self {
+        self.no_hooks_dir = true;
         self
     }
 
@@ -271,13 +290,26 @@ impl Lab {
         binds: &[(PathBuf, String)],
         args: &[&str],
     ) -> CmdOutput {
+        self.podman_cmd_with(via, false, binds, args)
+    }
+
+    /// [`Lab::podman_cmd`], and with `no_hooks` an empty hooks dir whatever the runtime.
+    fn podman_cmd_with(
+        &self,
+        via: Option<&Path>,
+        no_hooks: bool,
+        binds: &[(PathBuf, String)],
+        args: &[&str],
+    ) -> CmdOutput {
+        let no_hooks_dir = || {
+            let dir = self.dir.join("no-hooks.d");
+            let _ = fs::DirBuilder::new().mode(0o700).create(&dir);
+            dir
+        };
         let (runtime, hooks_dir) = match via {
+            None if no_hooks => ("runc".into(), no_hooks_dir()),
             None => ("runc".into(), self.hooks_dir.clone()),
-            Some(runtime) => {
-                let no_hooks = self.dir.join("no-hooks.d");
-                let _ = fs::DirBuilder::new().mode(0o700).create(&no_hooks);
-                (runtime.to_string_lossy().into_owned(), no_hooks)
-            }
+            Some(runtime) => (runtime.to_string_lossy().into_owned(), no_hooks_dir()),
         };
         let mut argv: Vec<String> = Vec::new();
         if !binds.is_empty() {
@@ -350,7 +382,11 @@ impl Lab {
         let cidfile = self.dir.join(format!("run-{n}.cid"));
         let args = opts.run_args(&cidfile, &rootfs);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = self.podman_cmd(opts.via.as_deref(), &opts.binds, &refs);
+        let mut binds = opts.binds.clone();
+        if opts.cdi {
+            binds.extend(self.cdi_binds());
+        }
+        let out = self.podman_cmd_with(opts.via.as_deref(), opts.no_hooks_dir, &binds, &refs);
         let cid = fs::read_to_string(&cidfile)
             .ok()
             .map(|s| s.trim().to_owned())
@@ -359,6 +395,48 @@ impl Lab {
             self.seen_cids.lock().unwrap().push(cid.clone());
         }
         RunOutput { out, cid, rootfs }
+    }
+
+    /// The lab's CDI spec dir: what `install cdi --dir` writes into and podman reads as /etc/cdi (podman 4.3 has
+    /// no setting for its spec dirs).
+    pub fn cdi_dir(&self) -> PathBuf {
+        let dir = self.dir.join("cdi");
+        let _ = fs::DirBuilder::new().mode(0o755).create(&dir);
+        dir
+    }
+
+    /// `wg-oci-hook --policy <lab policy> install cdi --dir <lab cdi dir>`, which must succeed.
+    pub fn install_cdi(&self) -> CmdOutput {
+        let dir = self.cdi_dir();
+        let policy = self.policy_path.to_string_lossy().into_owned();
+        let out = self.exec(
+            &[
+                super::HOOK_BIN.to_owned(),
+                "--policy".into(),
+                policy,
+                "install".into(),
+                "cdi".into(),
+                "--dir".into(),
+                dir.to_string_lossy().into_owned(),
+            ],
+            &[],
+        );
+        out.assert_success("wg-oci-hook install cdi");
+        out
+    }
+
+    /// The mounts that make podman see the lab's CDI dir and no other: over /etc/cdi (made, empty, if the machine
+    /// has none: the standard place, which podman reads anyway) and, if the machine has one, over /var/run/cdi
+    /// (which wins over /etc/cdi) an empty dir.
+    fn cdi_binds(&self) -> Vec<(PathBuf, String)> {
+        fs::create_dir_all("/etc/cdi").expect("making /etc/cdi, the CDI spec dir podman reads");
+        let mut binds = vec![(self.cdi_dir(), "/etc/cdi".to_owned())];
+        if Path::new("/var/run/cdi").is_dir() {
+            let empty = self.dir.join("no-cdi");
+            let _ = fs::DirBuilder::new().mode(0o755).create(&empty);
+            binds.push((empty, "/var/run/cdi".to_owned()));
+        }
+        binds
     }
 
     /// A fresh busybox rootfs dir under the lab dir (the one `podman_run` gives each container), for

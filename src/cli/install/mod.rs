@@ -7,10 +7,14 @@
 //!   `wg-oci-runtime`, edited in place (`containerd.rs`). runc.v2 options pass the binary no arguments, so a
 //!   profile is bound by a link `wg-oci-runtime@PROFILE` (made here) whose name the wrapper reads.
 //!
+//! - engines with CDI (podman, CRI-O, containerd 1.7+, Docker 25+): a spec with a device per profile in
+//!   `/etc/cdi` (`cdi.rs`).
+//!
 //! Every file changes through `file::Edit`: its mode and owner kept, an operator's file backed up first, a link
 //! followed to the real file. A run that would change nothing writes nothing and says so; `--dry-run` prints each
 //! change as `diff -u` does (`diff.rs`) and changes nothing.
 
+pub mod cdi;
 mod containerd;
 mod diff;
 mod docker;
@@ -283,6 +287,76 @@ fn hooks_plan(
     })
 }
 
+fn cdi_plan(
+    dir: &Path,
+    uninstall: bool,
+    policy: Option<&Path>,
+    profile: Option<&str>,
+) -> Result<Plan, String> {
+    if profile.is_some() {
+        return Err(
+            "--profile: the spec has a device for every profile of the policy; a container names its own"
+                .into(),
+        );
+    }
+    let shown = dir.join(cdi::FILE).display().to_string();
+    if uninstall {
+        return Ok(Plan {
+            steps: cdi::uninstall(dir)?
+                .into_iter()
+                .map(|edit| Step {
+                    edit,
+                    verb: ("removed", "would remove"),
+                    what: shown.clone(),
+                })
+                .collect(),
+            link: None,
+            unchanged: format!("no {shown}: nothing to remove"),
+            next: None,
+        });
+    }
+    let path = policy::path(policy);
+    let loaded = Policy::load(&path).map_err(|e| format!("the policy does not load: {e}"))?;
+    let hook = beside_me("wg-oci-hook")?;
+    let (edit, unnamed) = cdi::install(dir, &loaded, &hook, policy)?;
+    for profile in unnamed {
+        eprintln!(
+            "wg-oci-hook: install cdi: profile {profile:?} gets no device: a CDI device name has a letter or \
+             digit first and last"
+        );
+    }
+    let devices: Vec<String> =
+        serde_json::from_slice::<serde_json::Value>(edit.new.as_deref().unwrap_or_default())
+            .ok()
+            .and_then(|spec| {
+                spec["devices"].as_array().map(|d| {
+                    d.iter()
+                        .filter_map(|d| d["name"].as_str().map(crate::oci::cdi::qualified))
+                        .collect()
+                })
+            })
+            .unwrap_or_default();
+    Ok(Plan {
+        steps: vec![Step {
+            verb: if edit.old.is_some() {
+                ("rewrote", "would rewrite")
+            } else {
+                ("wrote", "would write")
+            },
+            what: format!("{shown} ({})", devices.join(", ")),
+            edit,
+        }],
+        link: None,
+        unchanged: format!(
+            "{shown} already holds a device per profile of the policy: nothing to change"
+        ),
+        next: Some(format!(
+            "engines read CDI specs at each container start: podman run --device {} ...",
+            devices.first().map_or("", String::as_str)
+        )),
+    })
+}
+
 fn docker_plan(
     daemon_json: &Path,
     name: Option<&str>,
@@ -402,10 +476,14 @@ pub fn run(
     profile: Option<&str>,
 ) -> std::process::ExitCode {
     let verb = if uninstall { "uninstall" } else { "install" };
+    // The hooks run with the bundle as their working directory: a relative --policy would lead nowhere there.
+    let absolute = policy.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_owned()));
+    let policy = absolute.as_deref();
     let (what, common): (_, &CommonArgs) = match engine {
         Engine::Hooks(a) => ("hooks", &a.common),
         Engine::Docker(a) => ("docker", &a.common),
         Engine::Containerd(a) => ("containerd", &a.common),
+        Engine::Cdi(a) => ("cdi", &a.common),
     };
     let plan = match engine {
         Engine::Hooks(a) => hooks_plan(&a.dir, uninstall, policy, profile),
@@ -419,6 +497,7 @@ pub fn run(
         Engine::Containerd(a) => {
             containerd_plan(&a.config, a.name.as_deref(), uninstall, policy, profile)
         }
+        Engine::Cdi(a) => cdi_plan(&a.dir, uninstall, policy, profile),
     };
     let result = plan.and_then(|plan| {
         if common.dry_run {
