@@ -13,13 +13,14 @@ with_recommends=(podman netavark aardvark-dns iptables runc conmon wireguard-go 
 # containernetworking-plugins (bridge, host-local, loopback in /usr/lib/cni) for the Kubernetes lab's CRI pods
 # (tests/lab/cri.rs, containerd's CRI plugin); protobuf-compiler (protoc) builds the k8s-cri crate, its CRI client.
 # docker-compose (1.29, Python) runs examples/docker-compose.yml against the Docker lab's dockerd
-# (tests/e2e/examples.rs); it recommends docker.io, named above. patch applies the diffs `install --dry-run`
+# (tests/e2e/examples.rs); it recommends docker.io, named above. podman-compose (1.0.3, Python) runs
+# examples/compose-cdi.yaml against the lab's podman (tests/e2e/examples.rs). patch applies the diffs `install --dry-run`
 # prints (tests/e2e/install.rs). dpkg-dev (dpkg-shlibdeps) and binutils (strip) for cargo-deb (make deb); lintian
 # and man-db for the package's test (tests/deb.sh). valgrind (its callgrind) counts the hook's instructions
 # (make icount, tests/icount.rs); its recommends (gdb, valgrind-dbg) are not needed. iperf3 for the throughput
 # bench (WG_BENCH_THROUGHPUT=1 cargo bench --bench container_start), between the lab's namespaces only.
 without_recommends=(wireguard-tools qemu-system-x86 cpio xz-utils kmod docker.io openssl containernetworking-plugins
-  protobuf-compiler docker-compose patch dpkg-dev binutils lintian man-db valgrind iperf3)
+  protobuf-compiler docker-compose podman-compose patch dpkg-dev binutils lintian man-db valgrind iperf3)
 missing() {
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"

@@ -4,8 +4,6 @@
 //! hooks into the container's config.json when the container asks for the device; that is how the hook learns
 //! which devices of ours a container asked for (`devices_in`).
 
-use serde_json::Value;
-
 /// The device kind, `vendor/class`: what `--device wg-oci-hook.dev/tunnel=NAME` names.
 pub const KIND: &str = "wg-oci-hook.dev/tunnel";
 
@@ -50,19 +48,15 @@ pub fn device_in_args<'a>(args: impl IntoIterator<Item = &'a str>) -> Option<&'a
     None
 }
 
-/// The devices of ours among a config.json's `hooks.createRuntime`: each hook that runs a `wg-oci-hook` with
-/// `--cdi-device NAME` in its argv, each name once, in order. Anything else is skipped.
-pub fn devices_in(create_runtime_hooks: &[Value]) -> Vec<String> {
+/// The devices of ours among a config.json's createRuntime hooks, given as (path, argv): each hook that runs a
+/// `wg-oci-hook` with `--cdi-device NAME` in its argv, each name once, in order. Anything else is skipped.
+pub fn devices_in<'a>(hooks: impl IntoIterator<Item = (&'a str, &'a [String])>) -> Vec<String> {
     let mut devices: Vec<String> = Vec::new();
-    for hook in create_runtime_hooks {
-        let ours = hook
-            .get("path")
-            .and_then(Value::as_str)
-            .is_some_and(|p| std::path::Path::new(p).file_name() == Some("wg-oci-hook".as_ref()));
-        let Some(args) = hook.get("args").and_then(Value::as_array).filter(|_| ours) else {
+    for (path, args) in hooks {
+        if std::path::Path::new(path).file_name() != Some("wg-oci-hook".as_ref()) {
             continue;
-        };
-        if let Some(name) = device_in_args(args.iter().filter_map(Value::as_str)) {
+        }
+        if let Some(name) = device_in_args(args.iter().map(String::as_str)) {
             if !devices.iter().any(|d| d == name) {
                 devices.push(name.to_owned());
             }
@@ -74,7 +68,6 @@ pub fn devices_in(create_runtime_hooks: &[Value]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn device_names_follow_the_cdi_parser() {
@@ -91,17 +84,30 @@ mod tests {
 
     #[test]
     fn our_devices_are_read_from_the_hooks_each_once() {
+        let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<String>>();
         let hooks = [
-            json!({"path": "/usr/bin/other", "args": ["other", "--cdi-device", "x"]}),
-            json!({"path": "/usr/bin/wg-oci-hook", "args": ["wg-oci-hook", "--cdi-device", "vpn", "create-runtime"]}),
-            json!({"path": "/usr/bin/wg-oci-hook", "args": ["wg-oci-hook", "create-runtime"]}),
-            json!({"path": "/usr/bin/wg-oci-hook", "args": ["wg-oci-hook", "--cdi-device=lab", "create-runtime"]}),
-            json!({"path": "/usr/bin/wg-oci-hook", "args": ["wg-oci-hook", "--cdi-device", "vpn", "create-runtime"]}),
-            json!({"path": "/usr/bin/wg-oci-hook"}),
-            json!("not a hook"),
+            ("/usr/bin/other", argv(&["other", "--cdi-device", "x"])),
+            (
+                "/usr/bin/wg-oci-hook",
+                argv(&["wg-oci-hook", "--cdi-device", "vpn", "create-runtime"]),
+            ),
+            (
+                "/usr/bin/wg-oci-hook",
+                argv(&["wg-oci-hook", "create-runtime"]),
+            ),
+            (
+                "/usr/local/bin/wg-oci-hook",
+                argv(&["wg-oci-hook", "--cdi-device=lab", "create-runtime"]),
+            ),
+            (
+                "/usr/bin/wg-oci-hook",
+                argv(&["wg-oci-hook", "--cdi-device", "vpn", "create-runtime"]),
+            ),
+            ("/usr/bin/wg-oci-hook", argv(&[])),
         ];
-        assert_eq!(devices_in(&hooks), ["vpn", "lab"]);
-        assert!(devices_in(&[]).is_empty());
+        let found = devices_in(hooks.iter().map(|(p, a)| (*p, a.as_slice())));
+        assert_eq!(found, ["vpn", "lab"]);
+        assert!(devices_in([]).is_empty());
         assert_eq!(device_in_args(["x", "--cdi-device"]), None);
     }
 }

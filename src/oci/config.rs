@@ -58,7 +58,16 @@ struct RawBundleConfig {
 #[derive(Debug, Default, Deserialize)]
 struct RawHooks {
     #[serde(default, rename = "createRuntime")]
-    create_runtime: Vec<serde_json::Value>,
+    create_runtime: Vec<RawHook>,
+}
+
+/// A hook entry: only what tells ours (`oci::cdi`); `env` and `timeout` are skipped.
+#[derive(Debug, Default, Deserialize)]
+struct RawHook {
+    #[serde(default)]
+    path: String,
+    #[serde(default)]
+    args: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -137,7 +146,8 @@ impl Bundle {
             .find(|ns| ns.kind == "network")
             .and_then(|ns| ns.path)
             .filter(|path| path.is_absolute());
-        let devices = cdi::devices_in(&raw.hooks.unwrap_or_default().create_runtime);
+        let hooks = raw.hooks.unwrap_or_default().create_runtime;
+        let devices = cdi::devices_in(hooks.iter().map(|h| (h.path.as_str(), h.args.as_slice())));
         Ok(Bundle {
             rootfs,
             resolv_conf_mount_source,

@@ -1,5 +1,7 @@
 //! The examples users copy (`examples/`), run as written, so that they cannot rot:
 //!
+//! - `compose-cdi.yaml`: its install line (`install cdi`, into the lab's CDI dir), then Debian's podman-compose
+//!   1.0.3 brings the service up and down with the lab's podman (which sees that dir as /etc/cdi).
 //! - `docker-compose.yml`: the install line of its comment is run (`wg-oci-hook install docker ...`, into a
 //!   daemon.json of the lab's), a private dockerd of the lab gets the runtime it wrote, and Debian's
 //!   docker-compose 1.29 brings the service up (`up -d`, with the test's workload given by a second compose file,
@@ -176,6 +178,129 @@ fn wait_for_recording(mut logs: impl FnMut() -> CmdOutput) -> String {
         );
         thread::sleep(Duration::from_millis(100));
     }
+}
+
+// ----- compose with a CDI device ---------------------------------------------------------------------------------
+
+/// `examples/compose-cdi.yaml` as a user runs it: its install line (`install cdi`, into the lab's CDI dir, which
+/// the lab's podman sees as /etc/cdi), then Debian's podman-compose 1.0.3 `up -d` and `down` with the lab's
+/// podman (no hooks dir): the service's workload has the tunnel of the device's profile from its first
+/// instruction, and nothing is left after `down`. docker compose with CDI needs Docker 25 (not on this machine).
+#[test]
+fn compose_cdi_example_runs_its_service_in_the_devices_tunnel_with_podman_compose() {
+    let lab = Lab::new("examples_compose_cdi");
+    let (path, text) = example("compose-cdi.yaml");
+    let docs = yaml_documents(&path, &text);
+    assert_eq!(docs.len(), 1, "{}: one document", path.display());
+    let services = docs[0]["services"]
+        .as_mapping()
+        .unwrap_or_else(|| panic!("{}: no services", path.display()));
+    assert_eq!(services.len(), 1, "{}: one service", path.display());
+    let (name, service) = services.iter().next().unwrap();
+    let name = yaml_str(&path, name, "the service's name");
+    let image = yaml_str(&path, &service["image"], "image");
+    let devices = service["devices"]
+        .as_sequence()
+        .unwrap_or_else(|| panic!("{}: no devices", path.display()));
+    assert_eq!(devices.len(), 1, "{}: one device", path.display());
+    let device = yaml_str(&path, &devices[0], "the device");
+    let profile = device
+        .strip_prefix("wg-oci-hook.dev/tunnel=")
+        .unwrap_or_else(|| panic!("{}: {device} is not a tunnel device", path.display()));
+    let dns = add_profile(&lab, profile);
+
+    let installs = install_commands(&path, &text, "cdi");
+    assert_eq!(
+        installs.len(),
+        1,
+        "{}: one `wg-oci-hook install cdi` line",
+        path.display()
+    );
+    let mut install = vec![HOOK_BIN.to_owned()];
+    install.extend(installs[0].iter().cloned());
+    install.extend([
+        "--dir".to_owned(),
+        lab.cdi_dir().to_string_lossy().into_owned(),
+        "--policy".to_owned(),
+        lab.policy_path.to_string_lossy().into_owned(),
+    ]);
+    lab.run(&install)
+        .assert_success("the example's install line");
+
+    // The lab's busybox as the example's image (there is no registry).
+    let rootfs = lab.new_rootfs();
+    let tarball = lab.dir.join("busybox.tar");
+    lab.run(&[
+        "tar",
+        "-C",
+        &rootfs.to_string_lossy(),
+        "-cf",
+        &tarball.to_string_lossy(),
+        ".",
+    ])
+    .assert_success("packing the busybox rootfs");
+    lab.podman(&[
+        "import",
+        "--change",
+        "CMD [\"/bin/sh\"]",
+        &tarball.to_string_lossy(),
+        image,
+    ])
+    .assert_success("podman import");
+
+    // The test's workload in place of the example's command: a copy of the file with that one key changed
+    // (podman-compose 1.0.3 appends an override file's command to the first's instead of replacing it).
+    let project = format!("wgl{}", lab.id);
+    let mut compose_file = docs[0].clone();
+    // `$$`: compose interpolates `$` in its files.
+    let script = recording_script(true).replace('$', "$$");
+    compose_file["services"][name]["command"] =
+        serde_norway::to_value(["/bin/sh", "-c", &script]).unwrap();
+    let file = lab.write_file(
+        "compose-cdi.yaml",
+        &serde_norway::to_string(&compose_file).unwrap(),
+        0o600,
+    );
+    let file = file.to_string_lossy().into_owned();
+    let podman = lab.podman_with_cdi_script();
+    let podman = podman.to_string_lossy().into_owned();
+    let compose = |args: &[&str]| {
+        let mut all = vec!["podman-compose", "--podman-path", &podman, "-p", &project];
+        all.extend(["-f", &file]);
+        all.extend(args);
+        lab.run(&all)
+    };
+    let up = compose(&["up", "-d"]);
+    up.assert_success("podman-compose up -d");
+    println!("{up}");
+    let in_ns = |args: &[&str]| {
+        let mut all = vec![podman.as_str()];
+        all.extend(args);
+        lab.run(&all)
+    };
+    let ps = in_ns(&[
+        "ps",
+        "-aq",
+        "--no-trunc",
+        "--filter",
+        &format!("label=io.podman.compose.project={project}"),
+    ]);
+    ps.assert_success("podman ps -a");
+    let containers: Vec<&str> = ps.stdout.split_whitespace().collect();
+    assert_eq!(containers.len(), 1, "one container of the project\n{ps}");
+    let cid = containers[0].to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let logs = loop {
+        let logs = in_ns(&["logs", &cid]).stdout;
+        if logs.contains("probe rc") || Instant::now() > deadline {
+            break logs;
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
+    assert_recorded_the_tunnel(&logs, dns);
+    compose(&["down"]).assert_success("podman-compose down");
+    lab.assert_nothing_left(&cid);
+    assert_state_dir_empty(&lab);
 }
 
 // ----- docker-compose ---------------------------------------------------------------------------------------------
@@ -744,5 +869,18 @@ fn readme_shows_the_examples_as_they_are() {
         shown,
         [file],
         "README.md's Compose service is not examples/docker-compose.yml's"
+    );
+
+    let shown = yaml_documents(&readme, &block("wg-oci-hook.dev/tunnel=vpn"));
+    let (path, text) = example("compose-cdi.yaml");
+    let mut file = yaml_documents(&path, &text).remove(0);
+    let services = file["services"].as_mapping_mut().unwrap();
+    for (_, service) in services.iter_mut() {
+        service.as_mapping_mut().unwrap().remove("command");
+    }
+    assert_eq!(
+        shown,
+        [file],
+        "README.md's CDI Compose service is not examples/compose-cdi.yaml's"
     );
 }

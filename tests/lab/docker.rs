@@ -390,7 +390,7 @@ impl Lab {
 
     /// Registers `f` to run first when the lab is dropped (last registered, first run); `f` returns problems to
     /// report.
-    fn on_teardown(&self, f: super::TeardownHook) {
+    pub(super) fn on_teardown(&self, f: super::TeardownHook) {
         self.teardown_hooks.lock().unwrap().push(f);
     }
 }

@@ -9,6 +9,7 @@ use super::{write_file, Lab};
 use std::fmt;
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
@@ -301,6 +302,22 @@ impl Lab {
         binds: &[(PathBuf, String)],
         args: &[&str],
     ) -> CmdOutput {
+        let mut argv = self.podman_argv(via, no_hooks, binds);
+        argv.extend(args.iter().map(|s| s.to_string()));
+        self.exec(&argv, &[("CONTAINERS_CONF", &self.containers_conf())])
+    }
+
+    fn containers_conf(&self) -> PathBuf {
+        self.podman_dir.join("containers.conf")
+    }
+
+    /// The lab's podman command line up to its own arguments (see [`Lab::podman_cmd`]).
+    fn podman_argv(
+        &self,
+        via: Option<&Path>,
+        no_hooks: bool,
+        binds: &[(PathBuf, String)],
+    ) -> Vec<String> {
         let no_hooks_dir = || {
             let dir = self.dir.join("no-hooks.d");
             let _ = fs::DirBuilder::new().mode(0o700).create(&dir);
@@ -343,11 +360,83 @@ impl Lab {
             argv.push(flag.into());
             argv.push(value);
         }
-        argv.extend(args.iter().map(|s| s.to_string()));
-        self.exec(
-            &argv,
-            &[("CONTAINERS_CONF", &self.podman_dir.join("containers.conf"))],
-        )
+        argv
+    }
+
+    /// An executable script that is the lab's podman with CDI (the lab's CDI dir as /etc/cdi, an empty hooks
+    /// dir), for tools that run `podman` themselves (podman-compose's `--podman-path`). Every run of it enters one
+    /// mount namespace the lab holds (`cdi_mount_ns`), so they all see what the others mounted: the netns podman
+    /// mounts under /run/netns for a bridge network, which a mount namespace of each command's own would hide
+    /// from the next. Containers started through it are removed through it when the lab ends.
+    pub fn podman_with_cdi_script(&self) -> PathBuf {
+        let path = self.dir.join("podman-cdi");
+        if path.exists() {
+            return path;
+        }
+        let holder = self.cdi_mount_ns();
+        let mut argv = vec![
+            "nsenter".to_owned(),
+            format!("--mount=/proc/{holder}/ns/mnt"),
+        ];
+        argv.extend(self.podman_argv(None, true, &[]).into_iter().skip(1));
+        let quoted: Vec<String> = argv.iter().map(|a| sh_quote(a)).collect();
+        let script = format!(
+            "#!/bin/sh\nCONTAINERS_CONF={}\nexport CONTAINERS_CONF\nexec {} \"$@\"\n",
+            sh_quote(&self.containers_conf().to_string_lossy()),
+            quoted.join(" ")
+        );
+        write_file(&path, &script, 0o700);
+        let script = path.clone();
+        self.on_teardown(Box::new(move || {
+            let mut problems = Vec::new();
+            let out = super::command::run_argv(
+                &[
+                    script.to_string_lossy().into_owned(),
+                    "rm".into(),
+                    "-fa".into(),
+                    "-t".into(),
+                    "0".into(),
+                ],
+                &[],
+            );
+            if !out.success() {
+                problems.push(format!("podman rm -fa in the CDI mount namespace:\n{out}"));
+            }
+            super::command::kill(holder, nix::sys::signal::Signal::SIGKILL);
+            problems
+        }));
+        path
+    }
+
+    /// A process that holds a private mount namespace with the lab's CDI binds (`cdi_binds`): its pid.
+    fn cdi_mount_ns(&self) -> u32 {
+        let mut script = String::new();
+        for (file, target) in self.cdi_binds() {
+            script += &format!(
+                "mount --bind {} {} || exit 125\n",
+                sh_quote(&file.to_string_lossy()),
+                sh_quote(&target)
+            );
+        }
+        script += "exec sleep 86400\n";
+        let child = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .process_group(0)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("unshare --mount");
+        let pid = child.id();
+        let began = std::time::Instant::now();
+        while !fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep") {
+            assert!(
+                began.elapsed() < std::time::Duration::from_secs(5),
+                "the CDI mount namespace's holder never got to sleep"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        pid
     }
 
     /// Runs podman (in the lab's host netns, with the lab's storage and hooks) with `args`.

@@ -276,8 +276,9 @@ mod tests {
         );
         assert_eq!(hooks[0]["timeout"], HOOK_TIMEOUT.as_secs());
         // What the hook reads back from a config.json these hooks were copied into.
-        let copied: Vec<Value> = vec![hooks[0].clone()];
-        assert_eq!(cdi::devices_in(&copied), ["vpn"]);
+        let copied: Vec<String> = serde_json::from_value(hooks[0]["args"].clone()).unwrap();
+        let path = hooks[0]["path"].as_str().unwrap();
+        assert_eq!(cdi::devices_in([(path, copied.as_slice())]), ["vpn"]);
         let (with_policy, _) = spec(
             &policy,
             Path::new("/h/wg-oci-hook"),
