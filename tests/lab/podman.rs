@@ -373,10 +373,10 @@ impl Lab {
         if path.exists() {
             return path;
         }
-        let holder = self.cdi_mount_ns();
+        let mut holder = self.cdi_mount_ns();
         let mut argv = vec![
             "nsenter".to_owned(),
-            format!("--mount=/proc/{holder}/ns/mnt"),
+            format!("--mount=/proc/{}/ns/mnt", holder.id()),
         ];
         argv.extend(self.podman_argv(None, true, &[]).into_iter().skip(1));
         let quoted: Vec<String> = argv.iter().map(|a| sh_quote(a)).collect();
@@ -402,14 +402,15 @@ impl Lab {
             if !out.success() {
                 problems.push(format!("podman rm -fa in the CDI mount namespace:\n{out}"));
             }
-            super::command::kill(holder, nix::sys::signal::Signal::SIGKILL);
+            let _ = holder.kill();
+            let _ = holder.wait();
             problems
         }));
         path
     }
 
-    /// A process that holds a private mount namespace with the lab's CDI binds (`cdi_binds`): its pid.
-    fn cdi_mount_ns(&self) -> u32 {
+    /// A process that holds a private mount namespace with the lab's CDI binds (`cdi_binds`).
+    fn cdi_mount_ns(&self) -> std::process::Child {
         let mut script = String::new();
         for (file, target) in self.cdi_binds() {
             script += &format!(
@@ -436,7 +437,7 @@ impl Lab {
             );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        pid
+        child
     }
 
     /// Runs podman (in the lab's host netns, with the lab's storage and hooks) with `args`.
