@@ -858,29 +858,22 @@ fn readme_shows_the_examples_as_they_are() {
         );
     }
 
-    let shown = yaml_documents(&readme, &block("runtime: wg-vpn"));
-    let (path, text) = example("docker-compose.yml");
-    let mut file = yaml_documents(&path, &text).remove(0);
-    let services = file["services"].as_mapping_mut().unwrap();
-    for (_, service) in services.iter_mut() {
-        service.as_mapping_mut().unwrap().remove("command");
+    // The Compose services, each shown by the block that names it, but for its command.
+    for (needle, example_file) in [
+        ("runtime: wg-vpn", "docker-compose.yml"),
+        ("wg-oci-hook.dev/tunnel=vpn", "compose-cdi.yaml"),
+    ] {
+        let shown = yaml_documents(&readme, &block(needle));
+        let (path, text) = example(example_file);
+        let mut file = yaml_documents(&path, &text).remove(0);
+        let services = file["services"].as_mapping_mut().unwrap();
+        for (_, service) in services.iter_mut() {
+            service.as_mapping_mut().unwrap().remove("command");
+        }
+        assert_eq!(
+            shown,
+            [file],
+            "README.md's Compose service is not examples/{example_file}'s"
+        );
     }
-    assert_eq!(
-        shown,
-        [file],
-        "README.md's Compose service is not examples/docker-compose.yml's"
-    );
-
-    let shown = yaml_documents(&readme, &block("wg-oci-hook.dev/tunnel=vpn"));
-    let (path, text) = example("compose-cdi.yaml");
-    let mut file = yaml_documents(&path, &text).remove(0);
-    let services = file["services"].as_mapping_mut().unwrap();
-    for (_, service) in services.iter_mut() {
-        service.as_mapping_mut().unwrap().remove("command");
-    }
-    assert_eq!(
-        shown,
-        [file],
-        "README.md's CDI Compose service is not examples/compose-cdi.yaml's"
-    );
 }
