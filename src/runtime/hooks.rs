@@ -3,6 +3,7 @@
 
 use super::options::HOOK_NAME;
 use crate::config::annotations;
+use crate::oci::cdi;
 use crate::sys::command::DEFAULT_PATH;
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
@@ -41,6 +42,35 @@ pub fn add_hooks(config: &mut Value, call: &HookCall) -> Result<bool, String> {
     let root = config
         .as_object_mut()
         .ok_or("config.json is not a JSON object")?;
+    // A CDI device of ours binds a profile too (the engine copied its hooks in already): one that is not this
+    // runtime's is refused, as the hook refuses it, rather than left to whichever hook runs.
+    if let Some(profile) = &call.profile {
+        let hooks: Vec<(&str, Vec<String>)> = root
+            .get("hooks")
+            .and_then(|h| h.get("createRuntime"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|h| {
+                let path = h.get("path")?.as_str()?;
+                let args = h.get("args")?.as_array()?;
+                Some((
+                    path,
+                    args.iter()
+                        .filter_map(|a| a.as_str().map(str::to_owned))
+                        .collect(),
+                ))
+            })
+            .collect();
+        let devices = cdi::devices_in(hooks.iter().map(|(p, a)| (*p, a.as_slice())));
+        if let Some(other) = devices.iter().find(|d| *d != profile) {
+            return Err(format!(
+                "the container asks for the device {} and this runtime binds profile {profile:?}: a container \
+                 has one tunnel",
+                cdi::qualified(other)
+            ));
+        }
+    }
     let annotation = root
         .get("annotations")
         .and_then(|a| a.get(annotations::ENABLE))
@@ -149,6 +179,36 @@ mod tests {
         let before = config.clone();
         assert!(add_hooks(&mut config, &call(None)).unwrap());
         assert_eq!(config, before);
+    }
+
+    #[test]
+    fn a_cdi_device_of_another_profile_is_refused_and_the_same_one_gets_no_second_hook() {
+        let device = |name: &str| {
+            json!({"hooks": {"createRuntime": [{"path": "/usr/bin/wg-oci-hook",
+                "args": ["wg-oci-hook", "--cdi-device", name, "create-runtime"]}]}})
+        };
+        let mut config = device("lab");
+        let e = add_hooks(&mut config, &call(Some("vpn"))).unwrap_err();
+        assert_eq!(
+            e,
+            "the container asks for the device wg-oci-hook.dev/tunnel=lab and this runtime binds profile \
+             \"vpn\": a container has one tunnel"
+        );
+        assert_eq!(config, device("lab"), "nothing changed");
+        // The same profile: the device's hooks stand (the hook finds the device and binds it).
+        let mut config = device("vpn");
+        let call = HookCall {
+            hook: "/usr/bin/wg-oci-hook".into(),
+            ..call(Some("vpn"))
+        };
+        assert!(add_hooks(&mut config, &call).unwrap());
+        assert_eq!(
+            config["hooks"]["createRuntime"].as_array().unwrap().len(),
+            1
+        );
+        // A runtime with no profile leaves a device container as it is.
+        let mut config = device("lab");
+        assert!(!add_hooks(&mut config, &super::tests::call(None)).unwrap());
     }
 
     #[test]
