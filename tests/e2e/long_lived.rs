@@ -434,6 +434,10 @@ fn the_health_file_flips_when_the_peer_goes_away_and_back_when_it_returns() {
     wait_until("healthy at first", Duration::from_secs(20), || {
         healthy(&lab, &key) == Some(true)
     });
+    // The verdict reaches status first, then the container's file.
+    wait_until("the file says healthy", Duration::from_secs(5), || {
+        health_line(&lab, &cid).starts_with("healthy ")
+    });
     assert!(
         healthcheck(&lab),
         "podman healthcheck run on a healthy tunnel"
@@ -621,6 +625,42 @@ fn the_supervisor_goes_with_its_container_its_init_or_its_netns() {
     let out = lab.run_hook_direct(&["--policy", &policy, "gc"], "");
     assert!(out.stdout.contains("1 tunnel(s) taken down"), "{out}");
     lab.assert_nothing_left(&id);
+}
+
+/// What the container's health file says, "" while there is none.
+fn health_line(lab: &Lab, cid: &str) -> String {
+    lab.podman(&["exec", cid, "cat", "/run/wg-health"]).stdout
+}
+
+/// The first look comes during createRuntime, before the workload has pivoted into its root, when the file
+/// cannot be written yet: it must be there soon after the start all the same, not one `health_interval` later
+/// (a HEALTHCHECK run meanwhile would fail). CI caught the health test's `podman healthcheck run` in that gap.
+#[test]
+fn the_health_file_is_there_soon_after_the_start_not_one_interval_later() {
+    let lab = Lab::new("health_first_line");
+    let mut policy = lab.policy();
+    let profile = policy.profiles.remove(0);
+    policy.profiles.push(
+        profile
+            .with("health_interval", "60")
+            .with("stale_after", "180"),
+    );
+    lab.write_policy(&policy);
+    let started = Instant::now();
+    let (cid, _, _) = start_detached(&lab, RunOpts::wg("exec sleep 600"));
+    wait_until("the health file", Duration::from_secs(5), || {
+        !health_line(&lab, &cid).is_empty()
+    });
+    let line = health_line(&lab, &cid);
+    println!(
+        "HEALTH first line {:.1} s after podman run: {line}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        line.starts_with("healthy ") || line.starts_with("unhealthy "),
+        "{line}"
+    );
+    remove(&lab, &cid);
 }
 
 /// The harness itself: a lab that ends stops the supervisors of the tunnels it saw, and only those. Netns

@@ -48,6 +48,9 @@ const RECOVERY_MAX: Duration = Duration::from_secs(300);
 const BIND_RETRY: Duration = Duration::from_secs(30);
 /// Its log file is cut back to nothing past this size: it runs for months.
 const LOG_LIMIT: u64 = 1 << 20;
+/// How soon the health line is tried again for a container whose workload had not pivoted into its root yet
+/// (the first look comes during createRuntime, before it has): a HEALTHCHECK should not wait a whole interval.
+const LINE_RETRY: Duration = Duration::from_millis(200);
 /// How long a daemon may take to answer `get=1`.
 const DEVICE_READ_WAIT: Duration = Duration::from_secs(2);
 
@@ -235,6 +238,8 @@ pub fn run(policy: &Policy, key: &str) -> Result<(), String> {
         recoveries: 0,
         last_recovery: None,
         written: HashMap::new(),
+        health_line: None,
+        line_pending: false,
         next_check: now,
         next_bind: now,
         next_recovery: now,
@@ -270,6 +275,10 @@ struct Supervisor<'a> {
     last_recovery: Option<String>,
     /// What each member's health file holds, by pid: written again only when it changes.
     written: HashMap<u32, String>,
+    /// The last verdict's line for the containers' `health_file`.
+    health_line: Option<String>,
+    /// Whether a live member has not had that line yet (its workload had not pivoted into its root).
+    line_pending: bool,
     next_check: Instant,
     next_bind: Instant,
     next_recovery: Instant,
@@ -324,9 +333,15 @@ impl<'a> Supervisor<'a> {
                 };
                 self.next_bind = Instant::now() + pause;
             }
+            if self.line_pending {
+                self.write_health_line(&record);
+            }
             let mut until = self.next_check;
             if self.forwarder.is_some() && !self.judge.suspect() {
                 until = until.min(self.next_bind);
+            }
+            if self.line_pending {
+                until = until.min(Instant::now() + LINE_RETRY);
             }
             process::wait_for_any_exit(&members, until.saturating_duration_since(Instant::now()));
         }
@@ -440,11 +455,17 @@ impl<'a> Supervisor<'a> {
             }
             Err(e) => warn!("tunnel {}: the verdict: {e}", self.key),
         }
+        self.health_line = Some(report.file_text());
+        self.write_health_line(record);
+    }
+
+    /// The last verdict's line into each live member's `health_file` that does not hold it yet.
+    fn write_health_line(&mut self, record: &Record) {
+        self.line_pending = false;
         let profile = self.profile;
-        let Some(path) = &profile.health.file else {
+        let (Some(path), Some(text)) = (&profile.health.file, self.health_line.clone()) else {
             return;
         };
-        let text = report.file_text();
         let live: Vec<&Member> = record.members.iter().filter(|m| m.alive()).collect();
         self.written
             .retain(|pid, _| live.iter().any(|m| m.pid == *pid));
@@ -459,7 +480,7 @@ impl<'a> Supervisor<'a> {
                 Ok(true) => {
                     self.written.insert(pid, text.clone());
                 }
-                Ok(false) => {}
+                Ok(false) => self.line_pending = true,
                 Err(e) => {
                     warn!("tunnel {}: health_file in pid {pid}: {e}", self.key);
                     // Not tried again until the verdict changes.
