@@ -632,12 +632,21 @@ fn health_line(lab: &Lab, cid: &str) -> String {
     lab.podman(&["exec", cid, "cat", "/run/wg-health"]).stdout
 }
 
-/// The first look comes during createRuntime, before the workload has pivoted into its root, when the file
-/// cannot be written yet: it must be there soon after the start all the same, not one `health_interval` later
-/// (a HEALTHCHECK run meanwhile would fail). CI caught the health test's `podman healthcheck run` in that gap.
+/// The first look comes right after our createRuntime hook, maybe before the workload has pivoted into its root,
+/// when the file cannot be written yet: it must be there soon after the start all the same, not one
+/// `health_interval` later (a HEALTHCHECK run meanwhile would fail). CI caught the health test's `podman
+/// healthcheck run` in that gap; here a createRuntime hook of the test's own, after ours, holds the pivot back
+/// for 1.5 s, so the first look always comes before it.
 #[test]
 fn the_health_file_is_there_soon_after_the_start_not_one_interval_later() {
     let lab = Lab::new("health_first_line");
+    // hooks.d runs its files in name order: this one after wg-oci-hook's.
+    lab.write_file(
+        "hooks.d/zz-slow-create-runtime.json",
+        r#"{"version": "1.0.0", "hook": {"path": "/usr/bin/sleep", "args": ["sleep", "1.5"]},
+            "when": {"always": true}, "stages": ["createRuntime"]}"#,
+        0o600,
+    );
     let mut policy = lab.policy();
     let profile = policy.profiles.remove(0);
     policy.profiles.push(
