@@ -101,12 +101,7 @@ impl Host for ThisHost {
 }
 
 pub fn run(policy_path: &Path, only: Option<&str>, cdi_dirs: &[PathBuf], json: bool) -> ExitCode {
-    let mut report = check(policy_path, only, &ThisHost);
-    if let (Ok(policy), None) = (Policy::load(policy_path), only) {
-        let found = cdi_problems(&policy, cdi_dirs);
-        report.ok &= found.is_empty();
-        report.problems.extend(found);
-    }
+    let report = check(policy_path, only, cdi_dirs, &ThisHost);
     if json {
         println!(
             "{}",
@@ -122,11 +117,23 @@ pub fn run(policy_path: &Path, only: Option<&str>, cdi_dirs: &[PathBuf], json: b
     }
 }
 
-/// Loads the policy and checks it (or only the profile `only`).
-pub fn check(policy_path: &Path, only: Option<&str>, host: &dyn Host) -> Report {
+/// Loads the policy and checks it (or only the profile `only`), and, checking it whole, the CDI spec in each
+/// of `cdi_dirs` against it.
+pub fn check(
+    policy_path: &Path,
+    only: Option<&str>,
+    cdi_dirs: &[PathBuf],
+    host: &dyn Host,
+) -> Report {
     let policy_name = policy_path.display().to_string();
     let (problems, profiles) = match Policy::load(policy_path) {
-        Ok(policy) => check_policy(&policy, only, host),
+        Ok(policy) => {
+            let (mut problems, profiles) = check_policy(&policy, only, host);
+            if only.is_none() {
+                problems.extend(cdi_problems(&policy, cdi_dirs));
+            }
+            (problems, profiles)
+        }
         Err(e) => (vec![policy_problem(policy_path, &e)], Vec::new()),
     };
     Report {
@@ -431,7 +438,7 @@ mod tests {
         }
         fn check(&self, policy: &str, only: Option<&str>, host: &dyn Host) -> Report {
             let path = self.write("policy.toml", policy, 0o600);
-            check(&path, only, host)
+            check(&path, only, &[], host)
         }
         fn lines(&self, policy: &str) -> Vec<String> {
             let report = self.check(policy, None, &GOOD_HOST);

@@ -64,6 +64,13 @@ pub fn text(spec: &Value) -> Vec<u8> {
     (serde_json::to_string_pretty(spec).expect("a spec serializes") + "\n").into_bytes()
 }
 
+/// What `install` would write: the file's edit, the qualified names of its devices, and the profiles left out.
+pub struct Install {
+    pub edit: Edit,
+    pub devices: Vec<String>,
+    pub unnamed: Vec<String>,
+}
+
 /// The spec file in `dir`, written for `policy`. A policy none of whose profiles can be a device is refused: the
 /// engines refuse a spec without devices.
 pub fn install(
@@ -71,24 +78,31 @@ pub fn install(
     policy: &Policy,
     hook: &Path,
     policy_arg: Option<&Path>,
-) -> Result<(Edit, Vec<String>), String> {
+) -> Result<Install, String> {
     let (spec, unnamed) = spec(policy, hook, policy_arg);
-    if spec["devices"].as_array().is_none_or(Vec::is_empty) {
+    let devices: Vec<String> = spec["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["name"].as_str().map(cdi::qualified))
+        .collect();
+    if devices.is_empty() {
         return Err(format!(
             "{} has no profile that can be a CDI device (a name with a letter or digit first and last)",
             policy.path.display()
         ));
     }
     let path = dir.join(FILE);
-    Ok((
-        Edit {
+    Ok(Install {
+        edit: Edit {
             old: file::read(&path)?,
             new: Some(text(&spec)),
             path,
             backup: false,
         },
+        devices,
         unnamed,
-    ))
+    })
 }
 
 /// The spec file gone, if it is there; refused for a file of that name whose kind is not ours.
@@ -308,7 +322,8 @@ mod tests {
             problems(&specs, &policy, &default_policy).is_empty(),
             "no spec, nothing to say"
         );
-        let (edit, _) = install(&specs, &policy, &hook, None).unwrap();
+        let Install { edit, devices, .. } = install(&specs, &policy, &hook, None).unwrap();
+        assert_eq!(devices, ["wg-oci-hook.dev/tunnel=vpn"]);
         assert!(edit.old.is_none() && edit.changes());
         edit.apply().unwrap();
         let path = specs.join(FILE);
@@ -316,7 +331,10 @@ mod tests {
             fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
             0o644
         );
-        assert!(!install(&specs, &policy, &hook, None).unwrap().0.changes());
+        assert!(!install(&specs, &policy, &hook, None)
+            .unwrap()
+            .edit
+            .changes());
         assert!(problems(&specs, &policy, &default_policy).is_empty());
 
         // The policy gains a profile and loses one: check says so, install puts it right.
@@ -371,7 +389,9 @@ mod tests {
             "{e:?}"
         );
         // A policy none of whose profiles can be a device: no spec.
-        let e = install(&specs, &dir.policy(&["_a", "b-"]), Path::new("/h"), None).unwrap_err();
+        let Err(e) = install(&specs, &dir.policy(&["_a", "b-"]), Path::new("/h"), None) else {
+            panic!("a spec without devices");
+        };
         assert!(e.contains("has no profile that can be a CDI device"), "{e}");
     }
 

@@ -318,24 +318,17 @@ fn cdi_plan(
     let path = policy::path(policy);
     let loaded = Policy::load(&path).map_err(|e| format!("the policy does not load: {e}"))?;
     let hook = beside_me("wg-oci-hook")?;
-    let (edit, unnamed) = cdi::install(dir, &loaded, &hook, policy)?;
+    let cdi::Install {
+        edit,
+        devices,
+        unnamed,
+    } = cdi::install(dir, &loaded, &hook, policy)?;
     for profile in unnamed {
         eprintln!(
             "wg-oci-hook: install cdi: profile {profile:?} gets no device: a CDI device name has a letter or \
              digit first and last"
         );
     }
-    let devices: Vec<String> =
-        serde_json::from_slice::<serde_json::Value>(edit.new.as_deref().unwrap_or_default())
-            .ok()
-            .and_then(|spec| {
-                spec["devices"].as_array().map(|d| {
-                    d.iter()
-                        .filter_map(|d| d["name"].as_str().map(crate::oci::cdi::qualified))
-                        .collect()
-                })
-            })
-            .unwrap_or_default();
     Ok(Plan {
         steps: vec![Step {
             verb: if edit.old.is_some() {
