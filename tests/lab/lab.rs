@@ -150,6 +150,8 @@ pub struct Lab {
     bridges: Mutex<Vec<BridgeNet>>,
     /// Run first at drop, last registered first (a dockerd's teardown, see `docker.rs`).
     teardown_hooks: Mutex<Vec<TeardownHook>>,
+    /// The process holding the mount namespace every CDI podman command of the lab runs in (`podman.rs`).
+    pub(super) cdi_ns: Mutex<Option<u32>>,
 }
 
 /// Teardown work registered with a lab; returns the problems it met.
@@ -207,6 +209,7 @@ impl Lab {
                 networks: Mutex::new(Vec::new()),
                 bridges: Mutex::new(Vec::new()),
                 teardown_hooks: Mutex::new(Vec::new()),
+                cdi_ns: Mutex::new(None),
             };
             let (h, s) = (lab.host_ns.clone(), lab.server_ns.clone());
             if !run_cmd(&["ip", "netns", "add", &h]).success() {

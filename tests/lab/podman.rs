@@ -291,18 +291,18 @@ impl Lab {
         binds: &[(PathBuf, String)],
         args: &[&str],
     ) -> CmdOutput {
-        self.podman_cmd_with(via, false, binds, args)
+        self.podman_cmd_with(via, false, Mounts::Binds(binds), args)
     }
 
-    /// [`Lab::podman_cmd`], and with `no_hooks` an empty hooks dir whatever the runtime.
+    /// [`Lab::podman_cmd`], with `no_hooks` an empty hooks dir whatever the runtime, and its mounts.
     fn podman_cmd_with(
         &self,
         via: Option<&Path>,
         no_hooks: bool,
-        binds: &[(PathBuf, String)],
+        mounts: Mounts,
         args: &[&str],
     ) -> CmdOutput {
-        let mut argv = self.podman_argv(via, no_hooks, binds);
+        let mut argv = self.podman_argv(via, no_hooks, mounts);
         argv.extend(args.iter().map(|s| s.to_string()));
         self.exec(&argv, &[("CONTAINERS_CONF", &self.containers_conf())])
     }
@@ -312,12 +312,7 @@ impl Lab {
     }
 
     /// The lab's podman command line up to its own arguments (see [`Lab::podman_cmd`]).
-    fn podman_argv(
-        &self,
-        via: Option<&Path>,
-        no_hooks: bool,
-        binds: &[(PathBuf, String)],
-    ) -> Vec<String> {
+    fn podman_argv(&self, via: Option<&Path>, no_hooks: bool, mounts: Mounts) -> Vec<String> {
         let no_hooks_dir = || {
             let dir = self.dir.join("no-hooks.d");
             let _ = fs::DirBuilder::new().mode(0o700).create(&dir);
@@ -329,6 +324,19 @@ impl Lab {
             Some(runtime) => (runtime.to_string_lossy().into_owned(), no_hooks_dir()),
         };
         let mut argv: Vec<String> = Vec::new();
+        let held = match mounts {
+            Mounts::Binds(_) => None,
+            Mounts::Cdi => Some(self.cdi_mount_ns()),
+            Mounts::Held(pid) => Some(pid),
+        };
+        let binds = match mounts {
+            Mounts::Binds(binds) => binds,
+            Mounts::Cdi | Mounts::Held(_) => &[],
+        };
+        if let Some(pid) = held {
+            argv.push("nsenter".into());
+            argv.push(format!("--mount=/proc/{pid}/ns/mnt"));
+        }
         if !binds.is_empty() {
             let mut script = String::new();
             for (file, target) in binds {
@@ -346,7 +354,12 @@ impl Lab {
             argv.push("sh".into());
         }
         let p = |s: &str| self.podman_dir.join(s).to_string_lossy().into_owned();
-        argv.extend(in_netns(&self.host_ns, &["podman"]));
+        let mut podman = in_netns(&self.host_ns, &["podman"]);
+        if held.is_some() {
+            // One nsenter enters both namespaces.
+            podman.remove(0);
+        }
+        argv.extend(podman);
         for (flag, value) in [
             ("--root", p("root")),
             ("--runroot", p("rr")),
@@ -363,54 +376,35 @@ impl Lab {
         argv
     }
 
-    /// An executable script that is the lab's podman with CDI (the lab's CDI dir as /etc/cdi, an empty hooks
-    /// dir), for tools that run `podman` themselves (podman-compose's `--podman-path`). Every run of it enters one
-    /// mount namespace the lab holds (`cdi_mount_ns`), so they all see what the others mounted: the netns podman
-    /// mounts under /run/netns for a bridge network, which a mount namespace of each command's own would hide
-    /// from the next. Containers started through it are removed through it when the lab ends.
+    /// An executable script that is the lab's podman with CDI and an empty hooks dir, for tools that run `podman`
+    /// themselves (podman-compose's `--podman-path`): it runs in the lab's CDI mount namespace (`cdi_mount_ns`).
     pub fn podman_with_cdi_script(&self) -> PathBuf {
         let path = self.dir.join("podman-cdi");
-        if path.exists() {
-            return path;
-        }
-        let mut holder = self.cdi_mount_ns();
-        let mut argv = vec![
-            "nsenter".to_owned(),
-            format!("--mount=/proc/{}/ns/mnt", holder.id()),
-        ];
-        argv.extend(self.podman_argv(None, true, &[]).into_iter().skip(1));
-        let quoted: Vec<String> = argv.iter().map(|a| sh_quote(a)).collect();
+        let quoted: Vec<String> = self
+            .podman_argv(None, true, Mounts::Cdi)
+            .iter()
+            .map(|a| sh_quote(a))
+            .collect();
         let script = format!(
             "#!/bin/sh\nCONTAINERS_CONF={}\nexport CONTAINERS_CONF\nexec {} \"$@\"\n",
             sh_quote(&self.containers_conf().to_string_lossy()),
             quoted.join(" ")
         );
         write_file(&path, &script, 0o700);
-        let script = path.clone();
-        self.on_teardown(Box::new(move || {
-            let mut problems = Vec::new();
-            let out = super::command::run_argv(
-                &[
-                    script.to_string_lossy().into_owned(),
-                    "rm".into(),
-                    "-fa".into(),
-                    "-t".into(),
-                    "0".into(),
-                ],
-                &[],
-            );
-            if !out.success() {
-                problems.push(format!("podman rm -fa in the CDI mount namespace:\n{out}"));
-            }
-            let _ = holder.kill();
-            let _ = holder.wait();
-            problems
-        }));
         path
     }
 
-    /// A process that holds a private mount namespace with the lab's CDI binds (`cdi_binds`).
-    fn cdi_mount_ns(&self) -> std::process::Child {
+    /// The pid of the process holding the lab's CDI mount namespace, started on first use: a private one where
+    /// the lab's CDI dir is /etc/cdi (`cdi_binds`). Every CDI podman command of the lab enters this one
+    /// namespace, so each sees what the others mounted there: the netns podman mounts under /run/netns (for a
+    /// bridge network, and for `none`), which a namespace of each command's own would hide from the next
+    /// command, and from the lab's teardown, leaving it behind. Containers run there are removed there when the
+    /// lab ends, before the holder goes.
+    fn cdi_mount_ns(&self) -> u32 {
+        let mut held = self.cdi_ns.lock().unwrap();
+        if let Some(pid) = *held {
+            return pid;
+        }
         let mut script = String::new();
         for (file, target) in self.cdi_binds() {
             script += &format!(
@@ -420,7 +414,7 @@ impl Lab {
             );
         }
         script += "exec sleep 86400\n";
-        let child = std::process::Command::new("unshare")
+        let mut holder = std::process::Command::new("unshare")
             .args(["--mount", "--propagation", "private", "sh", "-c", &script])
             .process_group(0)
             .stdin(std::process::Stdio::null())
@@ -428,7 +422,7 @@ impl Lab {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("unshare --mount");
-        let pid = child.id();
+        let pid = holder.id();
         let began = std::time::Instant::now();
         while !fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep") {
             assert!(
@@ -437,7 +431,21 @@ impl Lab {
             );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        child
+        *held = Some(pid);
+        let mut rm = self.podman_argv(None, true, Mounts::Held(pid));
+        rm.extend(["rm", "-fa", "-t", "0"].map(String::from));
+        let env = self.containers_conf();
+        self.on_teardown(Box::new(move || {
+            let mut problems = Vec::new();
+            let out = super::command::run_argv(&rm, &[("CONTAINERS_CONF", &env)]);
+            if !out.success() {
+                problems.push(format!("podman rm -fa in the CDI mount namespace:\n{out}"));
+            }
+            let _ = holder.kill();
+            let _ = holder.wait();
+            problems
+        }));
+        pid
     }
 
     /// Runs podman (in the lab's host netns, with the lab's storage and hooks) with `args`.
@@ -472,11 +480,13 @@ impl Lab {
         let cidfile = self.dir.join(format!("run-{n}.cid"));
         let args = opts.run_args(&cidfile, &rootfs);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut binds = opts.binds.clone();
-        if opts.cdi {
-            binds.extend(self.cdi_binds());
-        }
-        let out = self.podman_cmd_with(opts.via.as_deref(), opts.no_hooks_dir, &binds, &refs);
+        let mounts = if opts.cdi {
+            assert!(opts.binds.is_empty(), "a CDI run takes no binds of its own");
+            Mounts::Cdi
+        } else {
+            Mounts::Binds(&opts.binds)
+        };
+        let out = self.podman_cmd_with(opts.via.as_deref(), opts.no_hooks_dir, mounts, &refs);
         let cid = fs::read_to_string(&cidfile)
             .ok()
             .map(|s| s.trim().to_owned())
@@ -569,4 +579,15 @@ pub fn section<'a>(out: &'a str, tag: &str) -> Vec<&'a str> {
         .skip(1)
         .take_while(|l| *l != end)
         .collect()
+}
+
+/// The mount namespace a podman command of the lab runs in.
+#[derive(Clone, Copy)]
+enum Mounts<'a> {
+    /// The machine's, or with binds a private one of the command's own (see `Lab::podman_cmd`).
+    Binds(&'a [(PathBuf, String)]),
+    /// The lab's CDI namespace (`Lab::cdi_mount_ns`), started if need be.
+    Cdi,
+    /// The lab's CDI namespace, held by this pid.
+    Held(u32),
 }
