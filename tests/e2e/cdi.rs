@@ -6,6 +6,8 @@ use crate::lab::*;
 use serde_json::Value;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// The first instruction sends one packet through the tunnel; then what the container sees of its network.
 const FIRST_PACKET: &str = "set -e
@@ -24,6 +26,25 @@ fn check(lab: &Lab) -> CmdOutput {
     let policy = lab.policy_path.to_string_lossy().into_owned();
     let dir = lab.cdi_dir().to_string_lossy().into_owned();
     lab.run(&[HOOK_BIN, "--policy", &policy, "check", "--cdi-dir", &dir])
+}
+
+/// The container's output once it holds `needle` (or after 20 s, for the caller's assertion to show).
+fn logs_once_they_hold(lab: &Lab, cid: &str, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let logs = lab.podman(&["logs", cid]).stdout;
+        if logs.contains(needle) || Instant::now() > deadline {
+            return logs;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `podman rm -f`, and nothing of the container's tunnel left.
+fn remove(lab: &Lab, cid: &str) {
+    lab.podman(&["rm", "-f", "-t", "0", cid])
+        .assert_success("podman rm -f");
+    lab.assert_nothing_left(cid);
 }
 
 /// The lab's policy with a second profile `vpn` (the same server), `lab` still the default.
@@ -68,13 +89,7 @@ fn a_device_alone_gives_the_container_its_tunnel_before_its_first_instruction() 
     );
     run.assert_success("a container with the device");
     let cid = run.cid().to_owned();
-    let logs = lab.podman(&["logs", &cid]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let mut logs_text = logs.stdout.clone();
-    while !logs_text.contains("done") && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        logs_text = lab.podman(&["logs", &cid]).stdout;
-    }
+    let logs_text = logs_once_they_hold(&lab, &cid, "done");
     assert!(
         logs_text.starts_with(MARKER.trim_end()),
         "the first instruction went through the tunnel\n{logs_text}\n{run}"
@@ -91,9 +106,7 @@ fn a_device_alone_gives_the_container_its_tunnel_before_its_first_instruction() 
         tunnels[0]["profile"], "vpn",
         "the device's profile\n{status}"
     );
-    lab.podman(&["rm", "-f", "-t", "0", &cid])
-        .assert_success("podman rm -f");
-    lab.assert_nothing_left(&cid);
+    remove(&lab, &cid);
 }
 
 #[test]
@@ -136,11 +149,9 @@ fn a_device_and_the_hooks_d_registration_build_one_tunnel_of_the_devices_profile
     );
     let key = lab.tunnel_key_of(&cid).expect("the tunnel's key");
     assert_eq!(supervisors(&key).len(), 1, "one supervisor");
-    let logs = lab.podman(&["logs", &cid]).stdout;
+    let logs = logs_once_they_hold(&lab, &cid, MARKER.trim_end());
     assert!(logs.starts_with(MARKER.trim_end()), "{logs}");
-    lab.podman(&["rm", "-f", "-t", "0", &cid])
-        .assert_success("podman rm -f");
-    lab.assert_nothing_left(&cid);
+    remove(&lab, &cid);
 }
 
 #[test]
