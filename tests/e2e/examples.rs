@@ -228,17 +228,8 @@ fn compose_cdi_example_runs_its_service_in_the_devices_tunnel_with_podman_compos
         .assert_success("the example's install line");
 
     // The lab's busybox as the example's image (there is no registry).
-    let rootfs = lab.new_rootfs();
     let tarball = lab.dir.join("busybox.tar");
-    lab.run(&[
-        "tar",
-        "-C",
-        &rootfs.to_string_lossy(),
-        "-cf",
-        &tarball.to_string_lossy(),
-        ".",
-    ])
-    .assert_success("packing the busybox rootfs");
+    lab.busybox_tarball(&tarball);
     lab.podman(&[
         "import",
         "--change",
@@ -270,9 +261,7 @@ fn compose_cdi_example_runs_its_service_in_the_devices_tunnel_with_podman_compos
         all.extend(args);
         lab.run(&all)
     };
-    let up = compose(&["up", "-d"]);
-    up.assert_success("podman-compose up -d");
-    println!("{up}");
+    compose(&["up", "-d"]).assert_success("podman-compose up -d");
     let in_ns = |args: &[&str]| {
         let mut all = vec![podman.as_str()];
         all.extend(args);

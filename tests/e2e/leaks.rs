@@ -69,6 +69,28 @@ impl Observed {
         self.packets.since(self.started)
     }
 
+    /// The positive control: every kind of probe to every target is in the capture (else "no packets" elsewhere
+    /// would prove nothing).
+    #[track_caller]
+    fn assert_probes_seen(&self, net: &BridgeNet) {
+        let seen = self.workload_packets();
+        let mut missing = Vec::new();
+        for target in lab_probe_targets(net) {
+            for kind in PROBE_KINDS {
+                if seen.to_addr(&target).probe_kind(kind).is_empty() {
+                    missing.push(format!("{kind} to {target}"));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "the capture lacks probes, so it could not have seen them leak either:\n  {}\n{}\n{}",
+            missing.join("\n  "),
+            self.packets,
+            self.run
+        );
+    }
+
     #[track_caller]
     fn assert_no_leak(&self, what: &str) {
         let during = self.workload_packets();
@@ -145,22 +167,7 @@ fn probes_without_the_tunnel_do_reach_the_bridge() {
     let net = lab.bridge_network("leak");
     let obs = observe(&lab, &net, RunOpts::plain(&probes_after_start(&net)));
     obs.run.assert_success("probing without a tunnel");
-    let seen = obs.workload_packets();
-    let mut missing = Vec::new();
-    for target in lab_probe_targets(&net) {
-        for kind in PROBE_KINDS {
-            if seen.to_addr(&target).probe_kind(kind).is_empty() {
-                missing.push(format!("{kind} to {target}"));
-            }
-        }
-    }
-    assert!(
-        missing.is_empty(),
-        "the capture lacks probes, so it could not have seen them leak either:\n  {}\n{}\n{}",
-        missing.join("\n  "),
-        obs.packets,
-        obs.run
-    );
+    obs.assert_probes_seen(&net);
 }
 
 #[test]
@@ -205,19 +212,7 @@ fn a_cdi_device_container_puts_nothing_on_its_bridge_and_without_the_device_its_
     control.cdi = true;
     let obs = observe(&lab, &net, control);
     obs.run.assert_success("probing without the device");
-    let seen = obs.workload_packets();
-    let missing: Vec<String> = lab_probe_targets(&net)
-        .iter()
-        .flat_map(|target| PROBE_KINDS.iter().map(move |kind| (target, kind)))
-        .filter(|(target, kind)| seen.to_addr(target).probe_kind(kind).is_empty())
-        .map(|(target, kind)| format!("{kind} to {target}"))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "the capture lacks probes, so it could not have seen them leak either:\n  {}\n{}",
-        missing.join("\n  "),
-        obs.run
-    );
+    obs.assert_probes_seen(&net);
 
     let script = format!("{}\n{TUNNEL_CHECK}", probes(&net));
     let opts = RunOpts::plain(&script).device("lab").without_hooks_dir();

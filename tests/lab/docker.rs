@@ -416,20 +416,8 @@ impl Dockerd {
     /// Builds a busybox rootfs as the lab does for podman (the same applets), imports it as
     /// `wgl-busybox:<lab id>` (default command `/bin/sh`) and returns that name.
     pub fn import_busybox(&self, lab: &Lab) -> String {
-        let rootfs = lab.new_rootfs();
         let tarball = self.inner.dir.join("busybox.tar");
-        let out = run_argv(
-            &[
-                "tar".to_owned(),
-                "-C".to_owned(),
-                rootfs.to_string_lossy().into_owned(),
-                "-cf".to_owned(),
-                tarball.to_string_lossy().into_owned(),
-                ".".to_owned(),
-            ],
-            &[],
-        );
-        out.assert_success("packing the busybox rootfs");
+        lab.busybox_tarball(&tarball);
         let image = format!("wgl-busybox:{}", lab.id);
         self.docker(&[
             "import",

@@ -539,6 +539,23 @@ impl Lab {
         binds
     }
 
+    /// A fresh busybox rootfs packed into the tarball `path`, for an engine's `import` (there is no registry).
+    pub fn busybox_tarball(&self, path: &Path) {
+        let rootfs = self.new_rootfs();
+        super::command::run_argv(
+            &[
+                "tar".to_owned(),
+                "-C".to_owned(),
+                rootfs.to_string_lossy().into_owned(),
+                "-cf".to_owned(),
+                path.to_string_lossy().into_owned(),
+                ".".to_owned(),
+            ],
+            &[],
+        )
+        .assert_success("packing the busybox rootfs");
+    }
+
     /// A fresh busybox rootfs dir under the lab dir (the one `podman_run` gives each container), for
     /// `podman run --rootfs`.
     pub fn new_rootfs(&self) -> PathBuf {
